@@ -1,0 +1,29 @@
+//! weir's connectors: one folder each, the same files in each.
+//!
+//! - `mod.rs` declares the connector's pieces and re-exports its config;
+//! - `config.rs` is the typed config (serde, unknown keys rejected, every field documented);
+//! - `source.rs` / `sink.rs` implement [`weir_core::Source`] / [`weir_core::Sink`];
+//! - anything else is the connector's own plumbing (`client.rs`, `tls.rs`).
+//!
+//! Connectors:
+//! - [`mqtt`] (feature `mqtt`): MQTT 3.1.1 and 5 sources and sinks over TCP or TLS, also
+//!   used for the local broker's topics;
+//! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
+//!   tests before the cloud connectors).
+//!
+//! [`registry`] lists every connector type compiled in.
+
+#[cfg(feature = "file")]
+pub mod file;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+
+/// Every connector type compiled into this binary.
+pub fn registry() -> weir_core::Registry {
+    let registry = weir_core::Registry::default();
+    #[cfg(feature = "file")]
+    let registry = registry.sink::<file::FileSink>();
+    #[cfg(feature = "mqtt")]
+    let registry = registry.source::<mqtt::MqttSource>().sink::<mqtt::MqttSink>();
+    registry
+}

@@ -1,0 +1,259 @@
+//! One MQTT connection, 3.1.1 or 5, behind one set of types.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet as Packet5, PublishProperties};
+use rumqttc::{Outgoing, Transport};
+use weir_core::{Metadata, Property, QoS};
+
+use super::config::{ConnectionConfig, Protocol};
+use super::tls;
+
+/// The client half: publish, subscribe, acknowledge.
+#[derive(Clone)]
+pub enum Client {
+    V311(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// The event loop half: must be polled for anything to happen.
+pub enum EventLoop {
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+/// A received publish, kept to acknowledge it later.
+#[derive(Debug, Clone)]
+pub enum Received {
+    V311(rumqttc::Publish),
+    V5(rumqttc::v5::mqttbytes::v5::Publish),
+}
+
+/// What the event loop reports, the same for both protocol versions.
+pub enum Event {
+    Connected { session_present: bool },
+    Publish(Received),
+    /// A publish left for the broker with this packet id (0 for QoS 0).
+    Sent(u16),
+    /// The broker acknowledged (PUBACK or PUBCOMP) this packet id.
+    Acknowledged(u16),
+    Other,
+}
+
+fn qos4(qos: QoS) -> rumqttc::QoS {
+    match qos {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn qos5(qos: QoS) -> rumqttc::v5::mqttbytes::QoS {
+    match qos {
+        QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+/// Host, port and whether TLS is wanted, from `mqtt://` / `mqtts://` URLs.
+pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")) {
+        (false, rest)
+    } else {
+        bail!("`{url}` is not an MQTT URL: write mqtt://host:port or mqtts://host:port");
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().with_context(|| format!("`{port}` in `{url}` is not a port number"))?),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        bail!("`{url}` has no host");
+    }
+    Ok((host.to_owned(), port, tls))
+}
+
+/// Open a connection (lazily: nothing happens until the event loop is polled).
+pub fn connect(config: &ConnectionConfig, default_client_id: &str, base: &Path, manual_acks: bool) -> anyhow::Result<(Client, EventLoop)> {
+    let (host, port, use_tls) = parse_url(&config.url)?;
+    let client_id = config.client_id.clone().unwrap_or_else(|| default_client_id.to_owned());
+    let password = config.password.as_ref().map(|secret| secret.reveal(base)).transpose().context("MQTT password")?;
+    let transport = if use_tls || config.tls.is_some() {
+        Some(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls::client_config(config.tls.as_ref(), base)?)))
+    } else {
+        None
+    };
+    let keep_alive = Duration::from_secs(config.keep_alive_secs.max(5));
+    let capacity = usize::from(config.max_inflight).max(10) * 2;
+    Ok(match config.protocol {
+        Protocol::V311 => {
+            let mut options = rumqttc::MqttOptions::new(client_id, host, port);
+            options
+                .set_keep_alive(keep_alive)
+                .set_clean_session(config.clean_session)
+                .set_manual_acks(manual_acks)
+                .set_inflight(config.max_inflight.max(1))
+                .set_max_packet_size(256 << 20, 256 << 20)
+                .set_request_channel_capacity(capacity);
+            if let Some(transport) = transport {
+                options.set_transport(transport);
+            }
+            if let Some(user) = &config.username {
+                options.set_credentials(user.clone(), password.unwrap_or_default());
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(options, capacity);
+            (Client::V311(client), EventLoop::V311(Box::new(eventloop)))
+        }
+        Protocol::V5 => {
+            let mut options = rumqttc::v5::MqttOptions::new(client_id, host, port);
+            options
+                .set_keep_alive(keep_alive)
+                .set_clean_start(config.clean_session)
+                .set_manual_acks(manual_acks)
+                .set_receive_maximum(Some(config.max_inflight.max(1)))
+                .set_max_packet_size(Some(256 << 20))
+                .set_request_channel_capacity(capacity);
+            if !config.clean_session {
+                options.set_session_expiry_interval(Some(config.session_expiry_secs));
+            }
+            if let Some(transport) = transport {
+                options.set_transport(transport);
+            }
+            if let Some(user) = &config.username {
+                options.set_credentials(user.clone(), password.unwrap_or_default());
+            }
+            let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, capacity);
+            (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+        }
+    })
+}
+
+impl EventLoop {
+    /// The next event; `Err` is a connection error (the next poll reconnects).
+    pub async fn poll(&mut self) -> Result<Event, String> {
+        match self {
+            EventLoop::V311(eventloop) => match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => Ok(Event::Connected { session_present: ack.session_present }),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => Ok(Event::Publish(Received::V311(publish))),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => Ok(Event::Acknowledged(ack.pkid)),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(ack))) => Ok(Event::Acknowledged(ack.pkid)),
+                Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent(pkid)),
+                Ok(_) => Ok(Event::Other),
+                Err(err) => Err(err.to_string()),
+            },
+            EventLoop::V5(eventloop) => match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => Ok(Event::Connected { session_present: ack.session_present }),
+                Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(publish))) => Ok(Event::Publish(Received::V5(publish))),
+                Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(ack))) => Ok(Event::Acknowledged(ack.pkid)),
+                Ok(rumqttc::v5::Event::Incoming(Packet5::PubComp(ack))) => Ok(Event::Acknowledged(ack.pkid)),
+                Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent(pkid)),
+                Ok(_) => Ok(Event::Other),
+                Err(err) => Err(err.to_string()),
+            },
+        }
+    }
+}
+
+impl Client {
+    pub async fn subscribe(&self, topics: &[String], qos: QoS) -> anyhow::Result<()> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Client::V311(client) => client.subscribe_many(topics.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos4(qos)))).await?,
+            Client::V5(client) => client.subscribe_many(topics.iter().map(|t| Filter::new(t.clone(), qos5(qos)))).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn ack(&self, received: &Received) -> anyhow::Result<()> {
+        match (self, received) {
+            (Client::V311(client), Received::V311(publish)) => client.ack(publish).await?,
+            (Client::V5(client), Received::V5(publish)) => client.ack(publish).await?,
+            _ => bail!("acknowledging a publish on a connection of the other protocol version"),
+        }
+        Ok(())
+    }
+
+    /// Queue a publish of `payload` to `topic` with the message's metadata (MQTT 5 properties;
+    /// 3.1.1 has nowhere to put them).
+    pub async fn publish(&self, topic: &str, payload: Bytes, meta: &Metadata, qos: QoS, retain: bool) -> anyhow::Result<()> {
+        match self {
+            Client::V311(client) => client.publish_bytes(topic, qos4(qos), retain, payload).await?,
+            Client::V5(client) => {
+                let properties = PublishProperties {
+                    payload_format_indicator: None,
+                    message_expiry_interval: meta.expiry_secs,
+                    topic_alias: None,
+                    response_topic: meta.response_topic.clone(),
+                    correlation_data: meta.correlation_data.clone(),
+                    user_properties: meta.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect(),
+                    subscription_identifiers: Vec::new(),
+                    content_type: meta.content_type.clone(),
+                };
+                client.publish_with_properties(topic, qos5(qos), retain, payload, properties).await?
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn disconnect(&self) {
+        let _ = match self {
+            Client::V311(client) => client.disconnect().await.map_err(drop),
+            Client::V5(client) => client.disconnect().await.map_err(drop),
+        };
+    }
+}
+
+impl Received {
+    pub fn qos(&self) -> QoS {
+        let level = match self {
+            Received::V311(p) => p.qos as u8,
+            Received::V5(p) => p.qos as u8,
+        };
+        QoS::try_from(level).unwrap_or(QoS::AtLeastOnce)
+    }
+
+    /// Payload and metadata for the pipeline (the payload buffer is shared, not copied).
+    pub fn to_parts(&self, source: std::sync::Arc<str>) -> (Bytes, Metadata) {
+        match self {
+            Received::V311(publish) => {
+                let mut meta = Metadata::new(source, publish.topic.clone());
+                meta.qos = self.qos();
+                meta.retain = publish.retain;
+                (publish.payload.clone(), meta)
+            }
+            Received::V5(publish) => {
+                let mut meta = Metadata::new(source, String::from_utf8_lossy(&publish.topic).into_owned());
+                meta.qos = self.qos();
+                meta.retain = publish.retain;
+                if let Some(props) = &publish.properties {
+                    meta.properties = props.user_properties.iter().map(|(k, v)| Property::new(k.clone(), v.clone())).collect();
+                    meta.content_type = props.content_type.clone();
+                    meta.correlation_data = props.correlation_data.clone();
+                    meta.response_topic = props.response_topic.clone();
+                    meta.expiry_secs = props.message_expiry_interval;
+                }
+                (publish.payload.clone(), meta)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884, false));
+        assert_eq!(parse_url("mqtts://broker.example").unwrap(), ("broker.example".into(), 8883, true));
+        assert!(parse_url("http://x").unwrap_err().to_string().contains("not an MQTT URL"));
+    }
+}

@@ -1,0 +1,123 @@
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use weir_core::{QoS, Secret};
+
+/// How to reach an MQTT broker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// `mqtt://host:port` (TCP) or `mqtts://host:port` (TLS).
+    pub url: String,
+    /// `"5"` (default) or `"3.1.1"`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Client id. Default: `weir-<pipeline>-<role>`. Keep it stable for persistent sessions.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name, if the broker wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password: `{ env = "VAR" }` or `{ file = "path" }`, never clear text.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS settings; `mqtts://` without this table uses the system's root certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Keep-alive in seconds. Default 30.
+    #[serde(default = "ConnectionConfig::default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// Start a clean session. Default false: the broker keeps subscriptions and queued QoS 1/2
+    /// messages while weir is away, so nothing is lost across a restart.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// MQTT 5 session expiry in seconds when `clean_session` is false. Default 86400 (a day).
+    #[serde(default = "ConnectionConfig::default_session_expiry")]
+    pub session_expiry_secs: u32,
+    /// QoS for subscriptions and publishes. Default 1.
+    #[serde(default = "ConnectionConfig::default_qos")]
+    pub qos: QoS,
+    /// Unacknowledged QoS 1/2 messages in each direction. Default 1000.
+    #[serde(default = "ConnectionConfig::default_inflight")]
+    pub max_inflight: u16,
+}
+
+impl ConnectionConfig {
+    fn default_keep_alive() -> u64 {
+        30
+    }
+    fn default_session_expiry() -> u32 {
+        86_400
+    }
+    fn default_qos() -> QoS {
+        QoS::AtLeastOnce
+    }
+    fn default_inflight() -> u16 {
+        1000
+    }
+
+    /// A plain TCP connection to `host:port` with defaults.
+    pub fn plain(host: &str, port: u16) -> Self {
+        ConnectionConfig {
+            url: format!("mqtt://{host}:{port}"),
+            protocol: Protocol::default(),
+            client_id: None,
+            username: None,
+            password: None,
+            tls: None,
+            keep_alive_secs: Self::default_keep_alive(),
+            clean_session: false,
+            session_expiry_secs: Self::default_session_expiry(),
+            qos: Self::default_qos(),
+            max_inflight: Self::default_inflight(),
+        }
+    }
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum Protocol {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// TLS settings. Paths are relative to the pipeline file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) to trust. Default: the system's roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (chain), for brokers that authenticate clients by certificate.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub client_key: Option<Secret>,
+}
+
+/// An MQTT source: subscribe to topics on a broker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    pub connection: ConnectionConfig,
+    /// Topic filters to subscribe to (`+` and `#` allowed, `$share/group/…` for scale-out).
+    pub topics: Vec<String>,
+}
+
+/// An MQTT sink: publish to a broker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSinkConfig {
+    pub connection: ConnectionConfig,
+    /// Topic to publish to; `{topic}` stands for the message's own topic. Default `{topic}`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Set the retain flag. Default: keep the message's flag.
+    #[serde(default)]
+    pub retain: Option<bool>,
+}

@@ -1,0 +1,20 @@
+//! `type = "mqtt"`: MQTT 3.1.1 and 5 sources and sinks (rumqttc), over TCP or TLS.
+//!
+//! - `config.rs`: [`ConnectionConfig`] (shared by sources, sinks and the pipeline's
+//!   `[broker]`), [`MqttSourceConfig`], [`MqttSinkConfig`];
+//! - `client.rs`: one connection, hiding the 3.1.1/5 split behind one event type;
+//! - `tls.rs`: rustls client configuration from PEM files;
+//! - `source.rs`: subscribes, resubscribes after a reconnect, acknowledges a QoS 1/2
+//!   message only when the pipeline has fully accepted it;
+//! - `sink.rs`: publishes with MQTT 5 properties and reports a batch accepted only when
+//!   the broker has acknowledged every QoS 1/2 publish.
+
+mod client;
+mod config;
+mod sink;
+mod source;
+mod tls;
+
+pub use config::{ConnectionConfig, MqttSinkConfig, MqttSourceConfig, Protocol};
+pub use sink::MqttSink;
+pub use source::MqttSource;

@@ -1,0 +1,188 @@
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use weir_core::{Backoff, BuildContext, Message, QoS, Sink, SinkError, SinkKind};
+
+use super::client::{self, Client, Event};
+use super::config::{ConnectionConfig, MqttSinkConfig};
+
+/// How long a batch waits for the broker's acknowledgements before it counts as not
+/// accepted (and is retried: at least once, duplicates possible).
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Publishes each message; a batch is accepted when the broker has acknowledged all of it.
+pub struct MqttSink {
+    client: Client,
+    url: String,
+    qos: QoS,
+    topic: Option<String>,
+    retain: Option<bool>,
+    waiters: Arc<Mutex<Waiters>>,
+    state: Arc<Mutex<ConnectionState>>,
+    driver: JoinHandle<()>,
+}
+
+/// Publishes waiting for their packet id (in request order), then for their acknowledgement.
+#[derive(Default)]
+struct Waiters {
+    unsent: VecDeque<oneshot::Sender<()>>,
+    by_packet: HashMap<u16, oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct ConnectionState {
+    connected: bool,
+    last_error: Option<String>,
+}
+
+#[async_trait]
+impl SinkKind for MqttSink {
+    const TYPE: &'static str = "mqtt";
+    type Config = MqttSinkConfig;
+
+    async fn build(config: MqttSinkConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(MqttSink::connect(&config.connection, &ctx.base_dir, &format!("weir-{}", ctx.name), config.topic, config.retain)?))
+    }
+}
+
+impl MqttSink {
+    /// Connect (in the background) to the broker. `topic` may contain `{topic}`.
+    pub fn connect(connection: &ConnectionConfig, base_dir: &Path, default_client_id: &str, topic: Option<String>, retain: Option<bool>) -> anyhow::Result<Self> {
+        let (client, mut eventloop) = client::connect(connection, default_client_id, base_dir, false)?;
+        let waiters = Arc::new(Mutex::new(Waiters::default()));
+        let state = Arc::new(Mutex::new(ConnectionState::default()));
+        let url = connection.url.clone();
+        let driver = {
+            let (waiters, state, url) = (waiters.clone(), state.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut backoff = Backoff::default();
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Connected { .. }) => {
+                            backoff.reset();
+                            info!(broker = %url, "publisher connected");
+                            if let Ok(mut state) = state.lock() {
+                                state.connected = true;
+                            }
+                        }
+                        Ok(Event::Sent(packet)) => {
+                            let Ok(mut waiters) = waiters.lock() else { break };
+                            if packet == 0 {
+                                if let Some(waiter) = waiters.unsent.pop_front() {
+                                    let _ = waiter.send(());
+                                }
+                            } else if !waiters.by_packet.contains_key(&packet) {
+                                // Not a retransmission: the oldest unsent publish got this id.
+                                if let Some(waiter) = waiters.unsent.pop_front() {
+                                    waiters.by_packet.insert(packet, waiter);
+                                }
+                            }
+                        }
+                        Ok(Event::Acknowledged(packet)) => {
+                            if let Some(waiter) = waiters.lock().ok().and_then(|mut w| w.by_packet.remove(&packet)) {
+                                let _ = waiter.send(());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            let delay = backoff.next_delay();
+                            warn!(broker = %url, %err, retry_in = ?delay, "publisher connection lost or refused; is the broker running and reachable?");
+                            if let Ok(mut state) = state.lock() {
+                                state.connected = false;
+                                state.last_error = Some(err);
+                            }
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(MqttSink { client, url, qos: connection.qos, topic, retain, waiters, state, driver })
+    }
+
+    fn topic_for(&self, message: &Message) -> String {
+        match &self.topic {
+            Some(template) => template.replace("{topic}", &message.meta().topic),
+            None => message.meta().topic.clone(),
+        }
+    }
+
+    fn unavailable(&self, what: &str) -> SinkError {
+        let state = self.state.lock().map(|s| (s.connected, s.last_error.clone())).unwrap_or((false, None));
+        let detail = match state {
+            (true, _) => "the broker is connected but did not acknowledge in time".to_owned(),
+            (false, Some(err)) => format!("not connected: {err}"),
+            (false, None) => "not connected yet".to_owned(),
+        };
+        SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: {what}: {detail}. Check that the broker runs and accepts this client", self.url))
+    }
+}
+
+/// MQTT topic names for publishing: not empty, no wildcards, no NUL.
+fn valid_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        Err("the topic is empty".into())
+    } else if topic.contains(['+', '#', '\0']) {
+        Err(format!("`{topic}` is not a topic to publish to: it contains a wildcard or NUL"))
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for MqttSink {
+    async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        for (index, message) in batch.iter().enumerate() {
+            let topic = self.topic_for(message);
+            if let Err(reason) = valid_topic(&topic) {
+                rejected.push((index, reason));
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut waiters) = self.waiters.lock() {
+                waiters.unsent.push_back(tx);
+            }
+            let retain = self.retain.unwrap_or(message.meta().retain);
+            if let Err(err) = self.client.publish(&topic, message.payload.clone(), message.meta(), self.qos, retain).await {
+                if let Ok(mut waiters) = self.waiters.lock() {
+                    waiters.unsent.pop_back();
+                }
+                return Err(SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: publish failed: {err}", self.url)));
+            }
+            pending.push(rx);
+        }
+        let all = async {
+            for rx in pending {
+                rx.await.map_err(|_| ())?;
+            }
+            Ok::<(), ()>(())
+        };
+        match tokio::time::timeout(ACCEPT_TIMEOUT, all).await {
+            Ok(Ok(())) if rejected.is_empty() => Ok(()),
+            Ok(Ok(())) => Err(SinkError::Rejected(rejected)),
+            Ok(Err(())) => Err(self.unavailable("the connection task ended")),
+            Err(_) => Err(self.unavailable("no acknowledgement within 30 s")),
+        }
+    }
+
+    async fn close(&mut self) -> anyhow::Result<()> {
+        self.client.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.driver.abort();
+        Ok(())
+    }
+}
+
+impl Drop for MqttSink {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}

@@ -1,0 +1,136 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use weir_core::{Ack, AckOutcome, Backoff, BuildContext, Message, QoS, Source, SourceContext, SourceKind};
+
+use super::client::{self, Event, Received};
+use super::config::{ConnectionConfig, MqttSourceConfig};
+
+/// How long shutdown waits for in-flight messages to be accepted (and acknowledged to the
+/// broker) before it disconnects; unacknowledged messages are redelivered next time.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Subscribes to topics and hands each message to the pipeline.
+pub struct MqttSource {
+    connection: ConnectionConfig,
+    topics: Vec<String>,
+    base_dir: PathBuf,
+    default_client_id: String,
+}
+
+#[async_trait]
+impl SourceKind for MqttSource {
+    const TYPE: &'static str = "mqtt";
+    type Config = MqttSourceConfig;
+
+    async fn build(config: MqttSourceConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        client::parse_url(&config.connection.url)?;
+        Ok(Box::new(MqttSource::new(config.connection, config.topics, &ctx.base_dir, &format!("weir-{}", ctx.name))))
+    }
+}
+
+impl MqttSource {
+    pub fn new(connection: ConnectionConfig, topics: Vec<String>, base_dir: &Path, default_client_id: &str) -> Self {
+        MqttSource { connection, topics, base_dir: base_dir.to_owned(), default_client_id: default_client_id.to_owned() }
+    }
+}
+
+#[async_trait]
+impl Source for MqttSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
+        let url = self.connection.url.clone();
+        let (client, mut eventloop) = client::connect(&self.connection, &self.default_client_id, &self.base_dir, true)?;
+        // Acknowledgements come back from whichever task dropped the last copy of a message;
+        // one task sends them so the event loop never waits on the pipeline.
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Received>();
+        let ack_client = client.clone();
+        let acker = tokio::spawn(async move {
+            while let Some(received) = ack_rx.recv().await {
+                if let Err(err) = ack_client.ack(&received).await {
+                    warn!(%err, "could not queue an acknowledgement; the broker will redeliver the message");
+                }
+            }
+        });
+        let mut backoff = Backoff::default();
+        let mut subscribed = false;
+        let source = ctx.name.clone();
+        loop {
+            let event = tokio::select! {
+                event = eventloop.poll() => event,
+                () = ctx.shutdown.cancelled() => break,
+            };
+            match event {
+                Ok(Event::Connected { session_present }) => {
+                    backoff.reset();
+                    info!(%source, broker = %url, session_present, "connected");
+                    // A broker that lost our session (or a clean session) needs the
+                    // subscriptions again, or the pipeline would go silently deaf.
+                    if !session_present || !subscribed {
+                        client.subscribe(&self.topics, self.connection.qos).await?;
+                        subscribed = true;
+                        debug!(%source, topics = ?self.topics, "subscribed");
+                    }
+                }
+                Ok(Event::Publish(received)) => {
+                    let (payload, meta) = received.to_parts(source.clone());
+                    metrics::counter!("weir_source_messages_total", "source" => source.to_string()).increment(1);
+                    if received.qos() == QoS::AtMostOnce {
+                        if ctx.output.try_send(Message::new(payload, meta, Ack::none())).is_err() {
+                            metrics::counter!("weir_source_dropped_total", "source" => source.to_string()).increment(1);
+                        }
+                        continue;
+                    }
+                    let Some(permit) = ctx.reserve().await else { break };
+                    let tx = ack_tx.clone();
+                    let ack = Ack::with_permit(
+                        move |outcome| {
+                            if outcome == AckOutcome::Accepted {
+                                let _ = tx.send(received);
+                            }
+                        },
+                        Some(permit),
+                    );
+                    if ctx.output.send(Message::new(payload, meta, ack)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    warn!(%source, broker = %url, %err, retry_in = ?delay, "MQTT connection lost or refused; is the broker running and reachable?");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = ctx.shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        // Keep the connection alive until what is in flight has been accepted, so its
+        // acknowledgements reach the broker; publishes that arrive now are not
+        // acknowledged and come back after the restart.
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while !ctx.drained() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = eventloop.poll() => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        drop(ack_tx);
+        // Flush queued acknowledgements through the event loop before disconnecting.
+        let flush_until = tokio::time::Instant::now() + Duration::from_millis(300);
+        while tokio::time::Instant::now() < flush_until {
+            tokio::select! {
+                _ = eventloop.poll() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        acker.abort();
+        info!(%source, "stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! The connector contract and the registry of connector types.
+//!
+//! A connector type is a typed config (serde, unknown keys rejected, documented fields)
+//! plus a `build` that returns a running [`Source`] or [`Sink`]. The pipeline TOML names
+//! it with `type = "…"`; the [`Registry`] resolves that name explicitly, refuses
+//! duplicates, and produces the JSON Schema of every registered config.
+//!
+//! The runtime knows connectors only through these traits: a connector never reaches into
+//! the router or the wasm host.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::message::Message;
+
+/// A source of messages: runs until `ctx.shutdown` is cancelled.
+#[async_trait]
+pub trait Source: Send + 'static {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()>;
+}
+
+/// What a running source hands messages to.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The source's name in the pipeline.
+    pub name: Arc<str>,
+    pub output: mpsc::Sender<Message>,
+    pub shutdown: CancellationToken,
+    /// The in-flight window: hold one permit per unacknowledged message.
+    pub in_flight: Arc<Semaphore>,
+    /// The window's size (permits when nothing is in flight).
+    pub in_flight_limit: usize,
+}
+
+impl SourceContext {
+    /// Whether every message this source handed on has been acknowledged or failed.
+    pub fn drained(&self) -> bool {
+        self.in_flight.available_permits() >= self.in_flight_limit
+    }
+
+    /// Wait for room in the in-flight window. `None` once shutdown has started.
+    pub async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            permit = self.in_flight.clone().acquire_owned() => permit.ok(),
+            () = self.shutdown.cancelled() => None,
+        }
+    }
+}
+
+/// Why a sink did not accept a batch.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The destination cannot be reached now; the whole batch should be retried later.
+    Unavailable(anyhow::Error),
+    /// These messages (by index in the batch) will never be accepted; the rest were.
+    Rejected(Vec<(usize, String)>),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Unavailable(err) => write!(f, "unavailable: {err:#}"),
+            SinkError::Rejected(list) => write!(f, "rejected {} message(s)", list.len()),
+        }
+    }
+}
+
+/// A destination for messages.
+#[async_trait]
+pub trait Sink: Send + 'static {
+    /// Returns once every message of the batch is accepted: delivered or durably queued.
+    async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError>;
+
+    /// Flush anything buffered; called before shutdown.
+    async fn close(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// What `build` gets besides its own config.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The connector's name in the pipeline (`[sinks.NAME]`).
+    pub name: Arc<str>,
+    /// The directory of the pipeline file: relative paths start here.
+    pub base_dir: PathBuf,
+}
+
+impl BuildContext {
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+/// A sink type: `type = TYPE` in a `[sinks.*]` table.
+#[async_trait]
+pub trait SinkKind: Send + Sync + 'static {
+    const TYPE: &'static str;
+    type Config: DeserializeOwned + schemars::JsonSchema + Send;
+    async fn build(config: Self::Config, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>>;
+}
+
+/// A source type: `type = TYPE` in a `[sources.*]` table.
+#[async_trait]
+pub trait SourceKind: Send + Sync + 'static {
+    const TYPE: &'static str;
+    type Config: DeserializeOwned + schemars::JsonSchema + Send;
+    async fn build(config: Self::Config, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>>;
+}
+
+/// Validates and builds one connector type from its TOML table (without the `type` key).
+#[async_trait]
+trait Builder<T: ?Sized>: Send + Sync {
+    fn check(&self, table: toml::Table) -> Result<(), toml::de::Error>;
+    async fn build(&self, table: toml::Table, ctx: &BuildContext) -> anyhow::Result<Box<T>>;
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
+}
+
+struct SinkBuilder<K>(std::marker::PhantomData<K>);
+struct SourceBuilder<K>(std::marker::PhantomData<K>);
+
+#[async_trait]
+impl<K: SinkKind> Builder<dyn Sink> for SinkBuilder<K> {
+    fn check(&self, table: toml::Table) -> Result<(), toml::de::Error> {
+        K::Config::deserialize(table).map(drop)
+    }
+    async fn build(&self, table: toml::Table, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        let config = K::Config::deserialize(table)?;
+        K::build(config, ctx).await
+    }
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<K::Config>()
+    }
+}
+
+#[async_trait]
+impl<K: SourceKind> Builder<dyn Source> for SourceBuilder<K> {
+    fn check(&self, table: toml::Table) -> Result<(), toml::de::Error> {
+        K::Config::deserialize(table).map(drop)
+    }
+    async fn build(&self, table: toml::Table, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        let config = K::Config::deserialize(table)?;
+        K::build(config, ctx).await
+    }
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<K::Config>()
+    }
+}
+
+use serde::Deserialize as _;
+
+/// The connector types a weir binary knows, by `type` name.
+#[derive(Default)]
+pub struct Registry {
+    sinks: BTreeMap<&'static str, Box<dyn Builder<dyn Sink>>>,
+    sources: BTreeMap<&'static str, Box<dyn Builder<dyn Source>>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("sinks", &self.sinks.keys()).field("sources", &self.sources.keys()).finish()
+    }
+}
+
+/// An error from a connector's table, with the key it is about when serde names one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorConfigError {
+    #[error("unknown {kind} type `{name}`; known types: {known}")]
+    UnknownType { kind: &'static str, name: String, known: String },
+    #[error("{0}")]
+    Invalid(#[from] toml::de::Error),
+}
+
+impl Registry {
+    /// Register a sink type. Panics on a duplicate name: that is a bug in the binary, not input.
+    pub fn sink<K: SinkKind>(mut self) -> Self {
+        let previous = self.sinks.insert(K::TYPE, Box::new(SinkBuilder::<K>(Default::default())));
+        assert!(previous.is_none(), "sink type `{}` registered twice", K::TYPE);
+        self
+    }
+
+    /// Register a source type. Panics on a duplicate name.
+    pub fn source<K: SourceKind>(mut self) -> Self {
+        let previous = self.sources.insert(K::TYPE, Box::new(SourceBuilder::<K>(Default::default())));
+        assert!(previous.is_none(), "source type `{}` registered twice", K::TYPE);
+        self
+    }
+
+    pub fn sink_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sinks.keys().copied()
+    }
+
+    pub fn source_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sources.keys().copied()
+    }
+
+    fn known(names: impl Iterator<Item = &'static str>) -> String {
+        names.map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Check a sink table against its type's config without building anything.
+    pub fn check_sink(&self, type_name: &str, table: toml::Table) -> Result<(), ConnectorConfigError> {
+        let builder = self.sinks.get(type_name).ok_or_else(|| ConnectorConfigError::UnknownType {
+            kind: "sink",
+            name: type_name.to_owned(),
+            known: Self::known(self.sink_types()),
+        })?;
+        Ok(builder.check(table)?)
+    }
+
+    /// Check a source table against its type's config without building anything.
+    pub fn check_source(&self, type_name: &str, table: toml::Table) -> Result<(), ConnectorConfigError> {
+        let builder = self.sources.get(type_name).ok_or_else(|| ConnectorConfigError::UnknownType {
+            kind: "source",
+            name: type_name.to_owned(),
+            known: Self::known(self.source_types()),
+        })?;
+        Ok(builder.check(table)?)
+    }
+
+    pub async fn build_sink(&self, type_name: &str, table: toml::Table, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        let builder = self.sinks.get(type_name).ok_or_else(|| anyhow::anyhow!("unknown sink type `{type_name}`"))?;
+        builder.build(table, ctx).await
+    }
+
+    pub async fn build_source(&self, type_name: &str, table: toml::Table, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+        let builder = self.sources.get(type_name).ok_or_else(|| anyhow::anyhow!("unknown source type `{type_name}`"))?;
+        builder.build(table, ctx).await
+    }
+
+    /// JSON Schemas of every registered config, by type name: (sinks, sources).
+    pub fn schemas(&self, generator: &mut schemars::SchemaGenerator) -> (BTreeMap<&'static str, schemars::Schema>, BTreeMap<&'static str, schemars::Schema>) {
+        let sinks = self.sinks.iter().map(|(name, b)| (*name, b.schema(generator))).collect();
+        let sources = self.sources.iter().map(|(name, b)| (*name, b.schema(generator))).collect();
+        (sinks, sources)
+    }
+}

@@ -1,0 +1,240 @@
+//! The message model.
+//!
+//! A [`Message`] is payload bytes plus [`Metadata`] plus an [`Ack`]. Payload and metadata
+//! sit behind shared pointers, so handing a message to several routes copies neither; a
+//! module output that changes the payload gets a new buffer and shares the rest until it
+//! changes something else (copy on write through [`Message::meta_mut`]).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::ack::Ack;
+
+/// MQTT quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum QoS {
+    #[default]
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl From<QoS> for u8 {
+    fn from(qos: QoS) -> u8 {
+        qos as u8
+    }
+}
+
+impl TryFrom<u8> for QoS {
+    type Error = String;
+    fn try_from(value: u8) -> Result<Self, String> {
+        match value {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            2 => Ok(QoS::ExactlyOnce),
+            other => Err(format!("QoS is 0, 1 or 2, not {other}")),
+        }
+    }
+}
+
+/// An application property: an MQTT 5 user property, a Kafka header, an AMQP header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Property {
+    pub name: String,
+    pub value: String,
+}
+
+impl Property {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Property { name: name.into(), value: value.into() }
+    }
+}
+
+/// The module output a message came out of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleOutput {
+    pub module: Arc<str>,
+    pub output: Arc<str>,
+}
+
+/// Everything about a message except its payload. Every connector maps each field to its
+/// own format explicitly (see `docs/connectors.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Broker topic; empty for sources without topics.
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<Property>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_base64")]
+    pub correlation_data: Option<Bytes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+    /// MQTT 5 message expiry interval in seconds, counted from `ingest_time_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_secs: Option<u32>,
+    #[serde(default)]
+    pub qos: QoS,
+    #[serde(default)]
+    pub retain: bool,
+    /// When the sender says it produced the message (Kafka timestamp …), ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_time_ms: Option<u64>,
+    /// When weir received it, ms since the epoch.
+    pub ingest_time_ms: u64,
+    /// The pipeline source it entered through.
+    pub source: Arc<str>,
+    /// The module output that produced it, if a module did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ModuleOutput>,
+}
+
+impl Metadata {
+    /// Metadata for a message arriving now on `topic` from `source`.
+    pub fn new(source: Arc<str>, topic: impl Into<String>) -> Self {
+        Metadata {
+            topic: topic.into(),
+            properties: Vec::new(),
+            content_type: None,
+            correlation_data: None,
+            response_topic: None,
+            expiry_secs: None,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            source_time_ms: None,
+            ingest_time_ms: now_ms(),
+            source,
+            origin: None,
+        }
+    }
+
+    /// The first property with this name.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.iter().find(|p| p.name == name).map(|p| p.value.as_str())
+    }
+}
+
+/// A payload decoded once and shared by every route that looks at it.
+pub type DecodedBody = Option<Arc<serde_json::Value>>;
+
+/// A message in flight.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub payload: Bytes,
+    meta: Arc<Metadata>,
+    pub ack: Ack,
+    decoded: Arc<OnceLock<DecodedBody>>,
+}
+
+impl Message {
+    pub fn new(payload: impl Into<Bytes>, meta: Metadata, ack: Ack) -> Self {
+        Message { payload: payload.into(), meta: Arc::new(meta), ack, decoded: Arc::default() }
+    }
+
+    pub fn meta(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// Change metadata; copies it only if another holder shares it.
+    pub fn meta_mut(&mut self) -> &mut Metadata {
+        Arc::make_mut(&mut self.meta)
+    }
+
+    /// A new message produced from this one: new payload, same metadata and acknowledgement.
+    pub fn derive(&self, payload: Bytes) -> Message {
+        Message { payload, meta: self.meta.clone(), ack: self.ack.clone(), decoded: Arc::default() }
+    }
+
+    /// The payload parsed as JSON, decoded at most once however many routes ask.
+    /// `None` if the payload is not JSON.
+    pub fn json_body(&self) -> Option<&serde_json::Value> {
+        self.decoded.get_or_init(|| serde_json::from_slice(&self.payload).ok().map(Arc::new)).as_deref()
+    }
+
+    /// The JSON Lines form used by file and blob sinks and dead letters.
+    pub fn to_json_line(&self) -> serde_json::Value {
+        let mut record = serde_json::to_value(&*self.meta).unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(fields) = &mut record {
+            let (key, value) = match (self.json_body(), std::str::from_utf8(&self.payload)) {
+                (Some(json), _) => ("payload", json.clone()),
+                (None, Ok(text)) => ("payload_text", serde_json::Value::String(text.to_owned())),
+                (None, Err(_)) => ("payload_base64", serde_json::Value::String(base64_encode(&self.payload))),
+            };
+            fields.insert(key.to_owned(), value);
+        }
+        record
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+mod opt_base64 {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Bytes>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => serializer.serialize_str(&super::base64_encode(bytes)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
+        // Correlation data read back from JSON (samples, dead letters) is taken as its text bytes.
+        Ok(Option::<String>::deserialize(deserializer)?.map(Bytes::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_payload_and_metadata() {
+        let msg = Message::new(Bytes::from_static(b"{\"t\":1}"), Metadata::new("s".into(), "a/b"), Ack::none());
+        let copy = msg.clone();
+        assert_eq!(msg.payload.as_ptr(), copy.payload.as_ptr());
+        assert!(std::ptr::eq(msg.meta(), copy.meta()));
+    }
+
+    #[test]
+    fn meta_mut_copies_only_when_shared() {
+        let msg = Message::new(Bytes::new(), Metadata::new("s".into(), "a"), Ack::none());
+        let mut copy = msg.clone();
+        copy.meta_mut().topic = "b".into();
+        assert_eq!(msg.meta().topic, "a");
+        assert_eq!(copy.meta().topic, "b");
+    }
+
+    #[test]
+    fn json_line_embeds_json_and_encodes_binary() {
+        let json = Message::new(Bytes::from_static(b"{\"t\":1}"), Metadata::new("s".into(), "a"), Ack::none());
+        assert_eq!(json.to_json_line()["payload"]["t"], 1);
+        let binary = Message::new(Bytes::from_static(&[0xff, 0, 1]), Metadata::new("s".into(), "a"), Ack::none());
+        assert_eq!(binary.to_json_line()["payload_base64"], "/wAB");
+    }
+}

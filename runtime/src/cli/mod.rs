@@ -1,0 +1,98 @@
+//! The `weir` command line.
+//!
+//! - `weir run PIPELINE.toml`: run a pipeline until Ctrl-C / SIGTERM, then drain;
+//! - `weir check PIPELINE.toml`: validate everything without running;
+//! - `weir filter test MODULE.wasm --input samples.jsonl`: try a module on sample input;
+//! - `weir schema`: the JSON Schema of the pipeline format;
+//! - `weir simulate`: publish simulated machine telemetry to a broker (the demo's machines).
+
+mod check;
+mod filter_test;
+mod run;
+mod schema;
+mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
+
+/// weir: a WebAssembly-extensible edge stream processor.
+///
+/// weir runs beside an MQTT broker: it takes messages from broker topics, passes them
+/// through filter, map and aggregate modules written in any language that compiles to
+/// WebAssembly, and routes what comes out (with Azure IoT Edge's FROM … WHERE … INTO
+/// routes) to cloud connectors or back to local topics.
+///
+/// Start with `weir run pipelines/demo.toml`, then read README.md.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: human (default) or json. Levels come from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value = "human", env = "WEIR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline until interrupted (Ctrl-C or SIGTERM drain in-flight messages first).
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Validate a pipeline: syntax, unknown keys, routes, references, connector settings, and
+    /// that every module loads, exports what its kind needs and accepts its config.
+    Check {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Work with a module on its own.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+    /// Print the JSON Schema of the pipeline format (for editors).
+    Schema,
+    /// Publish simulated machine telemetry to an MQTT broker (used by the demo).
+    Simulate(simulate::SimulateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilterCommand {
+    /// Run a module on sample messages and print what comes out, what was dropped and why.
+    Test(filter_test::FilterTestArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { pipeline } => run::run(&pipeline).await,
+            Command::Check { pipeline } => check::check(&pipeline).map(|_| ()),
+            Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),
+            Command::Schema => schema::print(),
+            Command::Simulate(args) => simulate::run(&args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            match err.downcast_ref::<crate::config::ConfigErrors>() {
+                Some(errors) => eprintln!("{errors}"),
+                None => eprintln!("error: {err:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The pipeline TOML.
+//!
+//! - this file: the types, which are the documentation of the format (every field has a
+//!   doc comment, unknown keys are errors) and, through `schemars`, its JSON Schema;
+//! - [`load`]: reading a file into a [`LoadedPipeline`] with errors that name file, line,
+//!   column and key;
+//! - [`validate`]: the checks `weir check` runs beyond syntax: routes, references,
+//!   connector tables, module files;
+//! - [`units`]: durations (`"500ms"`) and sizes (`"64MiB"`).
+//!
+//! Example: `pipelines/demo.toml`.
+
+pub mod load;
+pub mod units;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+pub use load::{ConfigError, ConfigErrors, LoadedPipeline};
+pub use units::{ByteSize, HumanDuration};
+use weir_connectors::mqtt::ConnectionConfig;
+
+/// A pipeline: where messages come from, what modules do to them, where they go.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// The local MQTT broker that `/topics/…` routes read from and write to. Leave it out
+    /// to run weir's embedded broker (see `embedded_broker`).
+    #[serde(default)]
+    pub broker: Option<ConnectionConfig>,
+    /// Where the embedded broker listens when `broker` is not set.
+    #[serde(default)]
+    pub embedded_broker: Option<EmbeddedBroker>,
+    /// Extra sources by name (`[sources.NAME]` with `type = "…"`), besides the local broker.
+    #[serde(default)]
+    pub sources: BTreeMap<String, ConnectorTable>,
+    /// WebAssembly modules by name: `/modules/NAME/…` in routes.
+    #[serde(default)]
+    pub modules: BTreeMap<String, ModuleConfig>,
+    /// Sinks by name (`[sinks.NAME]` with `type = "…"`).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, ConnectorTable>,
+    /// Routes by name, in Azure IoT Edge syntax: `FROM … [WHERE …] INTO …`.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteSpec>,
+    /// The sink `INTO $upstream` means.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// The sink `$deadletter` means. Default: the local topic `weir/deadletter/{module}`.
+    #[serde(default)]
+    pub deadletter: Option<String>,
+    /// Engine and executor settings.
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+}
+
+/// The in-process MQTT broker.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBroker {
+    /// Listen address, e.g. "127.0.0.1:1883". Use "0.0.0.0:1883" to accept other machines.
+    #[serde(default = "EmbeddedBroker::default_listen")]
+    pub listen: String,
+}
+
+impl EmbeddedBroker {
+    fn default_listen() -> String {
+        "127.0.0.1:1883".to_owned()
+    }
+}
+
+impl Default for EmbeddedBroker {
+    fn default() -> Self {
+        EmbeddedBroker { listen: Self::default_listen() }
+    }
+}
+
+/// A WebAssembly module.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// The component file (`.wasm`), relative to this pipeline file.
+    pub path: PathBuf,
+    /// `filter`, `map`, `flat-map` or `aggregate`. Default: the one kind the module exports.
+    #[serde(default)]
+    pub kind: Option<crate::wasm::ModuleKind>,
+    /// Handed to the module at start (like an IoT Edge module twin's desired properties).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub config: toml::Table,
+    /// Linear memory cap per instance. Default "64MiB".
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Wall-clock deadline per call (per batch). Default "1s".
+    #[serde(default)]
+    pub deadline: Option<HumanDuration>,
+    /// Messages per call, at most. Default: `runtime.batch_size`.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+}
+
+/// A route: a string, or a table with priority and time to live (IoT Edge schema 1.1).
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(untagged)]
+pub enum RouteSpec {
+    /// `"FROM … INTO …"`.
+    Plain(String),
+    Detailed(RouteTable),
+}
+
+/// The table form of a route.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    /// The route text.
+    pub route: String,
+    /// 0 (highest) to 9 (lowest). Default 0.
+    #[serde(default)]
+    pub priority: u8,
+    /// Seconds a message may wait for this route's sink (IoT Edge `timeToLiveSecs`).
+    #[serde(default)]
+    pub time_to_live: Option<u64>,
+}
+
+impl RouteSpec {
+    pub fn text(&self) -> &str {
+        match self {
+            RouteSpec::Plain(text) => text,
+            RouteSpec::Detailed(table) => &table.route,
+        }
+    }
+
+    pub fn priority(&self) -> u8 {
+        match self {
+            RouteSpec::Plain(_) => 0,
+            RouteSpec::Detailed(table) => table.priority,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RouteSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a route string (\"FROM … INTO …\") or a table { route = \"…\", priority = 0, time_to_live = 7200 }")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RouteSpec, E> {
+                Ok(RouteSpec::Plain(text.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RouteSpec, A::Error> {
+                let table = RouteTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if table.priority > 9 {
+                    return Err(serde::de::Error::custom(format!("priority is 0 (highest) to 9 (lowest), not {}", table.priority)));
+                }
+                Ok(RouteSpec::Detailed(table))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A source or sink table: `type` picks the connector, the other keys are its config.
+#[derive(Debug, Clone, JsonSchema)]
+pub struct ConnectorTable {
+    /// The connector type, e.g. "mqtt" or "file".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The connector's own keys (checked against its config type).
+    #[serde(skip)]
+    pub table: toml::Table,
+}
+
+impl<'de> Deserialize<'de> for ConnectorTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut table = toml::Table::deserialize(deserializer)?;
+        match table.remove("type") {
+            Some(toml::Value::String(kind)) => Ok(ConnectorTable { kind, table }),
+            Some(other) => Err(serde::de::Error::custom(format!("`type` is a string naming the connector, not {}", other.type_str()))),
+            None => Err(serde::de::Error::custom("missing `type` (the connector, e.g. type = \"mqtt\")")),
+        }
+    }
+}
+
+/// Executor and engine settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Unacknowledged messages a source may have in the pipeline before it waits.
+    #[serde(default = "RuntimeSettings::default_in_flight")]
+    pub in_flight: usize,
+    /// Messages per module call and per sink delivery, at most.
+    #[serde(default = "RuntimeSettings::default_batch_size")]
+    pub batch_size: usize,
+    /// Where compiled modules are cached. Default: `~/.cache/weir/modules`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeSettings {
+    fn default_in_flight() -> usize {
+        4096
+    }
+    fn default_batch_size() -> usize {
+        64
+    }
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings { in_flight: Self::default_in_flight(), batch_size: Self::default_batch_size(), cache_dir: None }
+    }
+}

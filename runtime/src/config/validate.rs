@@ -1,0 +1,166 @@
+//! Everything `weir check` verifies beyond the TOML's shape, producing the [`Plan`] the
+//! executor runs. All problems are collected, not just the first.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weir_core::Registry;
+use weir_core::connector::ConnectorConfigError;
+
+use super::load::{ConfigError, ConfigErrors, LoadedPipeline};
+use crate::route::{self, Route, RouteSink, RouteSource};
+use crate::wasm::{ModuleKind, ModuleLimits};
+
+/// A module as the executor needs it.
+#[derive(Debug, Clone)]
+pub struct ModulePlan {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: Option<ModuleKind>,
+    pub config_json: String,
+    pub limits: ModuleLimits,
+    pub batch_size: usize,
+}
+
+/// A parsed route with its settings.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub name: String,
+    pub route: Route,
+    pub priority: u8,
+    pub time_to_live: Option<Duration>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub routes: Vec<RoutePlan>,
+    pub modules: Vec<ModulePlan>,
+    /// MQTT filters of `FROM /topics/…` routes: what the local broker source subscribes to.
+    pub local_subscriptions: Vec<String>,
+    /// Whether any route writes to a local topic.
+    pub writes_local_topics: bool,
+}
+
+/// Check references, routes, connector tables and module files (not module contents: see
+/// `crate::cli::check`, which also loads every module).
+pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, ConfigErrors> {
+    let pipeline = &loaded.pipeline;
+    let mut errors = Vec::new();
+
+    if pipeline.broker.is_some() && pipeline.embedded_broker.is_some() {
+        errors.push(loaded.error(&["embedded_broker"], "set either [broker] (an external broker) or [embedded_broker], not both"));
+    }
+    for (key, value) in [("upstream", &pipeline.upstream), ("deadletter", &pipeline.deadletter)] {
+        if let Some(sink) = value {
+            if !pipeline.sinks.contains_key(sink) {
+                errors.push(loaded.error(&[key], format!("no sink named `{sink}`; declare it as [sinks.{sink}] ({})", known(pipeline.sinks.keys()))));
+            }
+        }
+    }
+    for (kind, tables) in [("sinks", &pipeline.sinks), ("sources", &pipeline.sources)] {
+        for (name, table) in tables {
+            let checked = if kind == "sinks" { registry.check_sink(&table.kind, table.table.clone()) } else { registry.check_source(&table.kind, table.table.clone()) };
+            match checked {
+                Ok(()) => {}
+                Err(ConnectorConfigError::UnknownType { .. }) => {
+                    errors.push(loaded.error(&[kind, name, "type"], checked.err().map(|e| e.to_string()).unwrap_or_default()));
+                }
+                Err(ConnectorConfigError::Invalid(err)) => {
+                    let message = err.message().trim().to_owned();
+                    let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).map(str::to_owned);
+                    let path: Vec<&str> = match &field {
+                        Some(field) => vec![kind, name, field],
+                        None => vec![kind, name],
+                    };
+                    errors.push(loaded.error(&path, message));
+                }
+            }
+        }
+    }
+
+    let mut modules = Vec::new();
+    for (name, module) in &pipeline.modules {
+        let path = loaded.base_dir.join(&module.path);
+        if !path.is_file() {
+            errors.push(loaded.error(
+                &["modules", name, "path"],
+                format!("module file {} does not exist (paths are relative to the pipeline file; example modules are built by scripts/build-filters.sh)", path.display()),
+            ));
+        }
+        let config_json = serde_json::to_string(&module.config).unwrap_or_else(|_| "{}".to_owned());
+        let defaults = ModuleLimits::default();
+        modules.push(ModulePlan {
+            name: name.clone(),
+            path,
+            kind: module.kind,
+            config_json,
+            limits: ModuleLimits {
+                memory_bytes: module.memory.map(|m| m.0 as usize).unwrap_or(defaults.memory_bytes),
+                deadline: module.deadline.map(|d| d.0).unwrap_or(defaults.deadline),
+            },
+            batch_size: module.batch_size.unwrap_or(pipeline.runtime.batch_size).max(1),
+        });
+    }
+
+    let mut routes = Vec::new();
+    let mut subscriptions = BTreeSet::new();
+    let mut writes_local_topics = false;
+    for (name, spec) in &pipeline.routes {
+        let text = spec.text();
+        let route = match route::parse(text) {
+            Ok(route) => route,
+            Err(err) => {
+                errors.push(loaded.error_in_string(&["routes", name], err.column, err.message));
+                continue;
+            }
+        };
+        let sink_column = text.to_ascii_lowercase().rfind(" into ").map(|i| text[..i + 6].chars().count()).unwrap_or(0);
+        match &route.sink {
+            RouteSink::Named(sink) if !pipeline.sinks.contains_key(sink) => {
+                errors.push(loaded.error_in_string(&["routes", name], sink_column, format!("no sink named `{sink}` ({})", known(pipeline.sinks.keys()))));
+            }
+            RouteSink::Upstream if pipeline.upstream.is_none() => {
+                errors.push(loaded.error_in_string(&["routes", name], sink_column, "$upstream is not set: add `upstream = \"<sink name>\"` at the top of the pipeline"));
+            }
+            RouteSink::Module { id, .. } if !pipeline.modules.contains_key(id) => {
+                errors.push(loaded.error_in_string(&["routes", name], sink_column, format!("no module named `{id}` ({})", known(pipeline.modules.keys()))));
+            }
+            RouteSink::Topic(_) => writes_local_topics = true,
+            _ => {}
+        }
+        match &route.source {
+            RouteSource::Module { id, .. } if !pipeline.modules.contains_key(id) => {
+                let column = text.find("/messages").map(|i| text[..i].chars().count()).unwrap_or(0);
+                errors.push(loaded.error_in_string(&["routes", name], column, format!("no module named `{id}` ({})", known(pipeline.modules.keys()))));
+            }
+            RouteSource::Topic(filter) => {
+                subscriptions.insert(filter.clone());
+            }
+            _ => {}
+        }
+        let time_to_live = match spec {
+            super::RouteSpec::Detailed(table) => table.time_to_live.map(Duration::from_secs),
+            super::RouteSpec::Plain(_) => None,
+        };
+        routes.push(RoutePlan { name: name.clone(), route, priority: spec.priority(), time_to_live });
+    }
+
+    if errors.is_empty() {
+        Ok(Plan { routes, modules, local_subscriptions: subscriptions.into_iter().collect(), writes_local_topics })
+    } else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if names.is_empty() { "none are declared".to_owned() } else { format!("declared: {}", names.join(", ")) }
+}
+
+/// An error about a module, pointing at the key it concerns.
+pub fn module_error(loaded: &LoadedPipeline, module: &str, key: &str, message: impl Into<String>) -> ConfigError {
+    loaded.error(&["modules", module, key], message)
+}

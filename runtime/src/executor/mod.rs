@@ -1,0 +1,249 @@
+//! Runs a pipeline.
+//!
+//! - [`dispatch`]: route evaluation and delivery to queues (no central router task);
+//! - [`module_worker`]: one thread per module, calling it a batch at a time;
+//! - [`sink_worker`]: one task per sink: batches, retries, dead-letters rejections;
+//! - [`deadletter`]: what a dead letter carries;
+//! - this file: building all of that from a [`Plan`] and shutting it down in order:
+//!   sources stop taking messages and wait for what is in flight, then modules drain front
+//!   to back, then sinks flush, the dead-letter sink last.
+
+pub mod deadletter;
+pub mod dispatch;
+pub mod module_worker;
+pub mod sink_worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weir_connectors::mqtt::{ConnectionConfig, MqttSink, MqttSource, Protocol};
+use weir_core::{BuildContext, Registry, Source, SourceContext};
+
+use crate::config::LoadedPipeline;
+use crate::config::validate::{Plan, module_error};
+use crate::route::RouteSink;
+use crate::wasm::{EngineSettings, LoadedModule, WasmEngine};
+use dispatch::{CompiledRoute, Dispatcher, Target, Work};
+use module_worker::ModuleWorker;
+use sink_worker::SinkWorker;
+
+/// How long shutdown waits for sinks to deliver before leaving messages unacknowledged.
+const SINK_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The name `$deadletter` has in logs and metrics when no sink is configured for it.
+const DEFAULT_DEADLETTER_TOPIC: &str = "weir/deadletter";
+
+/// Engine settings sized for these modules.
+pub fn engine_settings(loaded: &LoadedPipeline, plan: &Plan) -> EngineSettings {
+    let mut settings = EngineSettings::default();
+    if let Some(dir) = &loaded.pipeline.runtime.cache_dir {
+        settings.cache_dir = Some(loaded.base_dir.join(dir));
+    }
+    settings.max_memory_bytes = plan.modules.iter().map(|m| m.limits.memory_bytes).max().unwrap_or(settings.max_memory_bytes).max(1 << 20);
+    // One live instance per module plus one being recycled, plus room for `weir check`.
+    settings.max_instances = (plan.modules.len() as u32 * 2 + 2).max(4);
+    settings
+}
+
+/// Compile every module of the plan. Errors point at the module's keys.
+pub fn load_modules(engine: &WasmEngine, loaded: &LoadedPipeline, plan: &Plan) -> Result<Vec<LoadedModule>, crate::config::ConfigErrors> {
+    let mut modules = Vec::new();
+    let mut errors = Vec::new();
+    for spec in &plan.modules {
+        match LoadedModule::load(engine, &spec.name, &spec.path, spec.kind, spec.config_json.clone(), spec.limits) {
+            Ok(module) => modules.push(module),
+            Err(err) => {
+                let key = if format!("{err:#}").contains("kind") { "kind" } else { "path" };
+                errors.push(module_error(loaded, &spec.name, key, format!("{err:#}")));
+            }
+        }
+    }
+    if errors.is_empty() { Ok(modules) } else { Err(crate::config::ConfigErrors(errors)) }
+}
+
+/// The local broker connection: the configured one, or the embedded broker (started here).
+fn local_broker(loaded: &LoadedPipeline) -> anyhow::Result<ConnectionConfig> {
+    match &loaded.pipeline.broker {
+        Some(connection) => Ok(connection.clone()),
+        None => {
+            let listen = loaded.pipeline.embedded_broker.clone().unwrap_or_default().listen;
+            let addr = crate::broker::start(&listen)?;
+            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+            let mut connection = ConnectionConfig::plain(&host, addr.port());
+            connection.protocol = Protocol::V311;
+            Ok(connection)
+        }
+    }
+}
+
+fn pipeline_id(loaded: &LoadedPipeline) -> String {
+    loaded.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
+}
+
+/// Build and run a pipeline until `shutdown` is cancelled, then drain and stop.
+pub async fn run(loaded: &LoadedPipeline, plan: Plan, modules: Vec<LoadedModule>, registry: &Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pipeline = &loaded.pipeline;
+    let settings = &pipeline.runtime;
+    let id = pipeline_id(loaded);
+    let abandon = CancellationToken::new();
+    let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || pipeline.deadletter.is_none();
+    let local = if needs_local { Some(local_broker(loaded)?) } else { None };
+
+    // Sink queues and workers.
+    let queue_size = settings.batch_size.max(1) * 4;
+    let mut sink_queues: HashMap<String, mpsc::Sender<Work>> = HashMap::new();
+    let mut sink_workers = Vec::new();
+    for (name, table) in &pipeline.sinks {
+        let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone() };
+        let sink = registry.build_sink(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("sink `{name}`"))?;
+        let (tx, rx) = mpsc::channel(queue_size);
+        sink_queues.insert(name.clone(), tx);
+        sink_workers.push((name.clone(), sink, rx));
+    }
+    let local_topics = match (&local, plan.writes_local_topics) {
+        (Some(connection), true) => {
+            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-out"), None, None)?;
+            let (tx, rx) = mpsc::channel(queue_size);
+            sink_workers.push(("$local".to_owned(), Box::new(sink) as Box<dyn weir_core::Sink>, rx));
+            Some(tx)
+        }
+        _ => None,
+    };
+    let (deadletter_tx, deadletter_rx) = mpsc::channel(queue_size);
+    let deadletter_sink: Box<dyn weir_core::Sink> = match (&pipeline.deadletter, &local) {
+        (Some(name), _) => {
+            let table = &pipeline.sinks[name];
+            let ctx = BuildContext { name: format!("{name}-deadletter").into(), base_dir: loaded.base_dir.clone() };
+            registry.build_sink(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("dead-letter sink `{name}`"))?
+        }
+        (None, Some(connection)) => Box::new(MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), Some(DEFAULT_DEADLETTER_TOPIC.to_owned()), Some(false))?),
+        (None, None) => unreachable!("a local broker is started when no dead-letter sink is set"),
+    };
+
+    // Module queues.
+    let mut module_queues = HashMap::new();
+    let mut module_receivers = HashMap::new();
+    for module in &modules {
+        let spec_batch = plan.modules.iter().find(|m| *m.name == *module.name).map(|m| m.batch_size).unwrap_or(settings.batch_size);
+        let (tx, rx) = mpsc::channel(spec_batch * 4);
+        module_queues.insert(module.name.to_string(), tx);
+        module_receivers.insert(module.name.to_string(), (rx, spec_batch));
+    }
+
+    // Routes with their targets.
+    let mut routes = Vec::new();
+    let mut edges: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+    for route_plan in &plan.routes {
+        let target = match &route_plan.route.sink {
+            RouteSink::Upstream => {
+                let name = pipeline.upstream.clone().context("$upstream used but `upstream` is not set")?;
+                Target::Sink { name: name.as_str().into(), queue: sink_queues[&name].clone() }
+            }
+            RouteSink::Named(name) => Target::Sink { name: name.as_str().into(), queue: sink_queues[name].clone() },
+            RouteSink::DeadLetter => Target::DeadLetter,
+            RouteSink::Module { id, input } => Target::Module { name: id.as_str().into(), input: input.as_str().into(), queue: module_queues[id].clone() },
+            RouteSink::Topic(_) => Target::Sink { name: "$local".into(), queue: local_topics.clone().context("local topic sink missing")? },
+        };
+        if let (crate::route::RouteSource::Module { id, .. }, Target::Module { name, .. }) = (&route_plan.route.source, &target) {
+            edges.entry(id.as_str().into()).or_default().push(name.clone());
+        }
+        routes.push(CompiledRoute {
+            name: route_plan.name.as_str().into(),
+            route: route_plan.route.clone(),
+            target,
+            time_to_live_ms: route_plan.time_to_live.map(|d| d.as_millis() as u64),
+        });
+    }
+    let dispatcher = Arc::new(Dispatcher { routes, deadletter: deadletter_tx.clone() });
+
+    // Start sinks, then modules, then sources.
+    let mut sink_tasks: Vec<(String, mpsc::Sender<Work>, JoinHandle<()>)> = Vec::new();
+    for (name, sink, rx) in sink_workers {
+        let queue = if name == "$local" { local_topics.clone() } else { sink_queues.get(&name).cloned() };
+        let worker = SinkWorker { name: name.as_str().into(), sink, queue: rx, batch_size: settings.batch_size, dispatcher: Some(dispatcher.clone()), abandon: abandon.clone() };
+        sink_tasks.push((name, queue.context("sink queue")?, tokio::spawn(worker.run())));
+    }
+    let deadletter_worker = SinkWorker { name: "$deadletter".into(), sink: deadletter_sink, queue: deadletter_rx, batch_size: settings.batch_size, dispatcher: None, abandon: abandon.clone() };
+    let deadletter_task = tokio::spawn(deadletter_worker.run());
+
+    let mut module_threads = HashMap::new();
+    for module in modules {
+        let name = module.name.to_string();
+        let (rx, batch_size) = module_receivers.remove(&name).context("module queue")?;
+        let worker = ModuleWorker { module, queue: rx, dispatcher: dispatcher.clone(), batch_size };
+        module_threads.insert(name.clone(), worker.spawn().with_context(|| format!("starting the worker thread of module `{name}`"))?);
+    }
+
+    let source_shutdown = CancellationToken::new();
+    let mut source_tasks = Vec::new();
+    let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
+    if let (Some(connection), false) = (&local, plan.local_subscriptions.is_empty()) {
+        sources.push(("local".to_owned(), Box::new(MqttSource::new(connection.clone(), plan.local_subscriptions.clone(), &loaded.base_dir, &format!("weir-{id}-in")))));
+    }
+    for (name, table) in &pipeline.sources {
+        let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone() };
+        sources.push((name.clone(), registry.build_source(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("source `{name}`"))?));
+    }
+    for (name, source) in sources {
+        let (tx, mut rx) = mpsc::channel(settings.batch_size.max(16));
+        let ctx = SourceContext {
+            name: name.as_str().into(),
+            output: tx,
+            shutdown: source_shutdown.clone(),
+            in_flight: Arc::new(Semaphore::new(settings.in_flight)),
+            in_flight_limit: settings.in_flight,
+        };
+        let dispatcher = dispatcher.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                dispatcher.dispatch(message).await;
+            }
+        });
+        let run = tokio::spawn(async move {
+            if let Err(err) = source.run(ctx).await {
+                tracing::error!(source = %name, error = %format!("{err:#}"), "source failed");
+            }
+        });
+        source_tasks.push((run, forward));
+    }
+    info!(pipeline = %loaded.path.display(), modules = module_threads.len(), routes = plan.routes.len(), sinks = sink_tasks.len(), "pipeline running");
+
+    shutdown.cancelled().await;
+    info!("shutting down: draining in-flight messages");
+    source_shutdown.cancel();
+    for (run, forward) in source_tasks {
+        let _ = run.await;
+        let _ = forward.await;
+    }
+    let order = dispatch::shutdown_order(&module_threads.keys().map(|k| Arc::from(k.as_str())).collect::<Vec<_>>(), &edges);
+    for name in order {
+        if let (Some(queue), Some(thread)) = (module_queues.get(&*name), module_threads.remove(&*name)) {
+            let _ = queue.send(Work::Stop).await;
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+    let abandon_timer = {
+        let abandon = abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SINK_DRAIN_TIMEOUT).await;
+            abandon.cancel();
+        })
+    };
+    for (name, queue, task) in sink_tasks {
+        if queue.send(Work::Stop).await.is_err() {
+            warn!(sink = %name, "sink already stopped");
+        }
+        let _ = task.await;
+    }
+    let _ = deadletter_tx.send(Work::Stop).await;
+    let _ = deadletter_task.await;
+    abandon_timer.abort();
+    info!("stopped");
+    Ok(())
+}

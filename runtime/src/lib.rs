@@ -1,0 +1,21 @@
+//! weir: the host. Reads a pipeline, runs sources, modules, routes and sinks.
+//!
+//! - [`config`]: the pipeline TOML: types (which are also its JSON Schema), loading with
+//!   errors that name file, line, column and key, and validation.
+//! - [`route`]: the `FROM … WHERE … INTO` route language: parser, sources, sinks, templates.
+//! - [`wasm`]: the wasm host: engine, modules, instances, host services.
+//! - [`executor`]: runs a pipeline: source tasks, the router, module workers, sink workers,
+//!   dead letters, acknowledgements back to the source, graceful drain.
+//! - [`broker`]: the embedded MQTT broker used when a pipeline names none.
+//! - [`samples`]: reading sample messages (JSON Lines) for `weir filter test`.
+//! - [`telemetry`]: logging set-up and metric names.
+//! - [`cli`]: the `weir` command line.
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod executor;
+pub mod route;
+pub mod samples;
+pub mod telemetry;
+pub mod wasm;

@@ -1,0 +1,87 @@
+use bytes::Bytes;
+use weir_core::{Ack, Message, Metadata, ModuleOutput, Property};
+
+use super::*;
+
+fn message(topic: &str, body: &str, properties: &[(&str, &str)]) -> Message {
+    let mut meta = Metadata::new("local".into(), topic);
+    meta.properties = properties.iter().map(|(k, v)| Property::new(*k, *v)).collect();
+    Message::new(Bytes::copy_from_slice(body.as_bytes()), meta, Ack::none())
+}
+
+fn from_module(module: &str, output: &str) -> Message {
+    let mut msg = message("t", "{}", &[]);
+    msg.meta_mut().origin = Some(ModuleOutput { module: module.into(), output: output.into() });
+    msg
+}
+
+#[test]
+fn iot_edge_route_forms_parse() {
+    // From the Azure IoT Edge documentation, "Declare routes" (module-composition).
+    let route = parse("FROM /messages/* INTO $upstream").unwrap();
+    assert_eq!((route.source, route.sink), (RouteSource::All, RouteSink::Upstream));
+    let route = parse(r#"FROM /messages/modules/tempSensor/outputs/temperatureOutput INTO BrokeredEndpoint("/modules/filtermodule/inputs/input1")"#).unwrap();
+    assert_eq!(route.source, RouteSource::Module { id: "tempSensor".into(), output: Some("temperatureOutput".into()) });
+    assert_eq!(route.sink, RouteSink::Module { id: "filtermodule".into(), input: "input1".into() });
+    let route = parse("SELECT * FROM /messages/modules/filtermodule/outputs/* WHERE $body.machine.temperature > 25 INTO $upstream").unwrap();
+    assert!(route.condition.is_some());
+    let route = parse("from /messages/modules/m/* where NOT is_defined($connectionModuleId) into $upstream").unwrap();
+    assert_eq!(route.source, RouteSource::Module { id: "m".into(), output: None });
+}
+
+#[test]
+fn sources_match_as_documented() {
+    let module = from_module("m", "alerts");
+    assert!(parse("FROM /messages/modules/m/outputs/alerts INTO $upstream").unwrap().accepts(&module));
+    assert!(!parse("FROM /messages/modules/m/outputs/other INTO $upstream").unwrap().accepts(&module));
+    assert!(parse("FROM /messages/modules/* INTO $upstream").unwrap().accepts(&module));
+    assert!(!parse("FROM /topics/# INTO $upstream").unwrap().accepts(&module), "module outputs are not broker topics");
+    let topic = message("factory/m1/telemetry", "{}", &[]);
+    assert!(parse("FROM /topics/factory/+/telemetry INTO $upstream").unwrap().accepts(&topic));
+    assert!(!parse("FROM /topics/factory/+ INTO $upstream").unwrap().accepts(&topic));
+    assert!(parse("FROM /* INTO $upstream").unwrap().accepts(&topic));
+}
+
+#[test]
+fn conditions_follow_iot_hub_semantics() {
+    let msg = message("factory/m1/telemetry", r#"{"temperature": 71, "machine": "m1", "tags": ["a", "b"]}"#, &[("alert", "true")]);
+    let yes = |cond: &str| parse(&format!("FROM /* WHERE {cond} INTO $upstream")).unwrap().accepts(&msg);
+    assert!(yes("$body.temperature > 50 AND $body.machine = 'm1'"));
+    assert!(yes("alert = 'true'"));
+    assert!(yes("$body.tags[1] = \"b\""));
+    assert!(yes("$topic[1] = 'm1' OR $body.missing > 1"));
+    assert!(!yes("$body.missing > 1"), "undefined does not match");
+    assert!(!yes("NOT ($body.missing > 1)"), "NOT undefined is undefined");
+    assert!(yes("NOT is_defined($body.missing)"));
+    assert!(yes("$body.temperature * 2 - 2 = 140"));
+    assert!(yes("upper($body.machine) || '-x' = 'M1-x'"));
+    assert!(yes("($body.missing ?? 5) = 5"));
+    assert!(yes("length($body.tags) = 2 AND starts_with($topic, 'factory/')"));
+    assert!(!yes("$body.temperature = '71'"), "no conversion between types");
+}
+
+#[test]
+fn errors_point_at_the_column() {
+    let err = parse("FROM /messages/* WHERE $body.t >> 5 INTO $upstream").unwrap_err();
+    assert_eq!(err.column, 33, "{}", err.render("FROM /messages/* WHERE $body.t >> 5 INTO $upstream"));
+    let err = parse("FROM /message/* INTO $upstream").unwrap_err();
+    assert_eq!(err.column, 5);
+    let err = parse("FROM /* INTO $nowhere").unwrap_err();
+    assert_eq!(err.column, 13);
+    assert!(err.message.contains("unknown sink"));
+    let err = parse("FROM /* WHERE frob(1) INTO $upstream").unwrap_err();
+    assert!(err.message.contains("unknown function `frob`"));
+    let err = parse("FROM /* INTO BrokeredEndpoint(\"/modules/x/outputs/y\")").unwrap_err();
+    assert!(err.message.contains("is not /modules/{id}/inputs/{input}"), "{}", err.message);
+    assert_eq!(parse("FROM /*").unwrap_err().message, "expected `INTO <sink>` at the end of the route");
+}
+
+#[test]
+fn topic_templates_render_or_explain() {
+    let route = parse("FROM /* INTO /topics/alerts/{$body.machine}/{$topic[2]}").unwrap();
+    let RouteSink::Topic(template) = route.sink else { panic!("not a topic sink") };
+    let msg = message("factory/m1/telemetry", r#"{"machine": "press-4"}"#, &[]);
+    assert_eq!(template.render(&msg).unwrap(), "alerts/press-4/telemetry");
+    let err = template.render(&message("x", "not json", &[])).unwrap_err();
+    assert!(err.contains("undefined"), "{err}");
+}

@@ -1,0 +1,105 @@
+//! Host services imported by modules, and the per-instance store state.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk-guest/wit",
+        world: "imports",
+    });
+}
+
+use bindings::weir::module::{clock, config, log, metrics, types};
+
+/// What each store holds: the module's identity, its config, its limits and its (empty) WASI context.
+pub struct InstanceState {
+    pub module: Arc<str>,
+    pub config_json: Arc<str>,
+    pub limits: MemoryCap,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl InstanceState {
+    pub fn new(module: Arc<str>, config_json: Arc<str>, limits: MemoryCap) -> Self {
+        // No preopened directories, no environment, no arguments, no network: a module gets
+        // nothing from WASI that the pipeline does not grant.
+        let wasi = WasiCtx::builder().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
+        InstanceState { module, config_json, limits, wasi, table: ResourceTable::new() }
+    }
+}
+
+/// The per-instance memory cap. Unlike a plain `StoreLimits` it remembers that the cap was
+/// hit, so a failure can be reported as "memory cap" rather than as an anonymous trap.
+#[derive(Debug)]
+pub struct MemoryCap {
+    pub max_bytes: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            wasmtime::bail!("memory cap of {} bytes reached (growing from {current} to {desired} bytes)", self.max_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Add WASI (p2, granting nothing) and weir's host services to a linker.
+pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    bindings::Imports::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
+    Ok(())
+}
+
+impl types::Host for InstanceState {}
+
+impl log::Host for InstanceState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let module = &*self.module;
+        match level {
+            log::Level::Trace => tracing::trace!(module, "{message}"),
+            log::Level::Debug => tracing::debug!(module, "{message}"),
+            log::Level::Info => tracing::info!(module, "{message}"),
+            log::Level::Warn => tracing::warn!(module, "{message}"),
+            log::Level::Error => tracing::error!(module, "{message}"),
+        }
+    }
+}
+
+impl metrics::Host for InstanceState {
+    fn counter_add(&mut self, name: String, value: u64) {
+        crate::telemetry::module_counter(&self.module, &name, value);
+    }
+
+    fn gauge_set(&mut self, name: String, value: f64) {
+        crate::telemetry::module_gauge(&self.module, &name, value);
+    }
+}
+
+impl clock::Host for InstanceState {
+    fn now_ms(&mut self) -> u64 {
+        weir_core::message::now_ms()
+    }
+}
+
+impl config::Host for InstanceState {
+    fn get(&mut self) -> String {
+        self.config_json.to_string()
+    }
+}

@@ -1,0 +1,177 @@
+//! One live instance of a module, called a batch at a time.
+
+use std::fmt;
+
+use wasmtime::Store;
+use wasmtime::component::{Func, Instance};
+use weir_core::Message;
+
+use super::abi::{MessageRef, OutputMessage};
+use super::host::{InstanceState, MemoryCap};
+use super::module::{LoadedModule, ModuleKind};
+
+/// Why a call failed as a whole. Every message of the batch goes to `$deadletter` with it,
+/// and the instance is thrown away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The module trapped (a panic, `unreachable`, an out-of-bounds access …).
+    Trap,
+    /// The call ran past its wall-clock deadline.
+    Deadline,
+    /// The module tried to grow its memory past its cap.
+    MemoryCap,
+    /// `init` returned an error (usually a config that does not fit).
+    Init,
+    /// The module returned the wrong number of results.
+    Contract,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Trap => "trap",
+            FailureReason::Deadline => "deadline",
+            FailureReason::MemoryCap => "memory-cap",
+            FailureReason::Init => "init",
+            FailureReason::Contract => "contract",
+        }
+    }
+}
+
+/// A failed call: what kind of failure, and the detail to show a person.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub detail: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Per-message results of one call, in batch order.
+#[derive(Debug)]
+pub enum BatchResult {
+    Filter(Vec<Result<bool, String>>),
+    Map(Vec<Result<OutputMessage, String>>),
+    FlatMap(Vec<Result<Vec<OutputMessage>, String>>),
+}
+
+impl BatchResult {
+    pub fn len(&self) -> usize {
+        match self {
+            BatchResult::Filter(results) => results.len(),
+            BatchResult::Map(results) => results.len(),
+            BatchResult::FlatMap(results) => results.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A running instance. Not shared: each module worker owns its instances.
+pub struct ModuleInstance {
+    module: LoadedModule,
+    store: Store<InstanceState>,
+    call: Func,
+}
+
+impl fmt::Debug for ModuleInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModuleInstance").field("module", &self.module.name).finish_non_exhaustive()
+    }
+}
+
+impl ModuleInstance {
+    /// Instantiate and run `init`.
+    pub fn start(module: &LoadedModule) -> Result<Self, Failure> {
+        let state = InstanceState::new(module.name.clone(), module.config_json.clone(), MemoryCap { max_bytes: module.limits.memory_bytes, hit: false });
+        let mut store = Store::new(&module.engine.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(module.engine.ticks(module.limits.deadline));
+        let instance: Instance = module.pre.instantiate(&mut store).map_err(|err| classify(&store, err, "instantiating"))?;
+        let init = instance
+            .get_func(&mut store, module.init_export)
+            .ok_or_else(|| Failure { reason: FailureReason::Contract, detail: "`init` is not a function".into() })?;
+        let call = instance
+            .get_func(&mut store, module.call_export)
+            .ok_or_else(|| Failure { reason: FailureReason::Contract, detail: format!("`{}` is not a function", module.kind) })?;
+        let init = init.typed::<(), (Result<(), String>,)>(&store).map_err(|err| contract(err, "init"))?;
+        store.set_epoch_deadline(module.engine.ticks(module.limits.deadline));
+        match init.call(&mut store, ()) {
+            Ok((Ok(()),)) => {}
+            Ok((Err(message),)) => return Err(Failure { reason: FailureReason::Init, detail: format!("init failed: {message}") }),
+            Err(err) => return Err(classify(&store, err, "init")),
+        }
+        Ok(ModuleInstance { module: module.clone(), store, call })
+    }
+
+    pub fn module(&self) -> &LoadedModule {
+        &self.module
+    }
+
+    /// Call the module's kind on a batch. `Err` means the instance is unusable: drop it.
+    pub fn call(&mut self, input: &str, batch: &[Message]) -> Result<BatchResult, Failure> {
+        let refs: Vec<MessageRef<'_>> = batch.iter().map(MessageRef::from).collect();
+        self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
+        let result = match self.module.kind {
+            ModuleKind::Filter => self.call_typed::<Vec<Result<bool, String>>>(input, &refs).map(BatchResult::Filter),
+            ModuleKind::Map => self.call_typed::<Vec<Result<OutputMessage, String>>>(input, &refs).map(BatchResult::Map),
+            ModuleKind::FlatMap => self.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, &refs).map(BatchResult::FlatMap),
+            ModuleKind::Aggregate => {
+                return Err(Failure { reason: FailureReason::Contract, detail: "aggregate modules are called by the window runner, not per batch".into() });
+            }
+        }?;
+        if result.len() != batch.len() {
+            return Err(Failure { reason: FailureReason::Contract, detail: format!("returned {} results for a batch of {}", result.len(), batch.len()) });
+        }
+        Ok(result)
+    }
+
+    fn call_typed<R>(&mut self, input: &str, refs: &[MessageRef<'_>]) -> Result<R, Failure>
+    where
+        (R,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+        R: 'static,
+    {
+        let func = self.call.typed::<(&str, &[MessageRef<'_>]), (R,)>(&self.store).map_err(|err| contract(err, self.module.kind.interface()))?;
+        match func.call(&mut self.store, (input, refs)) {
+            Ok((result,)) => Ok(result),
+            Err(err) => Err(classify(&self.store, err, "call")),
+        }
+    }
+}
+
+fn contract(err: wasmtime::Error, what: &str) -> Failure {
+    Failure { reason: FailureReason::Contract, detail: format!("`{what}` does not have the signature of weir:module@0.1: {err:#}") }
+}
+
+fn classify(store: &Store<InstanceState>, err: wasmtime::Error, during: &str) -> Failure {
+    let reason = if store.data().limits.hit {
+        FailureReason::MemoryCap
+    } else if matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        FailureReason::Deadline
+    } else {
+        FailureReason::Trap
+    };
+    let detail = match reason {
+        FailureReason::Deadline => format!("{during} ran past its deadline and was stopped"),
+        _ => {
+            // The root cause is the useful line; the wasm backtrace follows it.
+            let text = format!("{err:?}");
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("unknown error").trim().to_owned();
+            let cause = text.split("Caused by:").nth(1).map(|c| c.trim().lines().next().unwrap_or("").trim().to_owned());
+            match cause {
+                Some(cause) if !cause.is_empty() => format!("{during}: {cause} ({first})"),
+                _ => format!("{during}: {first}"),
+            }
+        }
+    };
+    Failure { reason, detail }
+}

@@ -1,0 +1,22 @@
+//! The wasm host: runs modules written against `sdk-guest/wit/weir.wit`.
+//!
+//! - [`engine`]: the one [`WasmEngine`] (component model, pooling allocator, epoch
+//!   interruption, on-disk cache of compiled modules) and its epoch ticker.
+//! - [`module`]: [`LoadedModule`], a compiled component with its `InstancePre`, the kind
+//!   it exports, and its limits.
+//! - [`instance`]: [`ModuleInstance`], one live instance: calls a batch under a deadline and
+//!   a memory cap, and classifies failures so the caller can dead-letter and recycle.
+//! - [`abi`]: the records that cross the boundary, borrowed on the way in so a payload is
+//!   copied once, straight into guest memory.
+//! - [`host`]: the host services a module imports (log, metrics, clock, config) and the
+//!   WASI context, which grants nothing by default.
+
+pub mod abi;
+pub mod engine;
+mod host;
+pub mod instance;
+pub mod module;
+
+pub use engine::{EngineSettings, WasmEngine};
+pub use instance::{BatchResult, Failure, FailureReason, ModuleInstance};
+pub use module::{LoadedModule, ModuleKind, ModuleLimits};

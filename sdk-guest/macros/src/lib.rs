@@ -1,0 +1,203 @@
+//! The attribute macros of weir-sdk. Each turns one plain function into a weir module:
+//! it generates the export side of the WIT world for its kind (reusing weir-sdk's import
+//! bindings), an `init` that deserialises the typed config once, and the batch loop.
+//! A function whose signature does not fit is a compile error pointing at the signature.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as Tokens};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, ReturnType, Type, parse_macro_input};
+
+/// The contract the generated bindings are built from.
+const WIT: &str = include_str!("../../wit/weir.wit");
+
+/// `#[weir::filter] fn name(msg: &Message[, config: &Config]) -> weir::Result<bool>`
+#[proc_macro_attribute]
+pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Filter, attr, item)
+}
+
+/// `#[weir::map] fn name(msg: &Message[, config: &Config]) -> weir::Result<weir::Output>`
+#[proc_macro_attribute]
+pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Map, attr, item)
+}
+
+/// `#[weir::flat_map] fn name(msg: &Message[, config: &Config]) -> weir::Result<Vec<weir::Output>>`
+#[proc_macro_attribute]
+pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::FlatMap, attr, item)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Filter,
+    Map,
+    FlatMap,
+}
+
+impl Kind {
+    fn attribute(self) -> &'static str {
+        match self {
+            Kind::Filter => "#[weir::filter]",
+            Kind::Map => "#[weir::map]",
+            Kind::FlatMap => "#[weir::flat_map]",
+        }
+    }
+    fn returns(self) -> &'static str {
+        match self {
+            Kind::Filter => "weir::Result<bool>",
+            Kind::Map => "weir::Result<weir::Output>",
+            Kind::FlatMap => "weir::Result<Vec<weir::Output>>",
+        }
+    }
+}
+
+fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = Tokens::from(attr);
+        return syn::Error::new(attr.span(), format!("{} takes no arguments", kind.attribute())).to_compile_error().into();
+    }
+    let function = parse_macro_input!(item as ItemFn);
+    match generate(kind, &function) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => {
+            let err = err.to_compile_error();
+            quote!(#function #err).into()
+        }
+    }
+}
+
+/// The config type of the second argument, if there is one; checks the signature's shape.
+fn check_signature(kind: Kind, function: &ItemFn) -> syn::Result<Option<Type>> {
+    let sig = &function.sig;
+    let usage = format!(
+        "{} expects `fn {}(msg: &weir::Message) -> {}` or `fn {}(msg: &weir::Message, config: &YourConfig) -> {}`",
+        kind.attribute(),
+        sig.ident,
+        kind.returns(),
+        sig.ident,
+        kind.returns()
+    );
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(syn::Error::new(asyncness.span(), format!("{usage}; it cannot be async")));
+    }
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(sig.generics.span(), format!("{usage}; it cannot be generic")));
+    }
+    if matches!(sig.output, ReturnType::Default) {
+        return Err(syn::Error::new(sig.span(), format!("{usage}; it returns nothing")));
+    }
+    let mut inputs = sig.inputs.iter();
+    let by_reference = |arg: &FnArg, what: &str| -> syn::Result<Type> {
+        match arg {
+            FnArg::Typed(pat) => match &*pat.ty {
+                Type::Reference(reference) if reference.mutability.is_none() => Ok((*reference.elem).clone()),
+                other => Err(syn::Error::new(other.span(), format!("{usage}; the {what} is taken by shared reference (&)"))),
+            },
+            FnArg::Receiver(receiver) => Err(syn::Error::new(receiver.span(), format!("{usage}; it is a free function, not a method"))),
+        }
+    };
+    let Some(first) = inputs.next() else {
+        return Err(syn::Error::new(sig.paren_token.span.join(), format!("{usage}; it takes the message")));
+    };
+    by_reference(first, "message")?;
+    let config = inputs.next().map(|arg| by_reference(arg, "config")).transpose()?;
+    if let Some(extra) = inputs.next() {
+        return Err(syn::Error::new(extra.span(), format!("{usage}; there is no third argument")));
+    }
+    Ok(config)
+}
+
+fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
+    let config_type = check_signature(kind, function)?;
+    let name = &function.sig.ident;
+    let ReturnType::Type(_, return_type) = &function.sig.output else { unreachable!("checked above") };
+    let return_span = return_type.span();
+
+    let (world, export_trait, call_item) = match kind {
+        Kind::Filter => ("filter-module", quote!(filter), quote!(fn filter(_input: ::std::string::String, batch: ::std::vec::Vec<::weir::Message>) -> ::std::vec::Vec<::std::result::Result<bool, ::std::string::String>>)),
+        Kind::Map => ("map-module", quote!(map), quote!(fn map(_input: ::std::string::String, batch: ::std::vec::Vec<::weir::Message>) -> ::std::vec::Vec<::std::result::Result<exports::weir::module::map::OutputMessage, ::std::string::String>>)),
+        Kind::FlatMap => ("flat-map-module", quote!(flat_map), quote!(fn flat_map(_input: ::std::string::String, batch: ::std::vec::Vec<::weir::Message>) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<exports::weir::module::flat_map::OutputMessage>, ::std::string::String>>)),
+    };
+    let expected: Tokens = match kind {
+        Kind::Filter => quote!(::weir::Result<bool>),
+        Kind::Map => quote!(::weir::Result<::weir::Output>),
+        Kind::FlatMap => quote!(::weir::Result<::std::vec::Vec<::weir::Output>>),
+    };
+    let convert = match kind {
+        Kind::Filter => quote!(result),
+        Kind::Map => quote!(result.map(::weir::Output::into_wit)),
+        Kind::FlatMap => quote!(result.map(|outputs| outputs.into_iter().map(::weir::Output::into_wit).collect())),
+    };
+    let (config_static, config_init, config_get, call) = match &config_type {
+        Some(config) => (
+            quote!(static CONFIG: ::std::sync::OnceLock<#config> = ::std::sync::OnceLock::new();),
+            quote! {
+                let config: #config = ::weir::__private::load_config()?;
+                let _ = CONFIG.set(config);
+                Ok(())
+            },
+            quote! {
+                let config = match CONFIG.get() {
+                    Some(config) => config,
+                    None => match ::weir::__private::load_config::<#config>() {
+                        Ok(config) => CONFIG.get_or_init(|| config),
+                        Err(reason) => return batch.iter().map(|_| Err(reason.clone())).collect(),
+                    },
+                };
+            },
+            quote_spanned!(return_span=> let result: #expected = super::#name(message, config);),
+        ),
+        None => (quote!(), quote!(Ok(())), quote!(), quote_spanned!(return_span=> let result: #expected = super::#name(message);)),
+    };
+    let module_name = syn::Ident::new(&format!("__weir_{}_module", name), Span::call_site());
+    let wit = WIT;
+    Ok(quote! {
+        #function
+
+        #[doc(hidden)]
+        #[allow(unused_imports, clippy::all)]
+        mod #module_name {
+            use super::*;
+
+            ::weir::__private::wit_bindgen::generate!({
+                inline: #wit,
+                world: #world,
+                runtime_path: "::weir::__private::wit_bindgen::rt",
+                with: {
+                    "weir:module/types@0.1.0": ::weir::__private::types,
+                    "weir:module/log@0.1.0": ::weir::__private::log,
+                    "weir:module/metrics@0.1.0": ::weir::__private::metrics,
+                    "weir:module/clock@0.1.0": ::weir::__private::clock,
+                    "weir:module/config@0.1.0": ::weir::__private::config,
+                },
+            });
+
+            struct Component;
+            #config_static
+
+            impl exports::weir::module::module::Guest for Component {
+                fn init() -> ::std::result::Result<(), ::std::string::String> {
+                    #config_init
+                }
+            }
+
+            impl exports::weir::module::#export_trait::Guest for Component {
+                #call_item {
+                    #config_get
+                    batch
+                        .iter()
+                        .map(|message| {
+                            #call
+                            #convert.map_err(::weir::Error::into_reason)
+                        })
+                        .collect()
+                }
+            }
+
+            export!(Component);
+        }
+    })
+}
