@@ -34,9 +34,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the global subscriber. `RUST_LOG` overrides the default level (`info`).
+/// Install the global subscriber. `RUST_LOG` overrides the default level (`info`; the
+/// embedded broker's own log is off unless `RUST_LOG` names `rumqttd`).
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn,wasmtime=warn,cranelift=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn,wasmtime=warn,cranelift=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),

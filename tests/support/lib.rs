@@ -1,0 +1,261 @@
+//! Test support: real servers on free loopback ports, the example modules, and a pipeline
+//! running in-process.
+//!
+//! - [`Mosquitto`]: starts `mosquitto` on a free port and stops it on drop. If it is not
+//!   installed the test fails and says how to install it (never skips).
+//! - [`module`]: the path of an example module built by `scripts/build-filters.sh`.
+//! - [`RunningPipeline`]: `weir check` + `weir run` of a TOML text, in this process.
+//! - [`Subscriber`] / [`publish_v5`]: an independent MQTT 5 client (rumqttc) to drive and
+//!   observe weir from outside.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// An example module, e.g. `module("threshold")`. Fails with the command that builds them.
+pub fn module(name: &str) -> PathBuf {
+    let path = repo_root().join("filters/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: build the example modules with scripts/build-filters.sh (scripts/test.sh does it)", path.display());
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port} within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Mosquitto broker on a free loopback port, stopped on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n")).unwrap();
+        let child = match Command::new("mosquitto").arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+            Ok(child) => child,
+            Err(err) => panic!("cannot start mosquitto ({err}): install it with `apt-get install mosquitto mosquitto-clients` (scripts/test.sh does this)"),
+        };
+        wait_for_port(port, "mosquitto");
+        Mosquitto { port, child, _dir: dir }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pipeline running in this process.
+pub struct RunningPipeline {
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl RunningPipeline {
+    /// Check and start the pipeline in `toml` (written to a temp dir, so relative paths start
+    /// there; use absolute module paths). Waits until every source is subscribed.
+    pub async fn start(toml: &str) -> RunningPipeline {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, toml).unwrap();
+        // Module calls happen in `check`: keep them off the async worker threads.
+        let checked = tokio::task::spawn_blocking(move || weir::cli::check::check(&path)).await.unwrap();
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(err) => panic!("pipeline does not check:\n{err:#}\n{toml}"),
+        };
+        let shutdown = CancellationToken::new();
+        let (ready_tx, mut ready_rx) = watch::channel(false);
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { weir::executor::run(&checked.loaded, checked.plan, checked.modules, &checked.registry, token, Some(ready_tx)).await });
+        tokio::time::timeout(Duration::from_secs(20), ready_rx.wait_for(|ready| *ready)).await.expect("pipeline not ready within 20 s").expect("pipeline stopped before it was ready");
+        RunningPipeline { shutdown, task: Some(task), dir }
+    }
+
+    /// Drain and stop; returns the executor's result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(40), task).await.expect("pipeline did not stop within 40 s").unwrap()
+    }
+}
+
+impl Drop for RunningPipeline {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An MQTT 5 client subscribed to topics, collecting what arrives.
+pub struct Subscriber {
+    rx: mpsc::UnboundedReceiver<Publish>,
+    /// Keeps the connection open (an MQTT 5 or 3.1.1 client).
+    _client: Box<dyn std::any::Any + Send>,
+}
+
+impl Subscriber {
+    pub async fn connect(port: u16, topics: &[&str]) -> Subscriber {
+        let mut options = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(10));
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed_tx, mut subscribed_rx) = mpsc::channel(1);
+        for topic in topics {
+            client.subscribe(*topic, QoS::AtLeastOnce).await.unwrap();
+        }
+        let wanted = topics.len();
+        tokio::spawn(async move {
+            let mut acks = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let _ = tx.send(publish);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks == wanted {
+                            let _ = subscribed_tx.send(()).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscription not acknowledged");
+        Subscriber { rx, _client: Box::new(client) }
+    }
+
+    /// The same over MQTT 3.1.1 (the embedded broker's protocol); messages arrive in the
+    /// MQTT 5 type with no properties.
+    pub async fn connect_v311(port: u16, topics: &[&str]) -> Subscriber {
+        let mut options = rumqttc::MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(10));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed_tx, mut subscribed_rx) = mpsc::channel(1);
+        for topic in topics {
+            client.subscribe(*topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
+        }
+        let wanted = topics.len();
+        tokio::spawn(async move {
+            let mut acks = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = tx.send(Publish::new(p.topic, QoS::AtLeastOnce, p.payload, None));
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks == wanted {
+                            let _ = subscribed_tx.send(()).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscription not acknowledged");
+        Subscriber { rx, _client: Box::new(client) }
+    }
+
+    /// The next `n` messages, or fail after `timeout` saying how many came.
+    pub async fn take(&mut self, n: usize, timeout: Duration) -> Vec<Publish> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(publish)) => out.push(publish),
+                _ => panic!("expected {n} messages, got {} within {timeout:?}: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Assert nothing more arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        if let Ok(Some(extra)) = tokio::time::timeout(wait, self.rx.recv()).await {
+            panic!("unexpected message: {extra:?}");
+        }
+    }
+}
+
+/// Publish messages with MQTT 5 properties at QoS 1 and wait until the broker has them.
+pub async fn publish_v5(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>) {
+    let options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let total = messages.len();
+    let driver = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < total {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(err) => panic!("publisher: {err}"),
+            }
+        }
+    });
+    for (topic, payload, properties) in messages {
+        client.publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), driver).await.expect("broker did not acknowledge the publishes").unwrap();
+}
+
+/// User properties of a received publish.
+pub fn user_properties(publish: &Publish) -> Vec<(String, String)> {
+    publish.properties.as_ref().map(|p| p.user_properties.clone()).unwrap_or_default()
+}
+
+/// Lines of a JSON Lines file, parsed (empty if the file does not exist yet).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Wait until `path` holds at least `n` JSON lines.
+pub async fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let lines = json_lines(path);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "expected {n} lines in {}, found {}: {lines:?}", path.display(), lines.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TOML string literal for a path.
+pub fn toml_path(path: &Path) -> String {
+    format!("'{}'", path.display())
+}

@@ -40,6 +40,8 @@ pub enum Event {
     Sent(u16),
     /// The broker acknowledged (PUBACK or PUBCOMP) this packet id.
     Acknowledged(u16),
+    /// The broker granted a subscription.
+    Subscribed,
     Other,
 }
 
@@ -144,6 +146,7 @@ impl EventLoop {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent(pkid)),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Ok(Event::Subscribed),
                 Ok(_) => Ok(Event::Other),
                 Err(err) => Err(err.to_string()),
             },
@@ -153,6 +156,7 @@ impl EventLoop {
                 Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::v5::Event::Incoming(Packet5::PubComp(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent(pkid)),
+                Ok(rumqttc::v5::Event::Incoming(Packet5::SubAck(_))) => Ok(Event::Subscribed),
                 Ok(_) => Ok(Event::Other),
                 Err(err) => Err(err.to_string()),
             },

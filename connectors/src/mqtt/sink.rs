@@ -38,6 +38,8 @@ struct Waiters {
 #[derive(Default)]
 struct ConnectionState {
     connected: bool,
+    /// `close` was called: connection errors are expected now.
+    closing: bool,
     last_error: Option<String>,
 }
 
@@ -91,6 +93,9 @@ impl MqttSink {
                         }
                         Ok(_) => {}
                         Err(err) => {
+                            if state.lock().map(|s| s.closing).unwrap_or(true) {
+                                break;
+                            }
                             let delay = backoff.next_delay();
                             warn!(broker = %url, %err, retry_in = ?delay, "publisher connection lost or refused; is the broker running and reachable?");
                             if let Ok(mut state) = state.lock() {
@@ -174,6 +179,9 @@ impl Sink for MqttSink {
     }
 
     async fn close(&mut self) -> anyhow::Result<()> {
+        if let Ok(mut state) = self.state.lock() {
+            state.closing = true;
+        }
         self.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.driver.abort();

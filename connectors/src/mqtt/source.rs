@@ -97,8 +97,12 @@ impl Source for MqttSource {
                         break;
                     }
                 }
+                Ok(Event::Subscribed) => {
+                    ctx.ready.send_replace(true);
+                }
                 Ok(_) => {}
                 Err(err) => {
+                    ctx.ready.send_replace(false);
                     let delay = backoff.next_delay();
                     warn!(%source, broker = %url, %err, retry_in = ?delay, "MQTT connection lost or refused; is the broker running and reachable?");
                     tokio::select! {

@@ -37,6 +37,8 @@ pub struct SourceContext {
     pub in_flight: Arc<Semaphore>,
     /// The window's size (permits when nothing is in flight).
     pub in_flight_limit: usize,
+    /// Set to `true` once the source is connected and subscribed (readiness).
+    pub ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl SourceContext {

@@ -6,11 +6,18 @@
 //! - `weir schema`: the JSON Schema of the pipeline format;
 //! - `weir simulate`: publish simulated machine telemetry to a broker (the demo's machines).
 
-mod check;
+pub mod check;
 mod filter_test;
 mod run;
 mod schema;
 mod simulate;
+
+pub use simulate::{SimulateArgs, run as simulate};
+
+/// Simulator arguments for `port`, as `weir simulate --port … --machines … --rate … --count …`.
+pub fn simulate_args(port: u16, machines: u32, rate: f64, count: u64) -> SimulateArgs {
+    SimulateArgs { host: "127.0.0.1".into(), port, machines, rate, count: Some(count), topic: "factory/{machine}/telemetry".into() }
+}
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,26 +72,23 @@ pub enum FilterCommand {
     Test(filter_test::FilterTestArgs),
 }
 
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|err| anyhow::anyhow!("cannot start the async runtime: {err}"))
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    // Module calls (check, filter test) run outside the async runtime: WASI's blocking
+    // stream calls inside a module must not find themselves on an async worker thread.
+    let result = match cli.command {
+        Command::Check { pipeline } => check::check(&pipeline).map(|_| ()),
+        Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),
+        Command::Schema => schema::print(),
+        Command::Run { pipeline } => check::check(&pipeline).and_then(|checked| async_runtime()?.block_on(run::run(checked))),
+        Command::Simulate(args) => async_runtime().and_then(|runtime| runtime.block_on(simulate::run(&args))),
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Run { pipeline } => run::run(&pipeline).await,
-            Command::Check { pipeline } => check::check(&pipeline).map(|_| ()),
-            Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),
-            Command::Schema => schema::print(),
-            Command::Simulate(args) => simulate::run(&args).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,21 +1,18 @@
 //! `weir run`.
 
-use std::path::Path;
-
 use tokio_util::sync::CancellationToken;
 
 use super::check;
 use crate::executor;
 
-pub async fn run(path: &Path) -> anyhow::Result<()> {
-    let checked = check::check(path)?;
+pub async fn run(checked: check::Checked) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         signal.cancel();
     });
-    executor::run(&checked.loaded, checked.plan, checked.modules, &checked.registry, shutdown).await
+    executor::run(&checked.loaded, checked.plan, checked.modules, &checked.registry, shutdown, None).await
 }
 
 async fn wait_for_signal() {

@@ -204,25 +204,29 @@ impl Locator<'_> {
         }
     }
 
-    /// The dotted path of the innermost key whose key or value contains `offset`.
+    /// The dotted path of the innermost key whose key or value contains `offset`. Tables
+    /// opened by `[a.b]` headers have spans that do not cover their bodies, so every
+    /// branch is searched and the deepest match wins.
     fn key_path_at(&self, offset: usize) -> String {
-        fn walk(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) {
+        fn walk(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>, best: &mut Vec<String>) {
             for (key, value) in table.iter() {
-                let inside = key.span().contains(&offset) || value.span().contains(&offset) || value.span().end == offset;
-                if inside {
-                    path.push(key.get_ref().to_string());
-                    if let DeValue::Table(inner) = value.get_ref() {
-                        walk(inner, offset, path);
-                    }
-                    return;
+                path.push(key.get_ref().to_string());
+                let span = value.span();
+                let inside = key.span().contains(&offset) || span.contains(&offset) || (span.end == offset && span.start < offset);
+                if inside && path.len() > best.len() {
+                    *best = path.clone();
                 }
+                if let DeValue::Table(inner) = value.get_ref() {
+                    walk(inner, offset, path, best);
+                }
+                path.pop();
             }
         }
-        let mut path = Vec::new();
+        let mut best = Vec::new();
         if let Some(root) = self.table() {
-            walk(root.get_ref(), offset, &mut path);
+            walk(root.get_ref(), offset, &mut Vec::new(), &mut best);
         }
-        path.join(".")
+        best.join(".")
     }
 
     /// The span of the key `name` written inside `within`.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -87,7 +87,16 @@ fn pipeline_id(loaded: &LoadedPipeline) -> String {
 }
 
 /// Build and run a pipeline until `shutdown` is cancelled, then drain and stop.
-pub async fn run(loaded: &LoadedPipeline, plan: Plan, modules: Vec<LoadedModule>, registry: &Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+///
+/// `ready` (if given) turns `true` once every source is connected and subscribed.
+pub async fn run(
+    loaded: &LoadedPipeline,
+    plan: Plan,
+    modules: Vec<LoadedModule>,
+    registry: &Registry,
+    shutdown: CancellationToken,
+    ready: Option<watch::Sender<bool>>,
+) -> anyhow::Result<()> {
     let pipeline = &loaded.pipeline;
     let settings = &pipeline.runtime;
     let id = pipeline_id(loaded);
@@ -190,14 +199,18 @@ pub async fn run(loaded: &LoadedPipeline, plan: Plan, modules: Vec<LoadedModule>
         let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone() };
         sources.push((name.clone(), registry.build_source(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("source `{name}`"))?));
     }
+    let mut readiness = Vec::new();
     for (name, source) in sources {
         let (tx, mut rx) = mpsc::channel(settings.batch_size.max(16));
+        let (ready_tx, ready_rx) = watch::channel(false);
+        readiness.push(ready_rx);
         let ctx = SourceContext {
             name: name.as_str().into(),
             output: tx,
             shutdown: source_shutdown.clone(),
             in_flight: Arc::new(Semaphore::new(settings.in_flight)),
             in_flight_limit: settings.in_flight,
+            ready: ready_tx,
         };
         let dispatcher = dispatcher.clone();
         let forward = tokio::spawn(async move {
@@ -211,6 +224,17 @@ pub async fn run(loaded: &LoadedPipeline, plan: Plan, modules: Vec<LoadedModule>
             }
         });
         source_tasks.push((run, forward));
+    }
+    if let Some(ready) = ready {
+        tokio::spawn(async move {
+            for mut source in readiness {
+                if source.wait_for(|ready| *ready).await.is_err() {
+                    return;
+                }
+            }
+            info!("ready: every source is connected and subscribed");
+            ready.send_replace(true);
+        });
     }
     info!(pipeline = %loaded.path.display(), modules = module_threads.len(), routes = plan.routes.len(), sinks = sink_tasks.len(), "pipeline running");
 

@@ -63,7 +63,7 @@ fn conditions_follow_iot_hub_semantics() {
 #[test]
 fn errors_point_at_the_column() {
     let err = parse("FROM /messages/* WHERE $body.t >> 5 INTO $upstream").unwrap_err();
-    assert_eq!(err.column, 33, "{}", err.render("FROM /messages/* WHERE $body.t >> 5 INTO $upstream"));
+    assert_eq!(err.column, 32, "{}", err.render("FROM /messages/* WHERE $body.t >> 5 INTO $upstream"));
     let err = parse("FROM /message/* INTO $upstream").unwrap_err();
     assert_eq!(err.column, 5);
     let err = parse("FROM /* INTO $nowhere").unwrap_err();

@@ -26,8 +26,9 @@ pub struct InstanceState {
 impl InstanceState {
     pub fn new(module: Arc<str>, config_json: Arc<str>, limits: MemoryCap) -> Self {
         // No preopened directories, no environment, no arguments, no network: a module gets
-        // nothing from WASI that the pipeline does not grant.
-        let wasi = WasiCtx::builder().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
+        // nothing from WASI that the pipeline does not grant. Its stderr is weir's, so a
+        // panic message lands in the log next to the dead letters it caused.
+        let wasi = WasiCtx::builder().inherit_stderr().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
         InstanceState { module, config_json, limits, wasi, table: ResourceTable::new() }
     }
 }

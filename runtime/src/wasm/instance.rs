@@ -159,19 +159,15 @@ fn classify(store: &Store<InstanceState>, err: wasmtime::Error, during: &str) ->
     } else {
         FailureReason::Trap
     };
-    let detail = match reason {
-        FailureReason::Deadline => format!("{during} ran past its deadline and was stopped"),
-        _ => {
-            // The root cause is the useful line; the wasm backtrace follows it.
-            let text = format!("{err:?}");
-            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-            let first = lines.next().unwrap_or("unknown error").trim().to_owned();
-            let cause = text.split("Caused by:").nth(1).map(|c| c.trim().lines().next().unwrap_or("").trim().to_owned());
-            match cause {
-                Some(cause) if !cause.is_empty() => format!("{during}: {cause} ({first})"),
-                _ => format!("{during}: {first}"),
-            }
-        }
+    let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    let err = anyhow::Error::from(err);
+    let root = err.root_cause().to_string();
+    let root = root.lines().next().unwrap_or("unknown error").trim();
+    let detail = match (reason, trap) {
+        (FailureReason::Deadline, _) => format!("{during} ran past its deadline and was stopped"),
+        (FailureReason::MemoryCap, _) => format!("{during}: {root}"),
+        (_, Some(trap)) => format!("{during}: {trap} (a panic in the module prints its message to weir's log)"),
+        (_, None) => format!("{during}: {root}"),
     };
     Failure { reason, detail }
 }

@@ -1,0 +1,194 @@
+//! Bad input gets a clear error and loses nothing: configuration mistakes are reported with
+//! file, line, column and key; misbehaving modules send their messages to `$deadletter` with
+//! a reason while weir and its other routes keep running.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use weir::config::ConfigErrors;
+use weir_tests::{Mosquitto, RunningPipeline, Subscriber, module, publish_v5, toml_path, wait_for_lines};
+
+/// `weir check` on `toml`; the errors it reports.
+fn check_errors(toml: &str) -> ConfigErrors {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).unwrap();
+    match weir::cli::check::check(&path) {
+        Ok(_) => panic!("accepted:\n{toml}"),
+        Err(err) => err.downcast::<ConfigErrors>().unwrap_or_else(|err| panic!("not a config error: {err:#}")),
+    }
+}
+
+fn one(errors: &ConfigErrors) -> &weir::config::ConfigError {
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    &errors.0[0]
+}
+
+#[test]
+fn malformed_toml_names_line_and_column() {
+    let errors = check_errors("[routes]\nr = 'FROM /* INTO $upstream\n");
+    let error = one(&errors);
+    assert_eq!(error.line, 2, "{error}");
+    assert!(error.file.ends_with("bad.toml"));
+    assert!(errors.to_string().starts_with("error: "), "{errors}");
+}
+
+#[test]
+fn unknown_key_names_the_key_where_it_is() {
+    let toml = format!("[modules.m]\npath = {}\nkind = \"filter\"\nmemroy = \"8MiB\"\n", toml_path(&module("threshold")));
+    let error = one(&check_errors(&toml)).clone();
+    assert_eq!((error.line, error.column, error.key.as_str()), (4, 1, "modules.m.memroy"), "{error}");
+    assert!(error.message.contains("unknown field `memroy`") && error.message.contains("memory"), "{error}");
+}
+
+#[test]
+fn unknown_key_in_a_connector_table() {
+    let errors = check_errors("[sinks.out]\ntype = \"file\"\npath = \"x.jsonl\"\nfsink = true\n");
+    let error = one(&errors);
+    assert_eq!((error.line, error.key.as_str()), (4, "sinks.out.fsink"), "{error}");
+}
+
+#[test]
+fn missing_module_file() {
+    let errors = check_errors("[modules.m]\npath = \"nowhere/gone.wasm\"\n");
+    let error = one(&errors);
+    assert_eq!((error.line, error.column, error.key.as_str()), (2, 1, "modules.m.path"), "{error}");
+    assert!(error.message.contains("does not exist"), "{error}");
+}
+
+#[test]
+fn module_that_does_not_export_its_kind() {
+    let toml = format!("[modules.m]\npath = {}\nkind = \"filter\"\n", toml_path(&module("json_map")));
+    let error = one(&check_errors(&toml)).clone();
+    assert_eq!(error.key, "modules.m.kind", "{error}");
+    assert!(error.message.contains("does not export `weir:module/filter") && error.message.contains("Set kind = \"map\""), "{error}");
+}
+
+#[test]
+fn module_config_that_does_not_fit() {
+    let toml = format!("[modules.m]\npath = {}\nconfig = {{ field = \"t\" }}\n", toml_path(&module("threshold")));
+    let error = one(&check_errors(&toml)).clone();
+    assert_eq!(error.key, "modules.m.config", "{error}");
+    assert!(error.message.contains("missing field `limit`"), "{error}");
+}
+
+#[test]
+fn bad_route_points_a_caret_at_the_column() {
+    let errors = check_errors("upstream = \"out\"\n[sinks.out]\ntype = \"file\"\npath = \"x.jsonl\"\n[routes]\nr = \"FROM /* WHERE $body.t >> 5 INTO $upstream\"\n");
+    let error = one(&errors);
+    assert_eq!((error.line, error.column, error.key.as_str()), (6, 29, "routes.r"), "{error}");
+    assert_eq!(error.detail.as_deref(), Some("    FROM /* WHERE $body.t >> 5 INTO $upstream\n                           ^"));
+}
+
+#[test]
+fn route_to_an_undeclared_sink_and_every_error_at_once() {
+    let errors = check_errors("upstream = \"nope\"\n[routes]\na = \"FROM /* INTO archive\"\nb = 'FROM /* INTO BrokeredEndpoint(\"/modules/ghost/inputs/i\")'\n");
+    let text = errors.to_string();
+    assert_eq!(errors.0.len(), 3, "{text}");
+    assert!(text.contains("bad.toml:1:1: upstream: no sink named `nope`"), "{text}");
+    assert!(text.contains("bad.toml:3:"), "{text}");
+    assert!(text.contains("no sink named `archive`"), "{text}");
+    assert!(text.contains("no module named `ghost`"), "{text}");
+}
+
+#[test]
+fn clear_text_secret_is_refused() {
+    let errors = check_errors("[broker]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"u\"\npassword = \"hunter2\"\n");
+    let error = one(&errors);
+    assert_eq!(error.line, 4, "{error}");
+    assert!(error.message.contains("never written in clear text"), "{error}");
+    assert!(!errors.to_string().contains("hunter2"), "the secret leaked into the error: {errors}");
+}
+
+fn dead_letters(path: &Path) -> Vec<(String, String, String)> {
+    weir_tests::json_lines(path)
+        .into_iter()
+        .map(|line| {
+            let property = |name: &str| {
+                line["properties"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["value"].as_str().unwrap().to_owned()).unwrap_or_default()
+            };
+            let payload = line["payload_text"].as_str().map(str::to_owned).unwrap_or_else(|| line["payload"].to_string());
+            (payload, property("weir-dl-reason"), property("weir-dl-detail"))
+        })
+        .collect()
+}
+
+/// A trapping, a looping and a memory-hungry call each dead-letter their batch and recycle
+/// the instance; a non-JSON payload is dead-lettered alone; the other route keeps flowing
+/// and the misbehaving module keeps working for good input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_modules_dead_letter_and_weir_stays_up() {
+    let broker = Mosquitto::start();
+    let toml = format!(
+        r#"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{port}"
+
+[modules.chaos]
+path = {chaos}
+deadline = "300ms"
+memory = "16MiB"
+batch_size = 1
+
+[modules.hot]
+path = {threshold}
+config = {{ field = "temperature", limit = 10 }}
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[routes]
+chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
+json_in = 'FROM /topics/readings INTO BrokeredEndpoint("/modules/hot/inputs/in")'
+json_out = 'FROM /messages/modules/hot/outputs/* INTO /topics/hot'
+"#,
+        port = broker.port,
+        chaos = toml_path(&module("chaos")),
+        threshold = toml_path(&module("threshold")),
+    );
+    let pipeline = RunningPipeline::start(&toml).await;
+    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let mut hot = Subscriber::connect(broker.port, &["hot"]).await;
+    let plain = PublishProperties::default;
+    publish_v5(
+        broker.port,
+        vec![
+            ("chaos".into(), b"first".to_vec(), plain()),
+            ("chaos".into(), b"trap".to_vec(), plain()),
+            ("readings".into(), br#"{"temperature": 20}"#.to_vec(), plain()),
+            ("chaos".into(), b"loop".to_vec(), plain()),
+            ("readings".into(), b"not json".to_vec(), plain()),
+            ("chaos".into(), b"hog".to_vec(), plain()),
+            ("readings".into(), br#"{"temperature": 30}"#.to_vec(), plain()),
+            ("chaos".into(), b"after".to_vec(), plain()),
+        ],
+    )
+    .await;
+    let kept: Vec<_> = survived.take(2, Duration::from_secs(20)).await.into_iter().map(|p| p.payload).collect();
+    assert_eq!(kept, vec![&b"first"[..], &b"after"[..]]);
+    let readings = hot.take(2, Duration::from_secs(20)).await;
+    assert_eq!(&readings[1].payload[..], br#"{"temperature": 30}"#);
+
+    wait_for_lines(&pipeline.dir.path().join("deadletter.jsonl"), 4, Duration::from_secs(10)).await;
+    let mut letters = dead_letters(&pipeline.dir.path().join("deadletter.jsonl"));
+    letters.sort();
+    let summary: Vec<(&str, &str)> = letters.iter().map(|(p, r, _)| (p.as_str(), r.as_str())).collect();
+    assert_eq!(summary, vec![("hog", "memory-cap"), ("loop", "deadline"), ("not json", "rejected"), ("trap", "trap")]);
+    let detail = |payload: &str| letters.iter().find(|l| l.0 == payload).unwrap().2.clone();
+    assert!(detail("hog").contains("memory cap of 16777216 bytes"), "{}", detail("hog"));
+    assert!(detail("loop").contains("deadline"), "{}", detail("loop"));
+    assert!(detail("trap").contains("unreachable"), "{}", detail("trap"));
+    assert!(detail("not json").contains("not the JSON expected"), "{}", detail("not json"));
+    let modules: Vec<String> = weir_tests::json_lines(&pipeline.dir.path().join("deadletter.jsonl"))
+        .iter()
+        .map(|l| l["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-module").unwrap()["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(modules.iter().filter(|m| *m == "chaos").count(), 3);
+    pipeline.stop().await.unwrap();
+}

@@ -1,0 +1,106 @@
+//! The example modules through the real wasm host: each kind, the limits, and the same
+//! threshold cases for the Rust module and its non-Rust twin.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir::wasm::{BatchResult, EngineSettings, FailureReason, LoadedModule, ModuleInstance, ModuleKind, ModuleLimits, WasmEngine};
+use weir_core::{Ack, Message, Metadata};
+use weir_tests::module;
+
+fn engine() -> WasmEngine {
+    // Shared across tests and runs: the Python module takes ~30 s to compile once.
+    let cache = weir_tests::repo_root().join("target/weir-test-module-cache");
+    WasmEngine::new(&EngineSettings { cache_dir: Some(cache), max_memory_bytes: 64 << 20, max_instances: 8, tick: Duration::from_millis(5) }).unwrap()
+}
+
+fn load(engine: &WasmEngine, path: &Path, config: serde_json::Value, limits: ModuleLimits) -> LoadedModule {
+    LoadedModule::load(engine, "test", path, None, config.to_string(), limits).unwrap()
+}
+
+fn messages(payloads: &[&str]) -> Vec<Message> {
+    payloads.iter().map(|p| Message::new(Bytes::copy_from_slice(p.as_bytes()), Metadata::new("test".into(), "t/1"), Ack::none())).collect()
+}
+
+/// The threshold contract every implementation must meet, whatever its language.
+fn threshold_cases(path: &Path) {
+    let engine = engine();
+    let module = load(&engine, path, serde_json::json!({ "field": "temperature", "limit": 70.0 }), ModuleLimits::default());
+    assert_eq!(module.kind, ModuleKind::Filter);
+    let mut instance = ModuleInstance::start(&module).unwrap();
+    let batch = messages(&[r#"{"temperature": 71.5}"#, r#"{"temperature": 70}"#, r#"{"temperature": -3}"#, r#"{"s": {"t": 1}}"#, "not json", r#"{"temperature": "hot"}"#]);
+    let BatchResult::Filter(results) = instance.call("in", &batch).unwrap() else { panic!("not a filter result") };
+    assert_eq!(results[0], Ok(true));
+    assert_eq!(results[1], Ok(false));
+    assert_eq!(results[2], Ok(false));
+    assert!(results[3].as_ref().unwrap_err().contains("missing"), "{:?}", results[3]);
+    assert!(results[4].as_ref().unwrap_err().contains("JSON"), "{:?}", results[4]);
+    assert!(results[5].as_ref().unwrap_err().contains("not a number"), "{:?}", results[5]);
+    // A nested field and an inclusive limit.
+    let module = load(&engine, path, serde_json::json!({ "field": "s.t", "limit": 5, "inclusive": true }), ModuleLimits::default());
+    let mut instance = ModuleInstance::start(&module).unwrap();
+    let BatchResult::Filter(results) = instance.call("in", &messages(&[r#"{"s": {"t": 5}}"#, r#"{"s": {"t": 4.9}}"#])).unwrap() else { panic!() };
+    assert_eq!(results, vec![Ok(true), Ok(false)]);
+    // A config that does not fit fails at start, with the reason.
+    let module = load(&engine, path, serde_json::json!({ "field": "t" }), ModuleLimits::default());
+    let failure = ModuleInstance::start(&module).unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Init);
+    assert!(failure.detail.contains("limit"), "{failure}");
+}
+
+#[test]
+fn rust_threshold_filter() {
+    threshold_cases(&module("threshold"));
+}
+
+#[test]
+fn python_threshold_filter_passes_the_same_cases() {
+    threshold_cases(&module("python_threshold"));
+}
+
+#[test]
+fn map_and_flat_map() {
+    let engine = engine();
+    let map = load(&engine, &module("json_map"), serde_json::json!({ "rename": { "t": "temp" }, "topic": "alerts/{m}" }), ModuleLimits::default());
+    let mut instance = ModuleInstance::start(&map).unwrap();
+    let BatchResult::Map(results) = instance.call("in", &messages(&[r#"{"m": "a", "t": 1}"#, "[]"])).unwrap() else { panic!() };
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(first.payload, br#"{"m":"a","temp":1}"#);
+    assert_eq!(first.topic.as_deref(), Some("alerts/a"));
+    assert!(results[1].is_err());
+
+    let split = load(&engine, &module("split_array"), serde_json::json!({ "route_by_kind": true }), ModuleLimits::default());
+    let mut instance = ModuleInstance::start(&split).unwrap();
+    let BatchResult::FlatMap(results) = instance.call("in", &messages(&[r#"[{"kind": "alarm"}, 2]"#, "[]"])).unwrap() else { panic!() };
+    let outputs = results[0].as_ref().unwrap();
+    assert_eq!(outputs.len(), 2);
+    assert_eq!(outputs[0].output.as_deref(), Some("alarm"));
+    assert_eq!(outputs[1].output, None);
+    assert!(results[1].as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn trap_deadline_and_memory_cap_are_classified_and_the_module_recovers() {
+    let engine = engine();
+    let limits = ModuleLimits { memory_bytes: 16 << 20, deadline: Duration::from_millis(200) };
+    let chaos = load(&engine, &module("chaos"), serde_json::json!({}), limits);
+    for (payload, reason) in [("trap", FailureReason::Trap), ("loop", FailureReason::Deadline), ("hog", FailureReason::MemoryCap)] {
+        let mut instance = ModuleInstance::start(&chaos).unwrap();
+        let failure = instance.call("in", &messages(&["fine", payload])).unwrap_err();
+        assert_eq!(failure.reason, reason, "{failure}");
+        // A fresh instance from the same InstancePre works.
+        let mut fresh = ModuleInstance::start(&chaos).unwrap();
+        assert!(matches!(fresh.call("in", &messages(&["fine"])).unwrap(), BatchResult::Filter(r) if r == vec![Ok(true)]));
+    }
+}
+
+#[test]
+fn a_core_module_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let err = LoadedModule::load(&engine(), "core", &path, None, "{}".into(), ModuleLimits::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("core wasm module, not a component"), "{err:#}");
+}
