@@ -76,7 +76,8 @@ fn module_config_that_does_not_fit() {
 
 #[test]
 fn bad_route_points_a_caret_at_the_column() {
-    let errors = check_errors("upstream = \"out\"\n[sinks.out]\ntype = \"file\"\npath = \"x.jsonl\"\n[routes]\nr = \"FROM /* WHERE $body.t >> 5 INTO $upstream\"\n");
+    let errors =
+        check_errors("upstream = \"out\"\n[sinks.out]\ntype = \"file\"\npath = \"x.jsonl\"\n[routes]\nr = \"FROM /* WHERE $body.t >> 5 INTO $upstream\"\n");
     let error = one(&errors);
     assert_eq!((error.line, error.column, error.key.as_str()), (6, 29, "routes.r"), "{error}");
     assert_eq!(error.detail.as_deref(), Some("    FROM /* WHERE $body.t >> 5 INTO $upstream\n                           ^"));
@@ -84,7 +85,8 @@ fn bad_route_points_a_caret_at_the_column() {
 
 #[test]
 fn route_to_an_undeclared_sink_and_every_error_at_once() {
-    let errors = check_errors("upstream = \"nope\"\n[routes]\na = \"FROM /* INTO archive\"\nb = 'FROM /* INTO BrokeredEndpoint(\"/modules/ghost/inputs/i\")'\n");
+    let errors =
+        check_errors("upstream = \"nope\"\n[routes]\na = \"FROM /* INTO archive\"\nb = 'FROM /* INTO BrokeredEndpoint(\"/modules/ghost/inputs/i\")'\n");
     let text = errors.to_string();
     assert_eq!(errors.0.len(), 3, "{text}");
     assert!(text.contains("bad.toml:1:1: upstream: no sink named `nope`"), "{text}");

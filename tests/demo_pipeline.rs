@@ -14,7 +14,9 @@ async fn demo_pipeline_on_the_embedded_broker() {
     // The demo as shipped, on a free port, with its paths made absolute and its output in a temp dir.
     let out = tempfile::tempdir().unwrap();
     let demo = std::fs::read_to_string(root.join("pipelines/demo.toml")).unwrap();
-    let toml = demo.replace("../filters/", &format!("{}/filters/", root.display())).replace("../out/upstream.jsonl", &out.path().join("upstream.jsonl").display().to_string())
+    let toml = demo
+        .replace("../filters/", &format!("{}/filters/", root.display()))
+        .replace("../out/upstream.jsonl", &out.path().join("upstream.jsonl").display().to_string())
         + &format!("\n[embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n");
     let pipeline = RunningPipeline::start(&toml).await;
     let mut alerts = Subscriber::connect_v311(port, &["alerts/#"]).await;

@@ -30,7 +30,14 @@ fn threshold_cases(path: &Path) {
     let module = load(&engine, path, serde_json::json!({ "field": "temperature", "limit": 70.0 }), ModuleLimits::default());
     assert_eq!(module.kind, ModuleKind::Filter);
     let mut instance = ModuleInstance::start(&module).unwrap();
-    let batch = messages(&[r#"{"temperature": 71.5}"#, r#"{"temperature": 70}"#, r#"{"temperature": -3}"#, r#"{"s": {"t": 1}}"#, "not json", r#"{"temperature": "hot"}"#]);
+    let batch = messages(&[
+        r#"{"temperature": 71.5}"#,
+        r#"{"temperature": 70}"#,
+        r#"{"temperature": -3}"#,
+        r#"{"s": {"t": 1}}"#,
+        "not json",
+        r#"{"temperature": "hot"}"#,
+    ]);
     let BatchResult::Filter(results) = instance.call("in", &batch).unwrap() else { panic!("not a filter result") };
     assert_eq!(results[0], Ok(true));
     assert_eq!(results[1], Ok(false));

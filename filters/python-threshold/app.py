@@ -38,9 +38,11 @@ class Module(exports.Module):
             raise Err(f"module config does not fit: {err}")
 
 
-def _keep(message: types.Message) -> Result[bool, str]:
+def _keep(data: bytes, message: types.Message) -> Result[bool, str]:
+    # Every field of a message is a span of the batch's one data buffer.
+    payload = data[message.payload.offset : message.payload.offset + message.payload.len]
     try:
-        node = json.loads(message.payload)
+        node = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as err:
         return Err(f"payload is not the JSON expected: {err}")
     for key in _config["path"]:
@@ -54,7 +56,7 @@ def _keep(message: types.Message) -> Result[bool, str]:
 
 
 class Filter(exports.Filter):
-    def filter(self, input: str, batch: List[types.Message]) -> List[Result[bool, str]]:
+    def filter(self, input: str, batch: types.Batch) -> List[Result[bool, str]]:
         if _config is None:
             Module().init()
-        return [_keep(message) for message in batch]
+        return [_keep(batch.data, message) for message in batch.messages]

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,11 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n"),
+        )
+        .unwrap();
         let child = match Command::new("mosquitto").arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
             Ok(child) => child,
             Err(err) => panic!("cannot start mosquitto ({err}): install it with `apt-get install mosquitto mosquitto-clients` (scripts/test.sh does this)"),
@@ -97,8 +101,12 @@ impl RunningPipeline {
         let shutdown = CancellationToken::new();
         let (ready_tx, mut ready_rx) = watch::channel(false);
         let token = shutdown.clone();
-        let task = tokio::spawn(async move { weir::executor::run(&checked.loaded, checked.plan, checked.modules, &checked.registry, token, Some(ready_tx)).await });
-        tokio::time::timeout(Duration::from_secs(20), ready_rx.wait_for(|ready| *ready)).await.expect("pipeline not ready within 20 s").expect("pipeline stopped before it was ready");
+        let task =
+            tokio::spawn(async move { weir::executor::run(&checked.loaded, checked.plan, checked.modules, &checked.registry, token, Some(ready_tx)).await });
+        tokio::time::timeout(Duration::from_secs(20), ready_rx.wait_for(|ready| *ready))
+            .await
+            .expect("pipeline not ready within 20 s")
+            .expect("pipeline stopped before it was ready");
         RunningPipeline { shutdown, task: Some(task), dir }
     }
 

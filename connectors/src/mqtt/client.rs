@@ -34,8 +34,10 @@ pub enum Received {
 
 /// What the event loop reports, the same for both protocol versions.
 pub enum Event {
-    Connected { session_present: bool },
-    Publish(Received),
+    Connected {
+        session_present: bool,
+    },
+    Publish(Box<Received>),
     /// A publish left for the broker with this packet id (0 for QoS 0).
     Sent(u16),
     /// The broker acknowledged (PUBACK or PUBCOMP) this packet id.
@@ -142,7 +144,7 @@ impl EventLoop {
         match self {
             EventLoop::V311(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => Ok(Event::Connected { session_present: ack.session_present }),
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => Ok(Event::Publish(Received::V311(publish))),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => Ok(Event::Publish(Box::new(Received::V311(publish)))),
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent(pkid)),
@@ -152,7 +154,7 @@ impl EventLoop {
             },
             EventLoop::V5(eventloop) => match eventloop.poll().await {
                 Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => Ok(Event::Connected { session_present: ack.session_present }),
-                Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(publish))) => Ok(Event::Publish(Received::V5(publish))),
+                Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(publish))) => Ok(Event::Publish(Box::new(Received::V5(publish)))),
                 Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::v5::Event::Incoming(Packet5::PubComp(ack))) => Ok(Event::Acknowledged(ack.pkid)),
                 Ok(rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Event::Sent(pkid)),

@@ -55,7 +55,13 @@ impl SinkKind for MqttSink {
 
 impl MqttSink {
     /// Connect (in the background) to the broker. `topic` may contain `{topic}`.
-    pub fn connect(connection: &ConnectionConfig, base_dir: &Path, default_client_id: &str, topic: Option<String>, retain: Option<bool>) -> anyhow::Result<Self> {
+    pub fn connect(
+        connection: &ConnectionConfig,
+        base_dir: &Path,
+        default_client_id: &str,
+        topic: Option<String>,
+        retain: Option<bool>,
+    ) -> anyhow::Result<Self> {
         let (client, mut eventloop) = client::connect(connection, default_client_id, base_dir, false)?;
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let state = Arc::new(Mutex::new(ConnectionState::default()));

@@ -88,7 +88,7 @@ impl Source for MqttSource {
                     let ack = Ack::with_permit(
                         move |outcome| {
                             if outcome == AckOutcome::Accepted {
-                                let _ = tx.send(received);
+                                let _ = tx.send(*received);
                             }
                         },
                         Some(permit),

@@ -11,7 +11,8 @@ use super::config::TlsConfig;
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading certificates from {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>().with_context(|| format!("parsing PEM certificates in {}", path.display()))?;
+    let certs =
+        rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>().with_context(|| format!("parsing PEM certificates in {}", path.display()))?;
     if certs.is_empty() {
         bail!("{} holds no PEM certificate", path.display());
     }
@@ -39,10 +40,8 @@ pub fn client_config(tls: Option<&TlsConfig>, base: &Path) -> anyhow::Result<Arc
             }
         }
     }
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().context("TLS protocol versions")?.with_root_certificates(roots);
     let config = match tls.map(|t| (&t.client_cert, &t.client_key)) {
         Some((Some(cert), Some(key))) => {
             let chain = read_certs(&base.join(cert))?;

@@ -18,7 +18,7 @@ pub fn misbehave(msg: &Message, config: &Config) -> Result<bool> {
     if config.fail_init {
         return Err(weir::Error::msg("configured to fail"));
     }
-    match msg.payload.as_slice() {
+    match msg.payload() {
         b"trap" => panic!("chaos: asked to trap"),
         b"loop" => {
             let mut n: u64 = 0;

@@ -20,11 +20,7 @@ pub struct Config {
 #[weir::filter]
 pub fn over_limit(msg: &Message, config: &Config) -> Result<bool> {
     let body: serde_json::Value = msg.json()?;
-    let value = config
-        .field
-        .split('.')
-        .try_fold(&body, |node, key| node.get(key))
-        .ok_or_else(|| Error::msg(format!("field `{}` is missing", config.field)))?;
+    let value = config.field.split('.').try_fold(&body, |node, key| node.get(key)).ok_or_else(|| Error::msg(format!("field `{}` is missing", config.field)))?;
     let number = value.as_f64().ok_or_else(|| Error::msg(format!("field `{}` is not a number: {value}", config.field)))?;
     Ok(if config.inclusive { number >= config.limit } else { number > config.limit })
 }

@@ -38,9 +38,9 @@ impl<'de> Deserialize<'de> for Secret {
             Clear(#[allow(dead_code)] String),
         }
         match Form::deserialize(deserializer)? {
-            Form::Clear(_) => Err(serde::de::Error::custom(
-                "secrets are never written in clear text: write { env = \"VARIABLE\" } or { file = \"path/to/file\" }",
-            )),
+            Form::Clear(_) => {
+                Err(serde::de::Error::custom("secrets are never written in clear text: write { env = \"VARIABLE\" } or { file = \"path/to/file\" }"))
+            }
             Form::Table(Table { env: Some(var), file: None }) => Ok(Secret::Env(var)),
             Form::Table(Table { env: None, file: Some(path) }) => Ok(Secret::File(path)),
             Form::Table(_) => Err(serde::de::Error::custom("a secret is exactly one of { env = \"VARIABLE\" } or { file = \"path\" }")),

@@ -48,7 +48,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let machine = format!("m{}", sent % u64::from(args.machines.max(1)) + 1);
         // A slow sine per machine with an occasional spike: some readings cross a 70 °C limit.
         let phase = sent as f64 / 20.0 + (sent % 7) as f64;
-        let spike = if sent % 13 == 0 { 25.0 } else { 0.0 };
+        let spike = if sent.is_multiple_of(13) { 25.0 } else { 0.0 };
         let temperature = 55.0 + 12.0 * phase.sin() + spike;
         let payload = serde_json::json!({
             "machine": machine,

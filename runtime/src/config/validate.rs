@@ -53,15 +53,16 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
         errors.push(loaded.error(&["embedded_broker"], "set either [broker] (an external broker) or [embedded_broker], not both"));
     }
     for (key, value) in [("upstream", &pipeline.upstream), ("deadletter", &pipeline.deadletter)] {
-        if let Some(sink) = value {
-            if !pipeline.sinks.contains_key(sink) {
-                errors.push(loaded.error(&[key], format!("no sink named `{sink}`; declare it as [sinks.{sink}] ({})", known(pipeline.sinks.keys()))));
-            }
+        if let Some(sink) = value
+            && !pipeline.sinks.contains_key(sink)
+        {
+            errors.push(loaded.error(&[key], format!("no sink named `{sink}`; declare it as [sinks.{sink}] ({})", known(pipeline.sinks.keys()))));
         }
     }
     for (kind, tables) in [("sinks", &pipeline.sinks), ("sources", &pipeline.sources)] {
         for (name, table) in tables {
-            let checked = if kind == "sinks" { registry.check_sink(&table.kind, table.table.clone()) } else { registry.check_source(&table.kind, table.table.clone()) };
+            let checked =
+                if kind == "sinks" { registry.check_sink(&table.kind, table.table.clone()) } else { registry.check_source(&table.kind, table.table.clone()) };
             match checked {
                 Ok(()) => {}
                 Err(ConnectorConfigError::UnknownType { .. }) => {
@@ -86,7 +87,10 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
         if !path.is_file() {
             errors.push(loaded.error(
                 &["modules", name, "path"],
-                format!("module file {} does not exist (paths are relative to the pipeline file; example modules are built by scripts/build-filters.sh)", path.display()),
+                format!(
+                    "module file {} does not exist (paths are relative to the pipeline file; example modules are built by scripts/build-filters.sh)",
+                    path.display()
+                ),
             ));
         }
         let config_json = serde_json::to_string(&module.config).unwrap_or_else(|_| "{}".to_owned());
@@ -122,7 +126,11 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
                 errors.push(loaded.error_in_string(&["routes", name], sink_column, format!("no sink named `{sink}` ({})", known(pipeline.sinks.keys()))));
             }
             RouteSink::Upstream if pipeline.upstream.is_none() => {
-                errors.push(loaded.error_in_string(&["routes", name], sink_column, "$upstream is not set: add `upstream = \"<sink name>\"` at the top of the pipeline"));
+                errors.push(loaded.error_in_string(
+                    &["routes", name],
+                    sink_column,
+                    "$upstream is not set: add `upstream = \"<sink name>\"` at the top of the pipeline",
+                ));
             }
             RouteSink::Module { id, .. } if !pipeline.modules.contains_key(id) => {
                 errors.push(loaded.error_in_string(&["routes", name], sink_column, format!("no module named `{id}` ({})", known(pipeline.modules.keys()))));

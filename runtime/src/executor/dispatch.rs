@@ -63,10 +63,10 @@ impl Dispatcher {
             }
             // Never feed a module its own output: `FROM /messages/* INTO BrokeredEndpoint(m)`
             // would otherwise loop forever.
-            if let (Target::Module { name, .. }, Some(origin)) = (&compiled.target, &message.meta().origin) {
-                if origin.module == *name {
-                    continue;
-                }
+            if let (Target::Module { name, .. }, Some(origin)) = (&compiled.target, &message.meta().origin)
+                && origin.module == *name
+            {
+                continue;
             }
             if let Some(ttl) = compiled.time_to_live_ms {
                 let age = weir_core::message::now_ms().saturating_sub(message.meta().ingest_time_ms);

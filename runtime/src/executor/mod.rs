@@ -131,7 +131,9 @@ pub async fn run(
             let ctx = BuildContext { name: format!("{name}-deadletter").into(), base_dir: loaded.base_dir.clone() };
             registry.build_sink(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("dead-letter sink `{name}`"))?
         }
-        (None, Some(connection)) => Box::new(MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), Some(DEFAULT_DEADLETTER_TOPIC.to_owned()), Some(false))?),
+        (None, Some(connection)) => {
+            Box::new(MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), Some(DEFAULT_DEADLETTER_TOPIC.to_owned()), Some(false))?)
+        }
         (None, None) => unreachable!("a local broker is started when no dead-letter sink is set"),
     };
 
@@ -175,10 +177,24 @@ pub async fn run(
     let mut sink_tasks: Vec<(String, mpsc::Sender<Work>, JoinHandle<()>)> = Vec::new();
     for (name, sink, rx) in sink_workers {
         let queue = if name == "$local" { local_topics.clone() } else { sink_queues.get(&name).cloned() };
-        let worker = SinkWorker { name: name.as_str().into(), sink, queue: rx, batch_size: settings.batch_size, dispatcher: Some(dispatcher.clone()), abandon: abandon.clone() };
+        let worker = SinkWorker {
+            name: name.as_str().into(),
+            sink,
+            queue: rx,
+            batch_size: settings.batch_size,
+            dispatcher: Some(dispatcher.clone()),
+            abandon: abandon.clone(),
+        };
         sink_tasks.push((name, queue.context("sink queue")?, tokio::spawn(worker.run())));
     }
-    let deadletter_worker = SinkWorker { name: "$deadletter".into(), sink: deadletter_sink, queue: deadletter_rx, batch_size: settings.batch_size, dispatcher: None, abandon: abandon.clone() };
+    let deadletter_worker = SinkWorker {
+        name: "$deadletter".into(),
+        sink: deadletter_sink,
+        queue: deadletter_rx,
+        batch_size: settings.batch_size,
+        dispatcher: None,
+        abandon: abandon.clone(),
+    };
     let deadletter_task = tokio::spawn(deadletter_worker.run());
 
     let mut module_threads = HashMap::new();
@@ -193,7 +209,10 @@ pub async fn run(
     let mut source_tasks = Vec::new();
     let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
     if let (Some(connection), false) = (&local, plan.local_subscriptions.is_empty()) {
-        sources.push(("local".to_owned(), Box::new(MqttSource::new(connection.clone(), plan.local_subscriptions.clone(), &loaded.base_dir, &format!("weir-{id}-in")))));
+        sources.push((
+            "local".to_owned(),
+            Box::new(MqttSource::new(connection.clone(), plan.local_subscriptions.clone(), &loaded.base_dir, &format!("weir-{id}-in"))),
+        ));
     }
     for (name, table) in &pipeline.sources {
         let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone() };

@@ -196,7 +196,8 @@ pub fn parse(text: &str) -> Result<Route, RouteError> {
 }
 
 fn parse_source(source: &str) -> Result<RouteSource, (usize, String)> {
-    const FORMS: &str = "/*, /messages/*, /messages/modules/{id}/*, /messages/modules/{id}/outputs/*, /messages/modules/{id}/outputs/{output} or /topics/<mqtt filter>";
+    const FORMS: &str =
+        "/*, /messages/*, /messages/modules/{id}/*, /messages/modules/{id}/outputs/*, /messages/modules/{id}/outputs/{output} or /topics/<mqtt filter>";
     if source == "/*" || source == "/messages/*" || source == "/messages" {
         return Ok(RouteSource::All);
     }

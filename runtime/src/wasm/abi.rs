@@ -1,23 +1,28 @@
 //! The records of `weir:module/types` as Rust types for typed calls.
 //!
-//! Inputs borrow from the host's [`weir_core::Message`] (no copy before the one into guest
-//! memory); outputs are owned and become `Bytes` without another copy.
+//! Inputs go in as one [`BatchRef`]: a data buffer holding every variable-length field of
+//! every message, plus fixed-size headers of spans into it. That is three allocations in
+//! the module per call instead of several per message (see docs/benchmarks.md). The host's
+//! buffers are reused from call to call. Outputs are owned and become `Bytes` without
+//! another copy.
 
-use weir_core::message::QoS;
+use std::sync::Arc;
+
 use wasmtime::component::{ComponentType, Lift, Lower};
+use weir_core::message::QoS;
 
-#[derive(ComponentType, Lower)]
+#[derive(ComponentType, Lower, Clone, Copy, Debug, Default)]
 #[component(record)]
-pub struct PropertyRef<'a> {
-    pub name: &'a str,
-    pub value: &'a str,
+pub struct Span {
+    pub offset: u32,
+    pub len: u32,
 }
 
-#[derive(ComponentType, Lift, Clone, Debug)]
+#[derive(ComponentType, Lower, Clone, Copy, Debug)]
 #[component(record)]
-pub struct Property {
-    pub name: String,
-    pub value: String,
+pub struct PropertySpan {
+    pub name: Span,
+    pub value: Span,
 }
 
 #[derive(ComponentType, Lower, Lift, Clone, Copy, Debug)]
@@ -42,44 +47,109 @@ impl From<QoS> for Qos {
     }
 }
 
-#[derive(ComponentType, Lower)]
+/// `weir:module/types.message`: one message's fields as spans of the batch data.
+#[derive(ComponentType, Lower, Clone, Copy, Debug)]
 #[component(record)]
-pub struct MessageRef<'a> {
-    pub payload: &'a [u8],
-    pub topic: &'a str,
-    pub properties: Vec<PropertyRef<'a>>,
+pub struct MessageHeader {
+    pub payload: Span,
+    pub topic: Span,
+    #[component(name = "properties-start")]
+    pub properties_start: u32,
+    #[component(name = "properties-len")]
+    pub properties_len: u32,
     #[component(name = "content-type")]
-    pub content_type: Option<&'a str>,
+    pub content_type: Option<Span>,
     #[component(name = "correlation-data")]
-    pub correlation_data: Option<&'a [u8]>,
+    pub correlation_data: Option<Span>,
     #[component(name = "response-topic")]
-    pub response_topic: Option<&'a str>,
+    pub response_topic: Option<Span>,
     #[component(name = "expiry-secs")]
     pub expiry_secs: Option<u32>,
     pub qos: Qos,
     pub retain: bool,
     #[component(name = "ingest-time-ms")]
     pub ingest_time_ms: u64,
-    pub source: &'a str,
+    pub source: Span,
 }
 
-impl<'a> From<&'a weir_core::Message> for MessageRef<'a> {
-    fn from(message: &'a weir_core::Message) -> Self {
-        let meta = message.meta();
-        MessageRef {
-            payload: &message.payload,
-            topic: &meta.topic,
-            properties: meta.properties.iter().map(|p| PropertyRef { name: &p.name, value: &p.value }).collect(),
-            content_type: meta.content_type.as_deref(),
-            correlation_data: meta.correlation_data.as_deref(),
-            response_topic: meta.response_topic.as_deref(),
-            expiry_secs: meta.expiry_secs,
-            qos: meta.qos.into(),
-            retain: meta.retain,
-            ingest_time_ms: meta.ingest_time_ms,
-            source: &meta.source,
-        }
+/// `weir:module/types.batch`, borrowed from [`BatchBuffers`].
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct BatchRef<'a> {
+    pub data: &'a [u8],
+    pub messages: &'a [MessageHeader],
+    pub properties: &'a [PropertySpan],
+}
+
+/// Reusable buffers a batch is laid out in.
+#[derive(Debug, Default)]
+pub struct BatchBuffers {
+    data: Vec<u8>,
+    messages: Vec<MessageHeader>,
+    properties: Vec<PropertySpan>,
+}
+
+impl BatchBuffers {
+    fn push(&mut self, bytes: &[u8]) -> Span {
+        let span = Span { offset: self.data.len() as u32, len: bytes.len() as u32 };
+        self.data.extend_from_slice(bytes);
+        span
     }
+
+    /// Lay `batch` out and borrow it for a call.
+    pub fn fill(&mut self, batch: &[weir_core::Message]) -> BatchRef<'_> {
+        self.data.clear();
+        self.messages.clear();
+        self.properties.clear();
+        let wanted = batch.iter().map(|m| m.payload.len() + m.meta().topic.len() + 16).sum::<usize>();
+        self.data.reserve(wanted);
+        // Most batches come from one source: write its name once.
+        let mut last_source: Option<(Arc<str>, Span)> = None;
+        for message in batch {
+            let meta = message.meta();
+            let payload = self.push(&message.payload);
+            let topic = self.push(meta.topic.as_bytes());
+            let properties_start = self.properties.len() as u32;
+            for property in &meta.properties {
+                let name = self.push(property.name.as_bytes());
+                let value = self.push(property.value.as_bytes());
+                self.properties.push(PropertySpan { name, value });
+            }
+            let content_type = meta.content_type.as_deref().map(|s| self.push(s.as_bytes()));
+            let correlation_data = meta.correlation_data.as_deref().map(|b| self.push(b));
+            let response_topic = meta.response_topic.as_deref().map(|s| self.push(s.as_bytes()));
+            let source = match &last_source {
+                Some((name, span)) if Arc::ptr_eq(name, &meta.source) => *span,
+                _ => {
+                    let span = self.push(meta.source.as_bytes());
+                    last_source = Some((meta.source.clone(), span));
+                    span
+                }
+            };
+            self.messages.push(MessageHeader {
+                payload,
+                topic,
+                properties_start,
+                properties_len: meta.properties.len() as u32,
+                content_type,
+                correlation_data,
+                response_topic,
+                expiry_secs: meta.expiry_secs,
+                qos: meta.qos.into(),
+                retain: meta.retain,
+                ingest_time_ms: meta.ingest_time_ms,
+                source,
+            });
+        }
+        BatchRef { data: &self.data, messages: &self.messages, properties: &self.properties }
+    }
+}
+
+#[derive(ComponentType, Lift, Clone, Debug)]
+#[component(record)]
+pub struct Property {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(ComponentType, Lift, Clone, Debug)]

@@ -6,7 +6,7 @@ use wasmtime::Store;
 use wasmtime::component::{Func, Instance};
 use weir_core::Message;
 
-use super::abi::{MessageRef, OutputMessage};
+use super::abi::{BatchBuffers, BatchRef, OutputMessage};
 use super::host::{InstanceState, MemoryCap};
 use super::module::{LoadedModule, ModuleKind};
 
@@ -80,6 +80,7 @@ pub struct ModuleInstance {
     module: LoadedModule,
     store: Store<InstanceState>,
     call: Func,
+    buffers: BatchBuffers,
 }
 
 impl fmt::Debug for ModuleInstance {
@@ -109,7 +110,7 @@ impl ModuleInstance {
             Ok((Err(message),)) => return Err(Failure { reason: FailureReason::Init, detail: format!("init failed: {message}") }),
             Err(err) => return Err(classify(&store, err, "init")),
         }
-        Ok(ModuleInstance { module: module.clone(), store, call })
+        Ok(ModuleInstance { module: module.clone(), store, call, buffers: BatchBuffers::default() })
     }
 
     pub fn module(&self) -> &LoadedModule {
@@ -118,29 +119,32 @@ impl ModuleInstance {
 
     /// Call the module's kind on a batch. `Err` means the instance is unusable: drop it.
     pub fn call(&mut self, input: &str, batch: &[Message]) -> Result<BatchResult, Failure> {
-        let refs: Vec<MessageRef<'_>> = batch.iter().map(MessageRef::from).collect();
         self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let refs = buffers.fill(batch);
         let result = match self.module.kind {
-            ModuleKind::Filter => self.call_typed::<Vec<Result<bool, String>>>(input, &refs).map(BatchResult::Filter),
-            ModuleKind::Map => self.call_typed::<Vec<Result<OutputMessage, String>>>(input, &refs).map(BatchResult::Map),
-            ModuleKind::FlatMap => self.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, &refs).map(BatchResult::FlatMap),
+            ModuleKind::Filter => self.call_typed::<Vec<Result<bool, String>>>(input, refs).map(BatchResult::Filter),
+            ModuleKind::Map => self.call_typed::<Vec<Result<OutputMessage, String>>>(input, refs).map(BatchResult::Map),
+            ModuleKind::FlatMap => self.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, refs).map(BatchResult::FlatMap),
             ModuleKind::Aggregate => {
-                return Err(Failure { reason: FailureReason::Contract, detail: "aggregate modules are called by the window runner, not per batch".into() });
+                Err(Failure { reason: FailureReason::Contract, detail: "aggregate modules are called by the window runner, not per batch".into() })
             }
-        }?;
+        };
+        self.buffers = buffers;
+        let result = result?;
         if result.len() != batch.len() {
             return Err(Failure { reason: FailureReason::Contract, detail: format!("returned {} results for a batch of {}", result.len(), batch.len()) });
         }
         Ok(result)
     }
 
-    fn call_typed<R>(&mut self, input: &str, refs: &[MessageRef<'_>]) -> Result<R, Failure>
+    fn call_typed<R>(&mut self, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
     where
         (R,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
         R: 'static,
     {
-        let func = self.call.typed::<(&str, &[MessageRef<'_>]), (R,)>(&self.store).map_err(|err| contract(err, self.module.kind.interface()))?;
-        match func.call(&mut self.store, (input, refs)) {
+        let func = self.call.typed::<(&str, BatchRef<'_>), (R,)>(&self.store).map_err(|err| contract(err, self.module.kind.interface()))?;
+        match func.call(&mut self.store, (input, batch)) {
             Ok((result,)) => Ok(result),
             Err(err) => Err(classify(&self.store, err, "call")),
         }

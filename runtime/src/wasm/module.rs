@@ -123,9 +123,7 @@ impl LoadedModule {
             let instance = export_name(engine, &component, interface)
                 .and_then(|full| component.get_export_index(None, &full))
                 .with_context(|| format!("module `{name}` does not export `{CONTRACT}/{interface}`"))?;
-            component
-                .get_export_index(Some(&instance), func)
-                .with_context(|| format!("module `{name}`: `{CONTRACT}/{interface}` has no function `{func}`"))
+            component.get_export_index(Some(&instance), func).with_context(|| format!("module `{name}`: `{CONTRACT}/{interface}` has no function `{func}`"))
         };
         let init_export = find("module", "init")?;
         let call_export = match kind {
@@ -137,7 +135,17 @@ impl LoadedModule {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("module `{name}` imports something weir does not provide"))?;
-        Ok(LoadedModule { name: name.into(), path: path.to_owned(), kind, limits, config_json: config_json.into(), engine: engine.clone(), pre, init_export, call_export })
+        Ok(LoadedModule {
+            name: name.into(),
+            path: path.to_owned(),
+            kind,
+            limits,
+            config_json: config_json.into(),
+            engine: engine.clone(),
+            pre,
+            init_export,
+            call_export,
+        })
     }
 }
 

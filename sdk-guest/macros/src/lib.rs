@@ -117,9 +117,21 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
     let return_span = return_type.span();
 
     let (world, export_trait, call_item) = match kind {
-        Kind::Filter => ("filter-module", quote!(filter), quote!(fn filter(_input: ::std::string::String, batch: ::std::vec::Vec<::weir::Message>) -> ::std::vec::Vec<::std::result::Result<bool, ::std::string::String>>)),
-        Kind::Map => ("map-module", quote!(map), quote!(fn map(_input: ::std::string::String, batch: ::std::vec::Vec<::weir::Message>) -> ::std::vec::Vec<::std::result::Result<exports::weir::module::map::OutputMessage, ::std::string::String>>)),
-        Kind::FlatMap => ("flat-map-module", quote!(flat_map), quote!(fn flat_map(_input: ::std::string::String, batch: ::std::vec::Vec<::weir::Message>) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<exports::weir::module::flat_map::OutputMessage>, ::std::string::String>>)),
+        Kind::Filter => (
+            "filter-module",
+            quote!(filter),
+            quote!(fn filter(_input: ::std::string::String, batch: ::weir::__private::types::Batch) -> ::std::vec::Vec<::std::result::Result<bool, ::std::string::String>>),
+        ),
+        Kind::Map => (
+            "map-module",
+            quote!(map),
+            quote!(fn map(_input: ::std::string::String, batch: ::weir::__private::types::Batch) -> ::std::vec::Vec<::std::result::Result<exports::weir::module::map::OutputMessage, ::std::string::String>>),
+        ),
+        Kind::FlatMap => (
+            "flat-map-module",
+            quote!(flat_map),
+            quote!(fn flat_map(_input: ::std::string::String, batch: ::weir::__private::types::Batch) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<exports::weir::module::flat_map::OutputMessage>, ::std::string::String>>),
+        ),
     };
     let expected: Tokens = match kind {
         Kind::Filter => quote!(::weir::Result<bool>),
@@ -144,7 +156,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
                     Some(config) => config,
                     None => match ::weir::__private::load_config::<#config>() {
                         Ok(config) => CONFIG.get_or_init(|| config),
-                        Err(reason) => return batch.iter().map(|_| Err(reason.clone())).collect(),
+                        Err(reason) => return batch.messages.iter().map(|_| Err(reason.clone())).collect(),
                     },
                 };
             },
@@ -157,6 +169,9 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
     Ok(quote! {
         #function
 
+        // The exports exist only in the wasm build; on the host the function stays a plain
+        // function, so authors unit-test it with `cargo test`.
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         #[allow(unused_imports, clippy::all)]
         mod #module_name {
@@ -187,9 +202,9 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
             impl exports::weir::module::#export_trait::Guest for Component {
                 #call_item {
                     #config_get
-                    batch
-                        .iter()
+                    ::weir::__private::messages(&batch)
                         .map(|message| {
+                            let message = &message;
                             #call
                             #convert.map_err(::weir::Error::into_reason)
                         })

@@ -34,8 +34,8 @@ mod bindings {
     });
 }
 
-mod message;
 pub mod log;
+mod message;
 
 pub use message::{Error, Message, Output, Property, QoS, Result};
 pub use weir_sdk_macros::{filter, flat_map, map};
@@ -64,6 +64,7 @@ pub mod clock {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bindings::weir::module::{clock, config, log, metrics, types};
+    pub use crate::message::messages;
     pub use serde_json;
     pub use wit_bindgen;
 

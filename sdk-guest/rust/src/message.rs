@@ -5,8 +5,8 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::bindings::weir::module::types::{Message, Property, Qos as QoS};
-use crate::bindings::weir::module::types::OutputMessage;
+use crate::bindings::weir::module::types as wit;
+pub use wit::{Property, Qos as QoS};
 
 /// Why a module could not handle a message; becomes the dead-letter reason.
 pub struct Error(String);
@@ -40,13 +40,66 @@ impl fmt::Display for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl Message {
-    /// A message for unit tests: `payload` on `topic`, everything else empty.
-    pub fn for_test(topic: &str, payload: impl Into<Vec<u8>>) -> Message {
+#[derive(Clone, Copy)]
+enum Properties<'a> {
+    Batch { data: &'a [u8], spans: &'a [wit::PropertySpan] },
+    Pairs(&'a [(&'a str, &'a str)]),
+}
+
+/// One incoming message: borrowed from the batch it came in, so reading it copies nothing.
+#[derive(Clone, Copy)]
+pub struct Message<'a> {
+    payload: &'a [u8],
+    topic: &'a str,
+    properties: Properties<'a>,
+    content_type: Option<&'a str>,
+    correlation_data: Option<&'a [u8]>,
+    response_topic: Option<&'a str>,
+    expiry_secs: Option<u32>,
+    qos: QoS,
+    retain: bool,
+    ingest_time_ms: u64,
+    source: &'a str,
+}
+
+fn bytes(data: &[u8], span: wit::Span) -> &[u8] {
+    let start = span.offset as usize;
+    data.get(start..start.saturating_add(span.len as usize)).unwrap_or_default()
+}
+
+fn text(data: &[u8], span: wit::Span) -> &str {
+    std::str::from_utf8(bytes(data, span)).unwrap_or_default()
+}
+
+/// The messages of a batch, in order (used by the attribute macros).
+pub fn messages(batch: &wit::Batch) -> impl ExactSizeIterator<Item = Message<'_>> {
+    let data = batch.data.as_slice();
+    batch.messages.iter().map(move |header| {
+        let start = header.properties_start as usize;
+        let spans = batch.properties.get(start..start.saturating_add(header.properties_len as usize)).unwrap_or_default();
         Message {
-            payload: payload.into(),
-            topic: topic.to_owned(),
-            properties: Vec::new(),
+            payload: bytes(data, header.payload),
+            topic: text(data, header.topic),
+            properties: Properties::Batch { data, spans },
+            content_type: header.content_type.map(|s| text(data, s)),
+            correlation_data: header.correlation_data.map(|s| bytes(data, s)),
+            response_topic: header.response_topic.map(|s| text(data, s)),
+            expiry_secs: header.expiry_secs,
+            qos: header.qos,
+            retain: header.retain,
+            ingest_time_ms: header.ingest_time_ms,
+            source: text(data, header.source),
+        }
+    })
+}
+
+impl<'a> Message<'a> {
+    /// A message for unit tests: `payload` on `topic`, QoS 1, no properties.
+    pub fn for_test<P: AsRef<[u8]> + ?Sized>(topic: &'a str, payload: &'a P) -> Message<'a> {
+        Message {
+            payload: payload.as_ref(),
+            topic,
+            properties: Properties::Pairs(&[]),
             content_type: None,
             correlation_data: None,
             response_topic: None,
@@ -54,23 +107,81 @@ impl Message {
             qos: QoS::AtLeastOnce,
             retain: false,
             ingest_time_ms: 0,
-            source: "test".to_owned(),
+            source: "test",
         }
+    }
+
+    /// For unit tests: the same message with these properties.
+    pub fn with_properties(mut self, pairs: &'a [(&'a str, &'a str)]) -> Message<'a> {
+        self.properties = Properties::Pairs(pairs);
+        self
+    }
+
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The broker topic it was published to.
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    /// Topic level `index` (0-based): `factory/m1/telemetry` has `m1` at 1.
+    pub fn topic_level(&self, index: usize) -> Option<&'a str> {
+        self.topic.split('/').nth(index)
+    }
+
+    /// The application properties (MQTT 5 user properties), in order.
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let (batch, pairs) = match self.properties {
+            Properties::Batch { data, spans } => (Some((data, spans)), None),
+            Properties::Pairs(pairs) => (None, Some(pairs)),
+        };
+        let from_batch = batch.into_iter().flat_map(|(data, spans)| spans.iter().map(move |p| (text(data, p.name), text(data, p.value))));
+        from_batch.chain(pairs.into_iter().flat_map(|pairs| pairs.iter().copied()))
+    }
+
+    /// The first application property named `name`.
+    pub fn property(&self, name: &str) -> Option<&'a str> {
+        self.properties().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.content_type
+    }
+    pub fn correlation_data(&self) -> Option<&'a [u8]> {
+        self.correlation_data
+    }
+    pub fn response_topic(&self) -> Option<&'a str> {
+        self.response_topic
+    }
+    pub fn expiry_secs(&self) -> Option<u32> {
+        self.expiry_secs
+    }
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+    pub fn retain(&self) -> bool {
+        self.retain
+    }
+    /// When weir received it, in milliseconds since the Unix epoch.
+    pub fn ingest_time_ms(&self) -> u64 {
+        self.ingest_time_ms
+    }
+    /// The pipeline source it came from.
+    pub fn source(&self) -> &'a str {
+        self.source
     }
 
     /// The payload parsed as JSON into `T`. The error says why it is not.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.payload).map_err(|err| Error(format!("payload is not the JSON expected: {err}")))
+        serde_json::from_slice(self.payload).map_err(|err| Error(format!("payload is not the JSON expected: {err}")))
     }
+}
 
-    /// The first application property named `name`.
-    pub fn property(&self, name: &str) -> Option<&str> {
-        self.properties.iter().find(|p| p.name == name).map(|p| p.value.as_str())
-    }
-
-    /// Topic level `index` (0-based): `factory/m1/telemetry` has `m1` at 1.
-    pub fn topic_level(&self, index: usize) -> Option<&str> {
-        self.topic.split('/').nth(index)
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message").field("topic", &self.topic).field("payload", &String::from_utf8_lossy(self.payload)).finish_non_exhaustive()
     }
 }
 
@@ -108,13 +219,55 @@ impl Output {
     }
 
     /// Replace the application properties.
-    pub fn with_properties(mut self, properties: Vec<Property>) -> Self {
-        self.properties = Some(properties);
+    pub fn with_properties<'p>(mut self, properties: impl IntoIterator<Item = (&'p str, &'p str)>) -> Self {
+        self.properties = Some(properties.into_iter().map(|(name, value)| Property { name: name.to_owned(), value: value.to_owned() }).collect());
         self
     }
 
     #[doc(hidden)]
-    pub fn into_wit(self) -> OutputMessage {
-        OutputMessage { payload: self.payload, output: self.output, topic: self.topic, properties: self.properties, content_type: self.content_type }
+    pub fn into_wit(self) -> wit::OutputMessage {
+        wit::OutputMessage { payload: self.payload, output: self.output, topic: self.topic, properties: self.properties, content_type: self.content_type }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_become_slices() {
+        let data = b"factory/m1/t{\"a\":1}sitep7".to_vec();
+        let span = |offset, len| wit::Span { offset, len };
+        let batch = wit::Batch {
+            data,
+            messages: vec![wit::Message {
+                payload: span(12, 7),
+                topic: span(0, 12),
+                properties_start: 0,
+                properties_len: 1,
+                content_type: None,
+                correlation_data: None,
+                response_topic: None,
+                expiry_secs: Some(5),
+                qos: QoS::ExactlyOnce,
+                retain: true,
+                ingest_time_ms: 9,
+                source: span(0, 0),
+            }],
+            properties: vec![wit::PropertySpan { name: span(19, 4), value: span(23, 2) }],
+        };
+        let message = messages(&batch).next().unwrap();
+        assert_eq!(message.topic(), "factory/m1/t");
+        assert_eq!(message.payload(), b"{\"a\":1}");
+        assert_eq!(message.property("site"), Some("p7"));
+        assert_eq!(message.topic_level(1), Some("m1"));
+        assert_eq!((message.expiry_secs(), message.retain(), message.ingest_time_ms()), (Some(5), true, 9));
+    }
+
+    #[test]
+    fn test_messages_take_pairs() {
+        let message = Message::for_test("a/b", "x").with_properties(&[("k", "v")]);
+        assert_eq!(message.property("k"), Some("v"));
+        assert_eq!(message.properties().count(), 1);
     }
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what the tests need (idempotent: fast when already done) and run every test.
+#   - Debian packages: mosquitto (real broker for the end-to-end tests);
+#   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
+#     installs componentize-py from PyPI for the Python module);
+#   - then: formatting, clippy with warnings denied, the modules' own unit tests, every
+#     workspace test, and a compile check of the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+scripts/build-filters.sh
+
+cargo fmt --all --check
+(cd filters && cargo fmt --all --check)
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+(cd filters && cargo test --quiet)
+cargo test --workspace
+cargo bench --workspace --no-run --quiet
