@@ -48,33 +48,105 @@ fn wait_for_port(port: u16, what: &str) {
 /// A Mosquitto broker on a free loopback port, stopped on drop.
 pub struct Mosquitto {
     pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    config: PathBuf,
+    pub dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
+    /// Anonymous, plain TCP.
     pub fn start() -> Mosquitto {
+        Self::start_with(free_port(), "allow_anonymous true\n")
+    }
+
+    /// On `port`, with `extra` lines for the listener (TLS, passwords …).
+    pub fn start_with(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        Self::start_in(dir, port, extra)
+    }
+
+    /// Like `start_with`, in a directory already holding the files `extra` names.
+    pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &str) -> Mosquitto {
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n"),
-        )
-        .unwrap();
-        let child = match Command::new("mosquitto").arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+        let text = format!(
+            "per_listener_settings false\nlistener {port} 127.0.0.1\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n{extra}"
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut broker = Mosquitto { port, child: None, config, dir };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let child = match Command::new("mosquitto").arg("-c").arg(&self.config).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
             Ok(child) => child,
             Err(err) => panic!("cannot start mosquitto ({err}): install it with `apt-get install mosquitto mosquitto-clients` (scripts/test.sh does this)"),
         };
-        wait_for_port(port, "mosquitto");
-        Mosquitto { port, child, _dir: dir }
+        self.child = Some(child);
+        wait_for_port(self.port, "mosquitto");
+    }
+
+    /// Stop the broker (it loses its sessions: persistence is off).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop and start again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 }
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+    }
+}
+
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    /// Write the files into `dir`.
+    pub fn create(dir: &Path) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name = DistinguishedName::new();
+        ca_params.distinguished_name.push(DnType::CommonName, "weir test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>, common_name: &str| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name = DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, common_name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "127.0.0.1");
+        let (client_cert, client_key) = leaf(vec!["weir-device".into()], "weir-device");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        TestPki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
     }
 }
 
@@ -89,6 +161,15 @@ impl RunningPipeline {
     /// Check and start the pipeline in `toml` (written to a temp dir, so relative paths start
     /// there; use absolute module paths). Waits until every source is subscribed.
     pub async fn start(toml: &str) -> RunningPipeline {
+        // `WEIR_TEST_LOG=debug cargo test …` shows weir's log.
+        if let Ok(level) = std::env::var("WEIR_TEST_LOG") {
+            // SAFETY: set before weir's logging reads it; tests that log run single-threaded setup here.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::env::set_var("RUST_LOG", level)
+            };
+            weir::telemetry::init_logging(weir::telemetry::LogFormat::Human);
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pipeline.toml");
         std::fs::write(&path, toml).unwrap();
@@ -133,8 +214,20 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn connect(port: u16, topics: &[&str]) -> Subscriber {
+        Self::connect_as(port, topics, None).await
+    }
+
+    /// Subscribe with a user name and password.
+    pub async fn connect_with_credentials(port: u16, topics: &[&str], user: &str, password: &str) -> Subscriber {
+        Self::connect_as(port, topics, Some((user, password))).await
+    }
+
+    async fn connect_as(port: u16, topics: &[&str], credentials: Option<(&str, &str)>) -> Subscriber {
         let mut options = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(10));
+        if let Some((user, password)) = credentials {
+            options.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::channel(1);
@@ -198,6 +291,11 @@ impl Subscriber {
         Subscriber { rx, _client: Box::new(client) }
     }
 
+    /// The next message (`None` if the connection task ended).
+    pub async fn next(&mut self) -> Option<Publish> {
+        self.rx.recv().await
+    }
+
     /// The next `n` messages, or fail after `timeout` saying how many came.
     pub async fn take(&mut self, n: usize, timeout: Duration) -> Vec<Publish> {
         let mut out = Vec::new();
@@ -221,7 +319,19 @@ impl Subscriber {
 
 /// Publish messages with MQTT 5 properties at QoS 1 and wait until the broker has them.
 pub async fn publish_v5(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>) {
-    let options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
+    publish_v5_as(port, messages, None).await
+}
+
+/// [`publish_v5`] with a user name and password.
+pub async fn publish_v5_with_credentials(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>, user: &str, password: &str) {
+    publish_v5_as(port, messages, Some((user, password))).await
+}
+
+async fn publish_v5_as(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>, credentials: Option<(&str, &str)>) {
+    let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
+    if let Some((user, password)) = credentials {
+        options.set_credentials(user, password);
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let total = messages.len();
     let driver = tokio::spawn(async move {

@@ -84,9 +84,17 @@ pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
 }
 
 /// Open a connection (lazily: nothing happens until the event loop is polled).
-pub fn connect(config: &ConnectionConfig, default_client_id: &str, base: &Path, manual_acks: bool) -> anyhow::Result<(Client, EventLoop)> {
+///
+/// The client id is the configured one, or `default_client_id`; `role` is appended to a
+/// configured id (`""` for the subscriber, `-out` for publishers …) because one broker
+/// connection config serves several connections, and two connections with one id would
+/// keep disconnecting each other.
+pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, base: &Path, manual_acks: bool) -> anyhow::Result<(Client, EventLoop)> {
     let (host, port, use_tls) = parse_url(&config.url)?;
-    let client_id = config.client_id.clone().unwrap_or_else(|| default_client_id.to_owned());
+    let client_id = match &config.client_id {
+        Some(id) => format!("{id}{role}"),
+        None => default_client_id.to_owned(),
+    };
     let password = config.password.as_ref().map(|secret| secret.reveal(base)).transpose().context("MQTT password")?;
     let transport = if use_tls || config.tls.is_some() {
         Some(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls::client_config(config.tls.as_ref(), base)?)))

@@ -14,6 +14,9 @@ pub struct ConnectionConfig {
     #[serde(default)]
     pub protocol: Protocol,
     /// Client id. Default: `weir-<pipeline>-<role>`. Keep it stable for persistent sessions.
+    /// When one connection config serves several connections (the local broker: subscriber,
+    /// publisher, dead letters), the subscriber uses it as is and the others append `-out`
+    /// and `-deadletter`.
     #[serde(default)]
     pub client_id: Option<String>,
     /// User name, if the broker wants one.

@@ -49,20 +49,22 @@ impl SinkKind for MqttSink {
     type Config = MqttSinkConfig;
 
     async fn build(config: MqttSinkConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
-        Ok(Box::new(MqttSink::connect(&config.connection, &ctx.base_dir, &format!("weir-{}", ctx.name), config.topic, config.retain)?))
+        Ok(Box::new(MqttSink::connect(&config.connection, &ctx.base_dir, &format!("weir-{}", ctx.name), "", config.topic, config.retain)?))
     }
 }
 
 impl MqttSink {
-    /// Connect (in the background) to the broker. `topic` may contain `{topic}`.
+    /// Connect (in the background) to the broker. `topic` may contain `{topic}`. `role`
+    /// is appended to a configured client id (see `client::connect`).
     pub fn connect(
         connection: &ConnectionConfig,
         base_dir: &Path,
         default_client_id: &str,
+        role: &str,
         topic: Option<String>,
         retain: Option<bool>,
     ) -> anyhow::Result<Self> {
-        let (client, mut eventloop) = client::connect(connection, default_client_id, base_dir, false)?;
+        let (client, mut eventloop) = client::connect(connection, default_client_id, role, base_dir, false)?;
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let state = Arc::new(Mutex::new(ConnectionState::default()));
         let url = connection.url.clone();

@@ -9,10 +9,6 @@ use weir_core::{Ack, AckOutcome, Backoff, BuildContext, Message, QoS, Source, So
 use super::client::{self, Event, Received};
 use super::config::{ConnectionConfig, MqttSourceConfig};
 
-/// How long shutdown waits for in-flight messages to be accepted (and acknowledged to the
-/// broker) before it disconnects; unacknowledged messages are redelivered next time.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Subscribes to topics and hands each message to the pipeline.
 pub struct MqttSource {
     connection: ConnectionConfig,
@@ -42,7 +38,7 @@ impl MqttSource {
 impl Source for MqttSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> anyhow::Result<()> {
         let url = self.connection.url.clone();
-        let (client, mut eventloop) = client::connect(&self.connection, &self.default_client_id, &self.base_dir, true)?;
+        let (client, mut eventloop) = client::connect(&self.connection, &self.default_client_id, "", &self.base_dir, true)?;
         // Acknowledgements come back from whichever task dropped the last copy of a message;
         // one task sends them so the event loop never waits on the pipeline.
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Received>();
@@ -115,7 +111,7 @@ impl Source for MqttSource {
         // Keep the connection alive until what is in flight has been accepted, so its
         // acknowledgements reach the broker; publishes that arrive now are not
         // acknowledged and come back after the restart.
-        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + ctx.drain_timeout;
         while !ctx.drained() && tokio::time::Instant::now() < deadline {
             tokio::select! {
                 _ = eventloop.poll() => {}

@@ -39,6 +39,9 @@ pub struct SourceContext {
     pub in_flight_limit: usize,
     /// Set to `true` once the source is connected and subscribed (readiness).
     pub ready: tokio::sync::watch::Sender<bool>,
+    /// At shutdown, how long to wait for in-flight messages to be accepted before leaving
+    /// them unacknowledged (to be redelivered).
+    pub drain_timeout: std::time::Duration,
 }
 
 impl SourceContext {

@@ -200,6 +200,11 @@ pub struct RuntimeSettings {
     /// Where compiled modules are cached. Default: `~/.cache/weir/modules`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// At shutdown, how long sources wait for in-flight messages and sinks keep retrying an
+    /// unavailable destination; what is left stays unacknowledged and is redelivered by the
+    /// broker after a restart. Default "15s".
+    #[serde(default = "RuntimeSettings::default_drain_timeout")]
+    pub drain_timeout: HumanDuration,
 }
 
 impl RuntimeSettings {
@@ -209,10 +214,18 @@ impl RuntimeSettings {
     fn default_batch_size() -> usize {
         64
     }
+    fn default_drain_timeout() -> HumanDuration {
+        HumanDuration(std::time::Duration::from_secs(15))
+    }
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { in_flight: Self::default_in_flight(), batch_size: Self::default_batch_size(), cache_dir: None }
+        RuntimeSettings {
+            in_flight: Self::default_in_flight(),
+            batch_size: Self::default_batch_size(),
+            cache_dir: None,
+            drain_timeout: Self::default_drain_timeout(),
+        }
     }
 }

@@ -15,7 +15,6 @@ pub mod sink_worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -32,9 +31,6 @@ use crate::wasm::{EngineSettings, LoadedModule, WasmEngine};
 use dispatch::{CompiledRoute, Dispatcher, Target, Work};
 use module_worker::ModuleWorker;
 use sink_worker::SinkWorker;
-
-/// How long shutdown waits for sinks to deliver before leaving messages unacknowledged.
-const SINK_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The name `$deadletter` has in logs and metrics when no sink is configured for it.
 const DEFAULT_DEADLETTER_TOPIC: &str = "weir/deadletter";
@@ -117,7 +113,7 @@ pub async fn run(
     }
     let local_topics = match (&local, plan.writes_local_topics) {
         (Some(connection), true) => {
-            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-out"), None, None)?;
+            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-out"), "-out", None, None)?;
             let (tx, rx) = mpsc::channel(queue_size);
             sink_workers.push(("$local".to_owned(), Box::new(sink) as Box<dyn weir_core::Sink>, rx));
             Some(tx)
@@ -131,9 +127,14 @@ pub async fn run(
             let ctx = BuildContext { name: format!("{name}-deadletter").into(), base_dir: loaded.base_dir.clone() };
             registry.build_sink(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("dead-letter sink `{name}`"))?
         }
-        (None, Some(connection)) => {
-            Box::new(MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), Some(DEFAULT_DEADLETTER_TOPIC.to_owned()), Some(false))?)
-        }
+        (None, Some(connection)) => Box::new(MqttSink::connect(
+            connection,
+            &loaded.base_dir,
+            &format!("weir-{id}-deadletter"),
+            "-deadletter",
+            Some(DEFAULT_DEADLETTER_TOPIC.to_owned()),
+            Some(false),
+        )?),
         (None, None) => unreachable!("a local broker is started when no dead-letter sink is set"),
     };
 
@@ -230,6 +231,7 @@ pub async fn run(
             in_flight: Arc::new(Semaphore::new(settings.in_flight)),
             in_flight_limit: settings.in_flight,
             ready: ready_tx,
+            drain_timeout: settings.drain_timeout.0,
         };
         let dispatcher = dispatcher.clone();
         let forward = tokio::spawn(async move {
@@ -273,8 +275,9 @@ pub async fn run(
     }
     let abandon_timer = {
         let abandon = abandon.clone();
+        let timeout = settings.drain_timeout.0;
         tokio::spawn(async move {
-            tokio::time::sleep(SINK_DRAIN_TIMEOUT).await;
+            tokio::time::sleep(timeout).await;
             abandon.cancel();
         })
     };

@@ -58,7 +58,12 @@ impl SinkWorker {
     async fn deliver(&mut self, batch: Vec<Message>, backoff: &mut Backoff) {
         let name = self.name.to_string();
         loop {
-            match self.sink.deliver(&batch).await {
+            // Shutdown may stop waiting for a destination that does not answer.
+            let outcome = tokio::select! {
+                outcome = self.sink.deliver(&batch) => outcome,
+                () = self.abandon.cancelled() => Err(SinkError::Unavailable(anyhow::anyhow!("shutdown stopped waiting for the destination"))),
+            };
+            match outcome {
                 Ok(()) => {
                     backoff.reset();
                     metrics::counter!(telemetry::SINK_MESSAGES, "sink" => name.clone()).increment(batch.len() as u64);
