@@ -40,26 +40,17 @@ impl fmt::Display for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Clone, Copy)]
-enum Properties<'a> {
-    Batch { data: &'a [u8], spans: &'a [wit::PropertySpan] },
-    Pairs(&'a [(&'a str, &'a str)]),
-}
-
-/// One incoming message: borrowed from the batch it came in, so reading it copies nothing.
+/// One incoming message, borrowed from the batch it came in: nothing is copied or decoded
+/// until a field is asked for, so a filter pays only for what it reads.
 #[derive(Clone, Copy)]
 pub struct Message<'a> {
-    payload: &'a [u8],
-    topic: &'a str,
-    properties: Properties<'a>,
-    content_type: Option<&'a str>,
-    correlation_data: Option<&'a [u8]>,
-    response_topic: Option<&'a str>,
-    expiry_secs: Option<u32>,
-    qos: QoS,
-    retain: bool,
-    ingest_time_ms: u64,
-    source: &'a str,
+    repr: Repr<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Repr<'a> {
+    Batch { data: &'a [u8], header: &'a wit::Message, properties: &'a [wit::PropertySpan] },
+    Test { payload: &'a [u8], topic: &'a str, properties: &'a [(&'a str, &'a str)] },
 }
 
 fn bytes(data: &[u8], span: wit::Span) -> &[u8] {
@@ -76,66 +67,57 @@ pub fn messages(batch: &wit::Batch) -> impl ExactSizeIterator<Item = Message<'_>
     let data = batch.data.as_slice();
     batch.messages.iter().map(move |header| {
         let start = header.properties_start as usize;
-        let spans = batch.properties.get(start..start.saturating_add(header.properties_len as usize)).unwrap_or_default();
-        Message {
-            payload: bytes(data, header.payload),
-            topic: text(data, header.topic),
-            properties: Properties::Batch { data, spans },
-            content_type: header.content_type.map(|s| text(data, s)),
-            correlation_data: header.correlation_data.map(|s| bytes(data, s)),
-            response_topic: header.response_topic.map(|s| text(data, s)),
-            expiry_secs: header.expiry_secs,
-            qos: header.qos,
-            retain: header.retain,
-            ingest_time_ms: header.ingest_time_ms,
-            source: text(data, header.source),
-        }
+        let properties = batch.properties.get(start..start.saturating_add(header.properties_len as usize)).unwrap_or_default();
+        Message { repr: Repr::Batch { data, header, properties } }
     })
 }
 
 impl<'a> Message<'a> {
     /// A message for unit tests: `payload` on `topic`, QoS 1, no properties.
     pub fn for_test<P: AsRef<[u8]> + ?Sized>(topic: &'a str, payload: &'a P) -> Message<'a> {
-        Message {
-            payload: payload.as_ref(),
-            topic,
-            properties: Properties::Pairs(&[]),
-            content_type: None,
-            correlation_data: None,
-            response_topic: None,
-            expiry_secs: None,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            ingest_time_ms: 0,
-            source: "test",
-        }
+        Message { repr: Repr::Test { payload: payload.as_ref(), topic, properties: &[] } }
     }
 
     /// For unit tests: the same message with these properties.
-    pub fn with_properties(mut self, pairs: &'a [(&'a str, &'a str)]) -> Message<'a> {
-        self.properties = Properties::Pairs(pairs);
-        self
+    pub fn with_properties(self, pairs: &'a [(&'a str, &'a str)]) -> Message<'a> {
+        match self.repr {
+            Repr::Test { payload, topic, .. } => Message { repr: Repr::Test { payload, topic, properties: pairs } },
+            Repr::Batch { .. } => self,
+        }
+    }
+
+    fn header(&self) -> Option<(&'a [u8], &'a wit::Message)> {
+        match self.repr {
+            Repr::Batch { data, header, .. } => Some((data, header)),
+            Repr::Test { .. } => None,
+        }
     }
 
     pub fn payload(&self) -> &'a [u8] {
-        self.payload
+        match self.repr {
+            Repr::Batch { data, header, .. } => bytes(data, header.payload),
+            Repr::Test { payload, .. } => payload,
+        }
     }
 
     /// The broker topic it was published to.
     pub fn topic(&self) -> &'a str {
-        self.topic
+        match self.repr {
+            Repr::Batch { data, header, .. } => text(data, header.topic),
+            Repr::Test { topic, .. } => topic,
+        }
     }
 
     /// Topic level `index` (0-based): `factory/m1/telemetry` has `m1` at 1.
     pub fn topic_level(&self, index: usize) -> Option<&'a str> {
-        self.topic.split('/').nth(index)
+        self.topic().split('/').nth(index)
     }
 
     /// The application properties (MQTT 5 user properties), in order.
     pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let (batch, pairs) = match self.properties {
-            Properties::Batch { data, spans } => (Some((data, spans)), None),
-            Properties::Pairs(pairs) => (None, Some(pairs)),
+        let (batch, pairs) = match self.repr {
+            Repr::Batch { data, properties, .. } => (Some((data, properties)), None),
+            Repr::Test { properties, .. } => (None, Some(properties)),
         };
         let from_batch = batch.into_iter().flat_map(|(data, spans)| spans.iter().map(move |p| (text(data, p.name), text(data, p.value))));
         from_batch.chain(pairs.into_iter().flat_map(|pairs| pairs.iter().copied()))
@@ -147,41 +129,41 @@ impl<'a> Message<'a> {
     }
 
     pub fn content_type(&self) -> Option<&'a str> {
-        self.content_type
+        self.header().and_then(|(data, h)| h.content_type.map(|s| text(data, s)))
     }
     pub fn correlation_data(&self) -> Option<&'a [u8]> {
-        self.correlation_data
+        self.header().and_then(|(data, h)| h.correlation_data.map(|s| bytes(data, s)))
     }
     pub fn response_topic(&self) -> Option<&'a str> {
-        self.response_topic
+        self.header().and_then(|(data, h)| h.response_topic.map(|s| text(data, s)))
     }
     pub fn expiry_secs(&self) -> Option<u32> {
-        self.expiry_secs
+        self.header().and_then(|(_, h)| h.expiry_secs)
     }
     pub fn qos(&self) -> QoS {
-        self.qos
+        self.header().map(|(_, h)| h.qos).unwrap_or(QoS::AtLeastOnce)
     }
     pub fn retain(&self) -> bool {
-        self.retain
+        self.header().is_some_and(|(_, h)| h.retain)
     }
     /// When weir received it, in milliseconds since the Unix epoch.
     pub fn ingest_time_ms(&self) -> u64 {
-        self.ingest_time_ms
+        self.header().map(|(_, h)| h.ingest_time_ms).unwrap_or(0)
     }
     /// The pipeline source it came from.
     pub fn source(&self) -> &'a str {
-        self.source
+        self.header().map(|(data, h)| text(data, h.source)).unwrap_or("test")
     }
 
     /// The payload parsed as JSON into `T`. The error says why it is not.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(self.payload).map_err(|err| Error(format!("payload is not the JSON expected: {err}")))
+        serde_json::from_slice(self.payload()).map_err(|err| Error(format!("payload is not the JSON expected: {err}")))
     }
 }
 
 impl fmt::Debug for Message<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Message").field("topic", &self.topic).field("payload", &String::from_utf8_lossy(self.payload)).finish_non_exhaustive()
+        f.debug_struct("Message").field("topic", &self.topic()).field("payload", &String::from_utf8_lossy(self.payload())).finish_non_exhaustive()
     }
 }
 

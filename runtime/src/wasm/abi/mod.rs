@@ -18,7 +18,8 @@ pub struct Span {
     pub len: u32,
 }
 
-#[derive(ComponentType, Lower, Clone, Copy, Debug)]
+/// Lowered in bulk by [`bulk`].
+#[derive(ComponentType, Clone, Copy, Debug)]
 #[component(record)]
 pub struct PropertySpan {
     pub name: Span,
@@ -48,7 +49,8 @@ impl From<QoS> for Qos {
 }
 
 /// `weir:module/types.message`: one message's fields as spans of the batch data.
-#[derive(ComponentType, Lower, Clone, Copy, Debug)]
+/// Lowered in bulk by [`bulk`], not field by field (see there).
+#[derive(ComponentType, Clone, Copy, Debug)]
 #[component(record)]
 pub struct MessageHeader {
     pub payload: Span,
@@ -144,6 +146,8 @@ impl BatchBuffers {
         BatchRef { data: &self.data, messages: &self.messages, properties: &self.properties }
     }
 }
+
+mod bulk;
 
 #[derive(ComponentType, Lift, Clone, Debug)]
 #[component(record)]
