@@ -6,6 +6,9 @@
 //! integers, so their canonical ABI layout is fixed: this writes a whole list of them into
 //! the slice of guest memory wasmtime hands out, in one pass.
 //!
+//! The batch's `data` is gathered the same way: one allocation in the guest, then each
+//! payload copied from its shared buffer, so a payload crosses with one copy, not two.
+//!
 //! The layout below is `weir:module/types.message` and `property-span` under the canonical
 //! ABI (fields in order, each aligned to its own alignment, the record to its largest). The
 //! derived `ComponentType` still type-checks the records against the module's WIT, and the
@@ -15,10 +18,11 @@
 
 use std::mem::MaybeUninit;
 
-use wasmtime::component::__internal::{InterfaceType, LowerContext};
+use wasmtime::ValRaw;
+use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext};
 use wasmtime::component::{ComponentType, Lower};
 
-use super::{MessageHeader, PropertySpan, Qos, Span};
+use super::{BatchData, MessageHeader, PropertySpan, Qos, Span};
 
 const MESSAGE_SIZE: usize = 88;
 const PROPERTY_SIZE: usize = 16;
@@ -118,3 +122,52 @@ macro_rules! bulk_lower {
 
 bulk_lower!(MessageHeader, MESSAGE_SIZE);
 bulk_lower!(PropertySpan, PROPERTY_SIZE);
+
+// SAFETY: `BatchData` is a `list<u8>` to the component model: it type-checks as one (by
+// delegating to `[u8]`) and has the same ABI. Lowering allocates `len` bytes with the guest's
+// own realloc, fills exactly those bytes through the bounds-checked memory slice, and hands
+// back the (pointer, length) pair the way wasmtime's own list lowering does.
+unsafe impl ComponentType for BatchData<'_> {
+    type Lower = [ValRaw; 2];
+    const ABI: CanonicalAbiInfo = <[u8] as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <[u8] as ComponentType>::typecheck(ty, types)
+    }
+}
+
+impl BatchData<'_> {
+    /// Copy every payload, then the metadata, into a fresh guest allocation.
+    fn store<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<(usize, usize)> {
+        let len = self.len();
+        let ptr = cx.realloc(0, 0, 1, len)?;
+        let memory = cx.as_slice_mut();
+        let Some(mut out) = memory.get_mut(ptr..ptr + len) else { wasmtime::bail!("batch data out of bounds") };
+        for message in self.messages {
+            let (head, rest) = out.split_at_mut(message.payload.len());
+            head.copy_from_slice(&message.payload);
+            out = rest;
+        }
+        out.copy_from_slice(self.metadata);
+        Ok((ptr, len))
+    }
+}
+
+// SAFETY: see the `ComponentType` implementation above.
+unsafe impl Lower for BatchData<'_> {
+    fn linear_lower_to_flat<T>(&self, cx: &mut LowerContext<'_, T>, _ty: InterfaceType, dst: &mut MaybeUninit<[ValRaw; 2]>) -> wasmtime::Result<()> {
+        let (ptr, len) = self.store(cx)?;
+        // Pointer and length travel as 64-bit values, as wasmtime's own list lowering does.
+        dst.write([ValRaw::i64(ptr as i64), ValRaw::i64(len as i64)]);
+        Ok(())
+    }
+
+    fn linear_lower_to_memory<T>(&self, cx: &mut LowerContext<'_, T>, _ty: InterfaceType, offset: usize) -> wasmtime::Result<()> {
+        let (ptr, len) = self.store(cx)?;
+        let memory = cx.as_slice_mut();
+        let Some(out) = memory.get_mut(offset..offset + 8) else { wasmtime::bail!("batch data pointer out of bounds") };
+        out[..4].copy_from_slice(&u32::try_from(ptr)?.to_le_bytes());
+        out[4..].copy_from_slice(&u32::try_from(len)?.to_le_bytes());
+        Ok(())
+    }
+}

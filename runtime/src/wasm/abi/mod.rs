@@ -74,56 +74,75 @@ pub struct MessageHeader {
     pub source: Span,
 }
 
-/// `weir:module/types.batch`, borrowed from [`BatchBuffers`].
+/// `weir:module/types.batch`, borrowed from [`BatchBuffers`] and the messages.
 #[derive(ComponentType, Lower)]
 #[component(record)]
 pub struct BatchRef<'a> {
-    pub data: &'a [u8],
+    pub data: BatchData<'a>,
     pub messages: &'a [MessageHeader],
     pub properties: &'a [PropertySpan],
 }
 
-/// Reusable buffers a batch is laid out in.
+/// The batch's `data` (a `list<u8>`): every payload, then the metadata bytes. Payloads are
+/// copied once, from the messages' shared buffers straight into guest memory (see [`bulk`]).
+pub struct BatchData<'a> {
+    pub(crate) messages: &'a [weir_core::Message],
+    pub(crate) metadata: &'a [u8],
+}
+
+impl BatchData<'_> {
+    pub fn len(&self) -> usize {
+        self.messages.iter().map(|m| m.payload.len()).sum::<usize>() + self.metadata.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reusable buffers a batch's headers and metadata are laid out in.
 #[derive(Debug, Default)]
 pub struct BatchBuffers {
-    data: Vec<u8>,
+    metadata: Vec<u8>,
     messages: Vec<MessageHeader>,
     properties: Vec<PropertySpan>,
 }
 
 impl BatchBuffers {
-    fn push(&mut self, bytes: &[u8]) -> Span {
-        let span = Span { offset: self.data.len() as u32, len: bytes.len() as u32 };
-        self.data.extend_from_slice(bytes);
+    /// Metadata bytes go after all payloads: their spans start at `base`.
+    fn push(&mut self, base: usize, bytes: &[u8]) -> Span {
+        let span = Span { offset: (base + self.metadata.len()) as u32, len: bytes.len() as u32 };
+        self.metadata.extend_from_slice(bytes);
         span
     }
 
     /// Lay `batch` out and borrow it for a call.
-    pub fn fill(&mut self, batch: &[weir_core::Message]) -> BatchRef<'_> {
-        self.data.clear();
+    pub fn fill<'a>(&'a mut self, batch: &'a [weir_core::Message]) -> BatchRef<'a> {
+        self.metadata.clear();
         self.messages.clear();
         self.properties.clear();
-        let wanted = batch.iter().map(|m| m.payload.len() + m.meta().topic.len() + 16).sum::<usize>();
-        self.data.reserve(wanted);
+        let base: usize = batch.iter().map(|m| m.payload.len()).sum();
+        let mut payload_offset = 0usize;
         // Most batches come from one source: write its name once.
         let mut last_source: Option<(Arc<str>, Span)> = None;
         for message in batch {
             let meta = message.meta();
-            let payload = self.push(&message.payload);
-            let topic = self.push(meta.topic.as_bytes());
+            let payload = Span { offset: payload_offset as u32, len: message.payload.len() as u32 };
+            payload_offset += message.payload.len();
+            let topic = self.push(base, meta.topic.as_bytes());
             let properties_start = self.properties.len() as u32;
             for property in &meta.properties {
-                let name = self.push(property.name.as_bytes());
-                let value = self.push(property.value.as_bytes());
+                let name = self.push(base, property.name.as_bytes());
+                let value = self.push(base, property.value.as_bytes());
                 self.properties.push(PropertySpan { name, value });
             }
-            let content_type = meta.content_type.as_deref().map(|s| self.push(s.as_bytes()));
-            let correlation_data = meta.correlation_data.as_deref().map(|b| self.push(b));
-            let response_topic = meta.response_topic.as_deref().map(|s| self.push(s.as_bytes()));
+            let content_type = meta.content_type.as_deref().map(|s| self.push(base, s.as_bytes()));
+            let correlation_data = meta.correlation_data.as_deref().map(|b| self.push(base, b));
+            let response_topic = meta.response_topic.as_deref().map(|s| self.push(base, s.as_bytes()));
             let source = match &last_source {
                 Some((name, span)) if Arc::ptr_eq(name, &meta.source) => *span,
                 _ => {
-                    let span = self.push(meta.source.as_bytes());
+                    let span = self.push(base, meta.source.as_bytes());
                     last_source = Some((meta.source.clone(), span));
                     span
                 }
@@ -143,7 +162,7 @@ impl BatchBuffers {
                 source,
             });
         }
-        BatchRef { data: &self.data, messages: &self.messages, properties: &self.properties }
+        BatchRef { data: BatchData { messages: batch, metadata: &self.metadata }, messages: &self.messages, properties: &self.properties }
     }
 }
 
