@@ -61,4 +61,12 @@ mod tests {
         assert!(text.contains("\"const\":\"mqtt\""), "mqtt missing");
         assert!(text.contains("Linear memory cap per instance"), "field docs missing");
     }
+
+    #[test]
+    fn the_committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pipeline.schema.json");
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let current = serde_json::to_string_pretty(&super::schema()).unwrap() + "\n";
+        assert!(committed == current, "docs/pipeline.schema.json is out of date: regenerate it with `weir schema > docs/pipeline.schema.json`");
+    }
 }

@@ -1,0 +1,68 @@
+//! The `weir` binary as a user runs it: exit codes, error output, and a graceful stop on
+//! SIGTERM with the embedded broker.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_tests::{free_port, module, toml_path};
+
+/// `target/<profile>/weir`, next to this test's own directory.
+fn weir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("weir");
+    assert!(path.is_file(), "{} is missing: build it with `cargo build -p weir` (`cargo test --workspace` and scripts/test.sh do)", path.display());
+    path
+}
+
+#[test]
+fn check_reports_every_error_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[modules.m]\npath = \"missing.wasm\"\n[routes]\nr = 'FROM /nowhere INTO $upstream'\n").unwrap();
+    let output = Command::new(weir()).arg("check").arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:2:1: modules.m.path: module file"), "{stderr}");
+    assert!(stderr.contains("bad.toml:4:11: routes.r: unknown source `/nowhere`"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_the_demo() {
+    let output = Command::new(weir()).arg("check").arg(weir_tests::repo_root().join("pipelines/demo.toml")).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let port = free_port();
+    let toml = format!(
+        "[embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n[modules.pass]\npath = {}\n[routes]\nin = 'FROM /topics/in INTO BrokeredEndpoint(\"/modules/pass/inputs/in\")'\n",
+        toml_path(&module("pass_through"))
+    );
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(weir()).arg("run").arg(&path).env("RUST_LOG", "info").stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "weir run did not start its broker");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "weir did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
+}
