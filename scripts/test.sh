@@ -3,8 +3,8 @@
 #   - Debian packages: mosquitto (real broker for the end-to-end tests);
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
-#   - then: formatting, clippy with warnings denied, the modules' own unit tests, every
-#     workspace test, and a compile check of the benchmarks.
+#   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
+#     the SDK's and the example modules' own unit tests, and every workspace test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,6 @@ scripts/build-filters.sh
 cargo fmt --all --check
 (cd filters && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-(cd filters && cargo test --quiet)
+(cd filters && cargo clippy --all-targets --quiet -- -D warnings && cargo test --quiet)
+CARGO_TARGET_DIR=filters/target cargo test --quiet --manifest-path sdk-guest/rust/Cargo.toml
 cargo test --workspace
-cargo bench --workspace --no-run --quiet

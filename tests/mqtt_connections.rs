@@ -7,25 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use weir_tests::{Mosquitto, RunningPipeline, Subscriber, free_port, module, publish_v5, toml_path};
-
-/// A pipeline relaying `in/#` to `out/…` through the pass-through module, with `broker` as its [broker] table.
-fn relay(broker: &str) -> String {
-    format!(
-        r#"
-[broker]
-{broker}
-
-[modules.pass]
-path = {pass}
-
-[routes]
-in = 'FROM /topics/in/# INTO BrokeredEndpoint("/modules/pass/inputs/in")'
-out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
-"#,
-        pass = toml_path(&module("pass_through")),
-    )
-}
+use weir_tests::{Mosquitto, RunningPipeline, Subscriber, free_port, publish_v5, relay_pipeline, toml_path};
 
 /// Plain (loopback, no TLS) side listener for the test's own clients.
 fn with_plain_listener(port: u16) -> String {
@@ -57,7 +39,7 @@ async fn tls_with_username_and_password_from_the_environment() {
     let extra = format!("{config}{}", with_plain_listener(plain_port).replace("allow_anonymous true\n", ""));
     let _broker = Mosquitto::start_in(dir, tls_port, &extra);
     unsafe_env_set("WEIR_TEST_MQTT_PASSWORD", "s3cret-pw");
-    let toml = relay(&format!(
+    let toml = relay_pipeline(&format!(
         "url = \"mqtts://127.0.0.1:{tls_port}\"\nusername = \"weir\"\npassword = {{ env = \"WEIR_TEST_MQTT_PASSWORD\" }}\ntls = {{ ca = {} }}",
         toml_path(&pki.ca)
     ));
@@ -98,7 +80,7 @@ async fn tls_with_a_client_certificate() {
         with_plain_listener(plain_port)
     );
     let _broker = Mosquitto::start_in(dir, tls_port, &extra);
-    let toml = relay(&format!(
+    let toml = relay_pipeline(&format!(
         "url = \"mqtts://127.0.0.1:{tls_port}\"\ntls = {{ ca = {}, client_cert = {}, client_key = {{ file = {} }} }}",
         toml_path(&pki.ca),
         toml_path(&pki.client_cert),
@@ -114,7 +96,7 @@ async fn tls_with_a_client_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_does_not_leave_the_pipeline_deaf() {
     let mut broker = Mosquitto::start();
-    let toml = relay(&format!("url = \"mqtt://127.0.0.1:{}\"\nkeep_alive_secs = 5", broker.port));
+    let toml = relay_pipeline(&format!("url = \"mqtt://127.0.0.1:{}\"\nkeep_alive_secs = 5", broker.port));
     let pipeline = RunningPipeline::start(&toml).await;
     let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
     publish_v5(broker.port, vec![("in/before".into(), b"before".to_vec(), PublishProperties::default())]).await;

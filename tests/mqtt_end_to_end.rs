@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use weir_tests::{Mosquitto, RunningPipeline, Subscriber, module, publish_v5, toml_path, user_properties, wait_for_lines};
+use weir_tests::{Mosquitto, RunningPipeline, Subscriber, module, publish_v5, relay_pipeline, toml_path, user_properties, wait_for_lines};
 
 fn reading(machine: &str, seq: u32, temperature: f64) -> (String, Vec<u8>, PublishProperties) {
     let properties = PublishProperties {
@@ -113,23 +113,7 @@ upstream = {{ route = 'FROM /messages/modules/shape/outputs/* WHERE $body.celsiu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_1_in_and_out() {
     let broker = Mosquitto::start();
-    let toml = format!(
-        r#"
-[broker]
-url = "mqtt://127.0.0.1:{port}"
-protocol = "3.1.1"
-client_id = "weir-v311-test"
-
-[modules.pass]
-path = {pass}
-
-[routes]
-in = 'FROM /topics/in/# INTO BrokeredEndpoint("/modules/pass/inputs/in")'
-out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
-"#,
-        port = broker.port,
-        pass = toml_path(&module("pass_through")),
-    );
+    let toml = relay_pipeline(&format!("url = \"mqtt://127.0.0.1:{}\"\nprotocol = \"3.1.1\"\nclient_id = \"weir-v311-test\"", broker.port));
     let pipeline = RunningPipeline::start(&toml).await;
     let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
     let messages = (0..20).map(|i| (format!("in/{i}"), format!("payload {i}").into_bytes(), PublishProperties::default())).collect();

@@ -205,6 +205,84 @@ impl Drop for RunningPipeline {
     }
 }
 
+/// What a test client's event loop saw.
+#[allow(clippy::large_enum_variant)] // one per event, moved straight into a channel
+enum Seen {
+    Publish(Publish),
+    Subscribed,
+    Other,
+    Error,
+}
+
+/// An MQTT 5 or 3.1.1 event loop, seen the same way.
+trait TestEventLoop: Send + 'static {
+    fn next(&mut self) -> impl std::future::Future<Output = Seen> + Send;
+}
+
+impl TestEventLoop for rumqttc::v5::EventLoop {
+    async fn next(&mut self) -> Seen {
+        match self.poll().await {
+            Ok(Event::Incoming(Packet::Publish(publish))) => Seen::Publish(publish),
+            Ok(Event::Incoming(Packet::SubAck(_))) => Seen::Subscribed,
+            Ok(_) => Seen::Other,
+            Err(_) => Seen::Error,
+        }
+    }
+}
+
+impl TestEventLoop for rumqttc::EventLoop {
+    async fn next(&mut self) -> Seen {
+        match self.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => Seen::Publish(Publish::new(p.topic, QoS::AtLeastOnce, p.payload, None)),
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Seen::Subscribed,
+            Ok(_) => Seen::Other,
+            Err(_) => Seen::Error,
+        }
+    }
+}
+
+/// Drive a client's event loop, forwarding publishes and signalling once `wanted`
+/// subscriptions are acknowledged.
+fn collect(wanted: usize, subscribed: mpsc::Sender<()>, publishes: mpsc::UnboundedSender<Publish>, mut eventloop: impl TestEventLoop) {
+    tokio::spawn(async move {
+        let mut acks = 0;
+        loop {
+            match eventloop.next().await {
+                Seen::Publish(publish) => {
+                    let _ = publishes.send(publish);
+                }
+                Seen::Subscribed => {
+                    acks += 1;
+                    if acks == wanted {
+                        let _ = subscribed.send(()).await;
+                    }
+                }
+                Seen::Other => {}
+                Seen::Error => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+}
+
+/// A pipeline relaying `in/#` to `out/…` through the pass-through module, with `broker`
+/// as the body of its `[broker]` table.
+pub fn relay_pipeline(broker: &str) -> String {
+    format!(
+        r#"
+[broker]
+{broker}
+
+[modules.pass]
+path = {pass}
+
+[routes]
+in = 'FROM /topics/in/# INTO BrokeredEndpoint("/modules/pass/inputs/in")'
+out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
+"#,
+        pass = toml_path(&module("pass_through")),
+    )
+}
+
 /// An MQTT 5 client subscribed to topics, collecting what arrives.
 pub struct Subscriber {
     rx: mpsc::UnboundedReceiver<Publish>,
@@ -228,31 +306,13 @@ impl Subscriber {
         if let Some((user, password)) = credentials {
             options.set_credentials(user, password);
         }
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let (client, eventloop) = AsyncClient::new(options, 100);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::channel(1);
         for topic in topics {
             client.subscribe(*topic, QoS::AtLeastOnce).await.unwrap();
         }
-        let wanted = topics.len();
-        tokio::spawn(async move {
-            let mut acks = 0;
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let _ = tx.send(publish);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        acks += 1;
-                        if acks == wanted {
-                            let _ = subscribed_tx.send(()).await;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
+        collect(topics.len(), subscribed_tx, tx, eventloop);
         tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscription not acknowledged");
         Subscriber { rx, _client: Box::new(client) }
     }
@@ -262,31 +322,13 @@ impl Subscriber {
     pub async fn connect_v311(port: u16, topics: &[&str]) -> Subscriber {
         let mut options = rumqttc::MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(10));
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+        let (client, eventloop) = rumqttc::AsyncClient::new(options, 100);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::channel(1);
         for topic in topics {
             client.subscribe(*topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
         }
-        let wanted = topics.len();
-        tokio::spawn(async move {
-            let mut acks = 0;
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        let _ = tx.send(Publish::new(p.topic, QoS::AtLeastOnce, p.payload, None));
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                        acks += 1;
-                        if acks == wanted {
-                            let _ = subscribed_tx.send(()).await;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
+        collect(topics.len(), subscribed_tx, tx, eventloop);
         tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscription not acknowledged");
         Subscriber { rx, _client: Box::new(client) }
     }
