@@ -3,11 +3,13 @@
 //! - `weir run PIPELINE.toml`: run a pipeline until Ctrl-C / SIGTERM, then drain;
 //! - `weir check PIPELINE.toml`: validate everything without running;
 //! - `weir filter test MODULE.wasm --input samples.jsonl`: try a module on sample input;
+//! - `weir route explain ROUTE --message FILE`: why a route takes a message or not;
 //! - `weir schema`: the JSON Schema of the pipeline format;
 //! - `weir simulate`: publish simulated machine telemetry to a broker (the demo's machines).
 
 pub mod check;
 mod filter_test;
+mod route_explain;
 mod run;
 mod schema;
 mod simulate;
@@ -60,10 +62,20 @@ pub enum Command {
     /// Work with a module on its own.
     #[command(subcommand)]
     Filter(FilterCommand),
+    /// Work with routes on their own.
+    #[command(subcommand)]
+    Route(RouteCommand),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
     /// Publish simulated machine telemetry to an MQTT broker (used by the demo).
     Simulate(simulate::SimulateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Show the parse of a route, the value of every sub-expression for a message, and why
+    /// the route takes it or not (exit 0 if it does, 1 if it does not).
+    Explain(route_explain::RouteExplainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +98,11 @@ pub fn main() -> ExitCode {
         Command::Check { pipeline } => check::check(&pipeline).map(|_| ()),
         Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),
         Command::Schema => schema::print(),
+        Command::Route(RouteCommand::Explain(args)) => match route_explain::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(err) => Err(err),
+        },
         Command::Run { pipeline } => check::check(&pipeline).and_then(|checked| async_runtime()?.block_on(run::run(checked))),
         Command::Simulate(args) => async_runtime().and_then(|runtime| runtime.block_on(simulate::run(&args))),
     };

@@ -334,14 +334,14 @@ impl<'a> Value<'a> {
 }
 
 /// Evaluate `expr` against a message.
-pub fn eval<'a>(expr: &Expr, message: &'a Message) -> Value<'a> {
+pub fn eval<'a>(expr: &'a Expr, message: &'a Message) -> Value<'a> {
     match expr {
         Expr::Literal(literal) => match literal {
             Literal::Undefined => Value::Undefined,
             Literal::Null => Value::Null,
             Literal::Bool(b) => Value::Bool(*b),
             Literal::Number(n) => Value::Number(*n),
-            Literal::Str(s) => Value::Str(Cow::Owned(s.clone())),
+            Literal::Str(s) => Value::Str(Cow::Borrowed(s)),
         },
         Expr::System(name) => system_property(name, message),
         Expr::TopicLevel(index) => message.meta().topic.split('/').nth(*index).map(|s| Value::Str(Cow::Borrowed(s))).unwrap_or(Value::Undefined),
@@ -399,7 +399,7 @@ fn truth(value: &Value<'_>) -> Option<bool> {
     }
 }
 
-fn binary<'a>(op: BinaryOp, left: &Expr, right: &Expr, message: &'a Message) -> Value<'a> {
+fn binary<'a>(op: BinaryOp, left: &'a Expr, right: &'a Expr, message: &'a Message) -> Value<'a> {
     match op {
         BinaryOp::And => {
             let l = truth(&eval(left, message));
@@ -482,7 +482,7 @@ fn equal(l: &Value<'_>, r: &Value<'_>) -> Option<bool> {
     })
 }
 
-fn call<'a>(function: Function, args: &[Expr], message: &'a Message) -> Value<'a> {
+fn call<'a>(function: Function, args: &'a [Expr], message: &'a Message) -> Value<'a> {
     let values: Vec<Value<'a>> = args.iter().map(|a| eval(a, message)).collect();
     let number = |i: usize| match values.get(i) {
         Some(Value::Number(n)) => Some(*n),

@@ -4,10 +4,12 @@
 //! - this file: [`Route`], its [`RouteSource`] and [`RouteSink`], and [`parse`];
 //! - [`lexer`]: tokens with their columns, so errors point at the right place;
 //! - [`expr`]: conditions and template expressions: parser and evaluator;
+//! - [`explain`]: `weir route explain`: every sub-expression's value and the verdict;
 //! - [`template`]: local-topic sinks with `{…}` expressions (`/topics/alerts/{$body.machine}`).
 //!
 //! `docs/routes.md` is the user's reference.
 
+pub mod explain;
 pub mod expr;
 pub mod lexer;
 pub mod template;
