@@ -26,4 +26,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd filters && cargo clippy --all-targets --quiet -- -D warnings && cargo test --quiet)
 CARGO_TARGET_DIR=filters/target cargo test --quiet --manifest-path sdk-guest/rust/Cargo.toml
+cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
 cargo test --workspace

@@ -124,3 +124,21 @@ async fn mqtt_3_1_1_in_and_out() {
     assert_eq!(&got[7].payload[..], b"payload 7");
     pipeline.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_0_and_qos_2_in_and_out() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let broker = Mosquitto::start();
+    for (qos, level) in [(QoS::AtMostOnce, 0), (QoS::ExactlyOnce, 2)] {
+        let toml = relay_pipeline(&format!("url = \"mqtt://127.0.0.1:{}\"\nqos = {level}\nclient_id = \"weir-qos-{level}\"", broker.port));
+        let pipeline = RunningPipeline::start(&toml).await;
+        let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
+        let messages = (0..10).map(|i| (format!("in/{i}"), format!("qos {level} #{i}").into_bytes(), PublishProperties::default())).collect();
+        weir_tests::publish_v5_qos(broker.port, messages, qos).await;
+        let got = out.take(10, Duration::from_secs(20)).await;
+        let payloads: Vec<String> = got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
+        assert_eq!(payloads, (0..10).map(|i| format!("qos {level} #{i}")).collect::<Vec<_>>(), "QoS {level}");
+        out.assert_quiet(Duration::from_millis(300)).await;
+        pipeline.stop().await.unwrap();
+    }
+}

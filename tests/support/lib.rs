@@ -361,15 +361,20 @@ impl Subscriber {
 
 /// Publish messages with MQTT 5 properties at QoS 1 and wait until the broker has them.
 pub async fn publish_v5(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>) {
-    publish_v5_as(port, messages, None).await
+    publish_v5_as(port, messages, None, QoS::AtLeastOnce).await
+}
+
+/// [`publish_v5`] at another QoS: waits for PUBCOMP at QoS 2, for the packets to leave at QoS 0.
+pub async fn publish_v5_qos(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>, qos: QoS) {
+    publish_v5_as(port, messages, None, qos).await
 }
 
 /// [`publish_v5`] with a user name and password.
 pub async fn publish_v5_with_credentials(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>, user: &str, password: &str) {
-    publish_v5_as(port, messages, Some((user, password))).await
+    publish_v5_as(port, messages, Some((user, password)), QoS::AtLeastOnce).await
 }
 
-async fn publish_v5_as(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>, credentials: Option<(&str, &str)>) {
+async fn publish_v5_as(port: u16, messages: Vec<(String, Vec<u8>, PublishProperties)>, credentials: Option<(&str, &str)>, qos: QoS) {
     let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", port);
     if let Some((user, password)) = credentials {
         options.set_credentials(user, password);
@@ -379,17 +384,21 @@ async fn publish_v5_as(port: u16, messages: Vec<(String, Vec<u8>, PublishPropert
     let driver = tokio::spawn(async move {
         let mut acked = 0;
         while acked < total {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(err) => panic!("publisher: {err}"),
+            match (eventloop.poll().await, qos) {
+                (Ok(Event::Incoming(Packet::PubAck(_))), QoS::AtLeastOnce) => acked += 1,
+                (Ok(Event::Incoming(Packet::PubComp(_))), QoS::ExactlyOnce) => acked += 1,
+                (Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))), QoS::AtMostOnce) => acked += 1,
+                (Ok(_), _) => {}
+                (Err(err), _) => panic!("publisher: {err}"),
             }
         }
     });
     for (topic, payload, properties) in messages {
-        client.publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties).await.unwrap();
+        client.publish_with_properties(topic, qos, false, payload, properties).await.unwrap();
     }
     tokio::time::timeout(Duration::from_secs(20), driver).await.expect("broker did not acknowledge the publishes").unwrap();
+    // Give QoS 0 packets time to leave the socket before the client is dropped.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// User properties of a received publish.

@@ -144,7 +144,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
                 errors.push(loaded.error_in_string(&["routes", name], column, format!("no module named `{id}` ({})", known(pipeline.modules.keys()))));
             }
             RouteSource::Topic(filter) => {
-                subscriptions.insert(filter.clone());
+                subscriptions.insert(filter.as_str().to_owned());
             }
             _ => {}
         }

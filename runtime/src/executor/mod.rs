@@ -32,7 +32,7 @@ use dispatch::{CompiledRoute, Dispatcher, Target, Work};
 use module_worker::ModuleWorker;
 use sink_worker::SinkWorker;
 
-/// The name `$deadletter` has in logs and metrics when no sink is configured for it.
+/// Where `$deadletter` publishes (on the local broker) when no `deadletter` sink is set.
 const DEFAULT_DEADLETTER_TOPIC: &str = "weir/deadletter";
 
 /// Engine settings sized for these modules.

@@ -16,7 +16,7 @@ pub fn unparse(expr: &Expr) -> String {
         Expr::Literal(Literal::Bool(b)) => b.to_string(),
         Expr::Literal(Literal::Number(n)) => n.to_string(),
         Expr::Literal(Literal::Str(s)) => format!("'{}'", s.replace('\'', "''")),
-        Expr::System(name) => format!("${name}"),
+        Expr::System(property) => format!("${}", property.name()),
         Expr::TopicLevel(i) => format!("$topic[{i}]"),
         Expr::Property(name) => name.clone(),
         Expr::Body(steps) => {
@@ -104,7 +104,10 @@ fn leaf_reason(expr: &Expr, message: &Message) -> String {
         Expr::Body(_) if message.json_body().is_none() => format!("{} is undefined: the payload is not JSON", unparse(expr)),
         Expr::Body(_) => format!("{} is undefined: the body has no such field", unparse(expr)),
         Expr::Property(name) => format!("{name} is undefined: the message has no application property `{name}`"),
-        Expr::System(name) => format!("${name} is undefined: the message has no such system property (nor a user property `{name}`)"),
+        Expr::System(property) => {
+            let name = property.name();
+            format!("${name} is undefined: the message has no such system property (nor a user property `{name}`)")
+        }
         Expr::TopicLevel(i) => format!("$topic[{i}] is undefined: the topic `{}` has fewer levels", message.meta().topic),
         other => format!("{} is undefined", unparse(other)),
     }

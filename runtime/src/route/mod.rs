@@ -3,12 +3,14 @@
 //!
 //! - this file: [`Route`], its [`RouteSource`] and [`RouteSink`], and [`parse`];
 //! - [`lexer`]: tokens with their columns, so errors point at the right place;
-//! - [`expr`]: conditions and template expressions: parser and evaluator;
+//! - [`expr`]: conditions and template expressions: syntax tree and parser;
+//! - [`eval`]: evaluating them against a message, with IoT Hub's undefined semantics;
 //! - [`explain`]: `weir route explain`: every sub-expression's value and the verdict;
 //! - [`template`]: local-topic sinks with `{…}` expressions (`/topics/alerts/{$body.machine}`).
 //!
 //! `docs/routes.md` is the user's reference.
 
+pub mod eval;
 pub mod explain;
 pub mod expr;
 pub mod lexer;
@@ -59,7 +61,61 @@ pub enum RouteSource {
     /// `/messages/modules/{id}/outputs/{output}`.
     Module { id: String, output: Option<String> },
     /// `/topics/<filter>`: messages from the broker whose topic matches the MQTT filter.
-    Topic(String),
+    Topic(TopicFilter),
+}
+
+/// An MQTT topic filter, split into levels once when the route is parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicFilter {
+    text: String,
+    levels: Vec<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Level {
+    Exact(String),
+    /// `+`: any one level.
+    One,
+    /// `#`: this level and everything below.
+    Rest,
+}
+
+impl TopicFilter {
+    pub fn new(text: &str) -> Self {
+        let levels = text
+            .split('/')
+            .map(|level| match level {
+                "+" => Level::One,
+                "#" => Level::Rest,
+                exact => Level::Exact(exact.to_owned()),
+            })
+            .collect();
+        TopicFilter { text: text.to_owned(), levels }
+    }
+
+    /// The filter as written (what the broker is subscribed to).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        let mut topic_levels = topic.split('/');
+        for level in &self.levels {
+            match (level, topic_levels.next()) {
+                (Level::Rest, _) => return true,
+                (Level::One, Some(_)) => {}
+                (Level::Exact(expected), Some(actual)) if expected == actual => {}
+                _ => return false,
+            }
+        }
+        topic_levels.next().is_none()
+    }
+}
+
+impl fmt::Display for TopicFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 impl RouteSource {
@@ -70,7 +126,7 @@ impl RouteSource {
             RouteSource::Module { id, output } => {
                 meta.origin.as_ref().is_some_and(|o| &*o.module == id && output.as_deref().is_none_or(|out| out == &*o.output))
             }
-            RouteSource::Topic(filter) => meta.origin.is_none() && topic_matches(filter, &meta.topic),
+            RouteSource::Topic(filter) => meta.origin.is_none() && filter.matches(&meta.topic),
         }
     }
 }
@@ -103,20 +159,6 @@ impl Route {
     pub fn accepts(&self, message: &Message) -> bool {
         self.source.matches(message.meta()) && self.condition.as_ref().is_none_or(|c| matches!(expr::eval(c, message), Value::Bool(true)))
     }
-}
-
-/// MQTT topic filter matching (`+` one level, `#` the rest).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let mut levels = topic.split('/');
-    for part in filter.split('/') {
-        match (part, levels.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (expected, Some(level)) if expected == level => {}
-            _ => return false,
-        }
-    }
-    levels.next().is_none()
 }
 
 /// Byte offset → character offset.
@@ -214,7 +256,7 @@ fn parse_source(source: &str) -> Result<RouteSource, (usize, String)> {
         if filter.split('/').rev().skip(1).any(|level| level == "#") {
             return Err((8, "`#` can only be the last topic level".into()));
         }
-        return Ok(RouteSource::Topic(filter.to_owned()));
+        return Ok(RouteSource::Topic(TopicFilter::new(filter)));
     }
     let Some(rest) = source.strip_prefix("/messages/modules/") else {
         return Err((0, format!("unknown source `{source}`; sources are {FORMS}")));
