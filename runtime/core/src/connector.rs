@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -158,8 +159,6 @@ impl<K: SourceKind> Builder<dyn Source> for SourceBuilder<K> {
         generator.subschema_for::<K::Config>()
     }
 }
-
-use serde::Deserialize as _;
 
 /// The connector types a weir binary knows, by `type` name.
 #[derive(Default)]

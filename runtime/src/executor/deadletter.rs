@@ -7,6 +7,9 @@
 
 use weir_core::{Message, Property};
 
+/// The property that marks a message as a dead letter, and holds why.
+pub const REASON: &str = "weir-dl-reason";
+
 /// What went wrong, and where.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -42,7 +45,7 @@ impl DeadLetter {
     pub fn into_message(self) -> Message {
         let DeadLetter { mut message, reason, detail, module, route, sink } = self;
         let meta = message.meta_mut();
-        meta.properties.push(Property::new("weir-dl-reason", reason));
+        meta.properties.push(Property::new(REASON, reason));
         meta.properties.push(Property::new("weir-dl-detail", detail));
         for (name, value) in [("weir-dl-module", module), ("weir-dl-route", route), ("weir-dl-sink", sink)] {
             if let Some(value) = value {

@@ -120,21 +120,23 @@ pub async fn run(
         }
         _ => None,
     };
-    let (deadletter_tx, deadletter_rx) = mpsc::channel(queue_size);
-    let deadletter_sink: Box<dyn weir_core::Sink> = match (&pipeline.deadletter, &local) {
-        (Some(name), _) => {
-            let table = &pipeline.sinks[name];
-            let ctx = BuildContext { name: format!("{name}-deadletter").into(), base_dir: loaded.base_dir.clone() };
-            registry.build_sink(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("dead-letter sink `{name}`"))?
+    // `$deadletter` is the queue of the sink `deadletter` names (one instance of it, so an
+    // MQTT sink does not open a second connection with the same client id), or else a
+    // publisher to the local topic weir/deadletter.
+    let (deadletter_tx, deadletter_worker) = match (&pipeline.deadletter, &local) {
+        (Some(name), _) => (sink_queues.get(name).cloned().with_context(|| format!("dead-letter sink `{name}` is not declared"))?, None),
+        (None, Some(connection)) => {
+            let (tx, rx) = mpsc::channel(queue_size);
+            let sink = MqttSink::connect(
+                connection,
+                &loaded.base_dir,
+                &format!("weir-{id}-deadletter"),
+                "-deadletter",
+                Some(DEFAULT_DEADLETTER_TOPIC.to_owned()),
+                Some(false),
+            )?;
+            (tx, Some((Box::new(sink) as Box<dyn weir_core::Sink>, rx)))
         }
-        (None, Some(connection)) => Box::new(MqttSink::connect(
-            connection,
-            &loaded.base_dir,
-            &format!("weir-{id}-deadletter"),
-            "-deadletter",
-            Some(DEFAULT_DEADLETTER_TOPIC.to_owned()),
-            Some(false),
-        )?),
         (None, None) => unreachable!("a local broker is started when no dead-letter sink is set"),
     };
 
@@ -188,15 +190,10 @@ pub async fn run(
         };
         sink_tasks.push((name, queue.context("sink queue")?, tokio::spawn(worker.run())));
     }
-    let deadletter_worker = SinkWorker {
-        name: "$deadletter".into(),
-        sink: deadletter_sink,
-        queue: deadletter_rx,
-        batch_size: settings.batch_size,
-        dispatcher: None,
-        abandon: abandon.clone(),
-    };
-    let deadletter_task = tokio::spawn(deadletter_worker.run());
+    let deadletter_task = deadletter_worker.map(|(sink, queue)| {
+        let worker = SinkWorker { name: "$deadletter".into(), sink, queue, batch_size: settings.batch_size, dispatcher: None, abandon: abandon.clone() };
+        tokio::spawn(worker.run())
+    });
 
     let mut module_threads = HashMap::new();
     for module in modules {
@@ -287,8 +284,10 @@ pub async fn run(
         }
         let _ = task.await;
     }
-    let _ = deadletter_tx.send(Work::Stop).await;
-    let _ = deadletter_task.await;
+    if let Some(task) = deadletter_task {
+        let _ = deadletter_tx.send(Work::Stop).await;
+        let _ = task.await;
+    }
     abandon_timer.abort();
     info!("stopped");
     Ok(())

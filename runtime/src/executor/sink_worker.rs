@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use weir_core::{Backoff, Message, Sink, SinkError};
 
-use super::deadletter::DeadLetter;
+use super::deadletter::{self, DeadLetter};
 use super::dispatch::{Dispatcher, Work};
 use crate::telemetry;
 
@@ -75,9 +75,11 @@ impl SinkWorker {
                     metrics::counter!(telemetry::SINK_MESSAGES, "sink" => name.clone()).increment(accepted as u64);
                     for (index, reason) in rejected {
                         let Some(message) = batch.get(index).cloned() else { continue };
+                        // A rejected dead letter is not dead-lettered again (that could loop).
+                        let is_dead_letter = message.meta().property(deadletter::REASON).is_some();
                         match &self.dispatcher {
-                            Some(dispatcher) => dispatcher.dead_letter(DeadLetter::new(message, "sink-rejected", reason).sink(&name)).await,
-                            None => error!(sink = %name, %reason, "the dead-letter sink rejected a dead letter; it is dropped"),
+                            Some(dispatcher) if !is_dead_letter => dispatcher.dead_letter(DeadLetter::new(message, "sink-rejected", reason).sink(&name)).await,
+                            _ => error!(sink = %name, %reason, "a dead letter was rejected by the dead-letter sink; it is dropped"),
                         }
                     }
                     return;
