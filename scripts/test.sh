@@ -4,7 +4,8 @@
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
-#     the SDK's and the example modules' own unit tests, and every workspace test.
+#     the SDK's and the example modules' own unit tests, every workspace test, and 30 s
+#     of fuzzing the route language (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +29,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 CARGO_TARGET_DIR=filters/target cargo test --quiet --manifest-path sdk-guest/rust/Cargo.toml
 cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
 cargo test --workspace
+
+# A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
+# flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+(cd runtime/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run route "$(mktemp -d)" seeds/route -- -max_total_time=30 2>&1 | tail -n 3)

@@ -196,7 +196,8 @@ pub fn parse(text: &str) -> Result<Route, RouteError> {
     let start = text.len() - text.trim_start().len();
     let mut pos = start;
     // Optional `SELECT *`.
-    if text[pos..].len() >= 6 && text[pos..pos + 6].eq_ignore_ascii_case("select") {
+    // `get` rather than indexing: a multi-byte character may sit where a keyword would.
+    if text.get(pos..pos + 6).is_some_and(|w| w.eq_ignore_ascii_case("select")) {
         let after = text[pos + 6..].trim_start();
         if !after.starts_with('*') {
             return Err(RouteError::new(col(text, text.len() - after.len()), "weir routes select whole messages: write `SELECT *` or leave SELECT out"));
@@ -294,7 +295,7 @@ fn parse_sink(sink: &str, at: usize) -> Result<RouteSink, RouteError> {
     if let Some(template) = sink.strip_prefix("/topics/") {
         return Ok(RouteSink::Topic(Template::parse(template, at + 8)?));
     }
-    if sink.len() >= 16 && sink[..16].eq_ignore_ascii_case("brokeredendpoint") {
+    if sink.get(..16).is_some_and(|w| w.eq_ignore_ascii_case("brokeredendpoint")) {
         let inner = sink[16..].trim_start();
         let inner_at = at + sink.chars().count() - inner.chars().count();
         let Some(inner) = inner.strip_prefix('(').and_then(|i| i.trim_end().strip_suffix(')')) else {

@@ -85,3 +85,13 @@ fn topic_templates_render_or_explain() {
     let err = template.render(&message("x", "not json", &[])).unwrap_err();
     assert!(err.contains("undefined"), "{err}");
 }
+
+#[test]
+fn multi_byte_characters_where_keywords_would_be_are_errors_not_panics() {
+    // Found by the fuzz target (runtime/fuzz): byte slicing inside a multi-byte character.
+    assert!(parse("FROM\u{e9} /topics/a INTO $upstream").is_err());
+    assert!(parse("FROM\u{a0}/topics/a INTO $upstream").is_ok(), "a no-break space is white space");
+    assert!(parse("SELEC\u{e9} * FROM /* INTO $upstream").is_err());
+    assert!(parse("FROM /* INTO BrokeredEndpoin\u{e9}(\"/modules/x/inputs/y\")").is_err());
+    assert!(parse("FROM /* WHERE $body.\u{e9}t\u{e9} = '\u{e9}' INTO /topics/\u{e9}/{$body.a}").is_ok());
+}
