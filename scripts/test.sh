@@ -28,9 +28,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd filters && cargo clippy --all-targets --quiet -- -D warnings && cargo test --quiet)
 CARGO_TARGET_DIR=filters/target cargo test --quiet --manifest-path sdk-guest/rust/Cargo.toml
 cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
-cargo test --workspace
+log=$(mktemp)
+cargo test --workspace 2>&1 | tee "$log"
 
 # A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
 # flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 (cd runtime/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run route "$(mktemp -d)" seeds/route -- -max_total_time=30 2>&1 | tail -n 3)
+
+# One closing line for the whole run (the fuzzer's output comes last otherwise).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
