@@ -11,6 +11,10 @@ pub const SOURCE_MESSAGES: &str = "weir_source_messages_total";
 pub const SOURCE_DROPPED: &str = "weir_source_dropped_total";
 /// Messages a route sent on.
 pub const ROUTE_MATCHED: &str = "weir_route_matched_total";
+/// Messages a route dropped because they were older than its `time_to_live`.
+pub const ROUTE_EXPIRED: &str = "weir_route_expired_total";
+/// Messages no route took.
+pub const UNROUTED: &str = "weir_unrouted_total";
 /// Messages into a module / out of it / dropped by a filter.
 pub const MODULE_IN: &str = "weir_module_messages_in_total";
 pub const MODULE_OUT: &str = "weir_module_messages_out_total";

@@ -53,6 +53,9 @@ impl Source for MqttSource {
         let mut backoff = Backoff::default();
         let mut subscribed = false;
         let source = ctx.name.clone();
+        // Registered once: the per-message path only increments.
+        let messages_in = metrics::counter!("weir_source_messages_total", "source" => source.to_string());
+        let dropped = metrics::counter!("weir_source_dropped_total", "source" => source.to_string());
         loop {
             let event = tokio::select! {
                 event = eventloop.poll() => event,
@@ -72,10 +75,10 @@ impl Source for MqttSource {
                 }
                 Ok(Event::Publish(received)) => {
                     let (payload, meta) = received.to_parts(source.clone());
-                    metrics::counter!("weir_source_messages_total", "source" => source.to_string()).increment(1);
+                    messages_in.increment(1);
                     if received.qos() == QoS::AtMostOnce {
                         if ctx.output.try_send(Message::new(payload, meta, Ack::none())).is_err() {
-                            metrics::counter!("weir_source_dropped_total", "source" => source.to_string()).increment(1);
+                            dropped.increment(1);
                         }
                         continue;
                     }

@@ -32,6 +32,8 @@ pub struct CompiledRoute {
     /// Where it sends: a module's or sink's queue.
     pub target: Target,
     pub time_to_live_ms: Option<u64>,
+    /// Registered once, not looked up per message.
+    pub matched: metrics::Counter,
 }
 
 /// A destination queue.
@@ -71,12 +73,12 @@ impl Dispatcher {
             if let Some(ttl) = compiled.time_to_live_ms {
                 let age = weir_core::message::now_ms().saturating_sub(message.meta().ingest_time_ms);
                 if age > ttl {
-                    metrics::counter!("weir_route_expired_total", "route" => compiled.name.to_string()).increment(1);
+                    metrics::counter!(telemetry::ROUTE_EXPIRED, "route" => compiled.name.to_string()).increment(1);
                     tracing::warn!(route = %compiled.name, age_ms = age, "message older than the route's time_to_live: dropped");
                     continue;
                 }
             }
-            metrics::counter!(telemetry::ROUTE_MATCHED, "route" => compiled.name.to_string()).increment(1);
+            compiled.matched.increment(1);
             let mut copy = message.clone();
             if let RouteSink::Topic(template) = &compiled.route.sink {
                 match template.render(&copy) {
@@ -91,7 +93,7 @@ impl Dispatcher {
         }
         if deliveries.is_empty() && dead.is_empty() {
             debug!(topic = %message.meta().topic, "no route takes this message");
-            metrics::counter!("weir_unrouted_total").increment(1);
+            metrics::counter!(telemetry::UNROUTED).increment(1);
         }
         (deliveries, dead)
     }

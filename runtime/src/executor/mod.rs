@@ -172,6 +172,7 @@ pub async fn run(
             route: route_plan.route.clone(),
             target,
             time_to_live_ms: route_plan.time_to_live.map(|d| d.as_millis() as u64),
+            matched: metrics::counter!(crate::telemetry::ROUTE_MATCHED, "route" => route_plan.name.clone()),
         });
     }
     let dispatcher = Arc::new(Dispatcher { routes, deadletter: deadletter_tx.clone() });
