@@ -6,6 +6,7 @@
 //! - [`wasm`]: the wasm host: engine, modules, instances, host services.
 //! - [`executor`]: runs a pipeline: source tasks, the router, module workers, sink workers,
 //!   dead letters, acknowledgements back to the source, graceful drain.
+//! - [`queue`]: store-and-forward: the crash-safe on-disk queue in front of a sink.
 //! - [`broker`]: the embedded MQTT broker used when a pipeline names none.
 //! - [`samples`]: reading sample messages (JSON Lines) for `weir filter test`.
 //! - [`telemetry`]: logging set-up and metric names.
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod executor;
+pub mod queue;
 pub mod route;
 pub mod samples;
 pub mod telemetry;

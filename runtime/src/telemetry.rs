@@ -31,6 +31,24 @@ pub const SINK_RETRIES: &str = "weir_sink_retries_total";
 /// Messages sent to `$deadletter`, by reason.
 pub const DEAD_LETTERS: &str = "weir_dead_letters_total";
 
+/// Store-and-forward queues, per sink: depth in messages and bytes, age of the oldest message.
+pub const QUEUE_DEPTH: &str = "weir_queue_depth_messages";
+pub const QUEUE_BYTES: &str = "weir_queue_depth_bytes";
+pub const QUEUE_OLDEST_SECONDS: &str = "weir_queue_oldest_age_seconds";
+/// Messages delivered from a queue, `kind` = `live` or `replayed` (queued before the sink's
+/// last outage ended, or before weir started).
+pub const QUEUE_DELIVERED: &str = "weir_queue_delivered_total";
+/// Messages that waited in a queue longer than their time to live and were dropped.
+pub const QUEUE_EXPIRED: &str = "weir_queue_expired_total";
+/// Messages dropped by `when_full = "drop_oldest"`.
+pub const QUEUE_DROPPED: &str = "weir_queue_dropped_total";
+/// Times the writer waited because a `block` queue was full (back-pressure).
+pub const QUEUE_FULL_WAITS: &str = "weir_queue_full_waits_total";
+/// Bytes of damaged queue data found and quarantined.
+pub const QUEUE_DAMAGED_BYTES: &str = "weir_queue_damaged_bytes_total";
+/// Lanes opened after an unclean stop, whose last delivered batch may be delivered again.
+pub const QUEUE_POSSIBLE_DUPLICATES: &str = "weir_queue_unclean_lanes_total";
+
 /// Log format chosen on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

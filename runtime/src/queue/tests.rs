@@ -1,0 +1,205 @@
+//! The queue against its promises: order, restarts, priorities, the size cap, damage.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_core::{Ack, Message, Metadata};
+
+use super::*;
+
+fn settings(dir: &Path, max_bytes: u64, when_full: WhenFull) -> QueueSettings {
+    QueueSettings { dir: dir.to_owned(), max_bytes, when_full, fsync: Fsync::Batch, time_to_live: Duration::from_secs(7200) }
+}
+
+fn item(n: usize, priority: u8) -> Item {
+    let payload = Bytes::from(format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(200)));
+    Item { message: Message::new(payload, Metadata::new("s".into(), format!("t/{n}")), Ack::none()), priority, expires_ms: 0 }
+}
+
+fn number(record: &record::Record) -> usize {
+    let value: serde_json::Value = serde_json::from_slice(&record.message.payload).expect("json");
+    value["n"].as_u64().expect("n") as usize
+}
+
+/// Deliver everything (committing each batch); the numbers in delivery order.
+fn drain(queue: &SinkQueue) -> Vec<usize> {
+    let mut seen = Vec::new();
+    while let Some(peek) = queue.peek(10, 1 << 20).expect("peek") {
+        seen.extend(peek.records.iter().map(number));
+        queue.commit(&peek).expect("commit");
+    }
+    seen
+}
+
+fn never() -> bool {
+    false
+}
+
+#[test]
+fn delivers_in_order_across_segments_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), 1 << 20, WhenFull::Block); // 64 KiB segments
+    {
+        let queue = SinkQueue::open("cloud", settings.clone()).expect("open");
+        queue.enqueue((0..1000).map(|n| item(n, 0)).collect(), &never).expect("enqueue");
+        assert_eq!(queue.stats().depth, 1000);
+        let first = queue.peek(100, 1 << 20).expect("peek").expect("records");
+        assert_eq!(first.records.iter().map(number).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+        queue.commit(&first).expect("commit");
+        // Dropped without close(): like a crash after the commit.
+    }
+    let queue = SinkQueue::open("cloud", settings).expect("reopen");
+    assert_eq!(queue.stats().depth, 900);
+    assert_eq!(drain(&queue), (100..1000).collect::<Vec<_>>());
+    assert_eq!(queue.stats().depth, 0);
+    let segments = segment::list(&lane_dir(dir.path(), 0)).expect("list");
+    assert_eq!(segments.len(), 1, "delivered segments are deleted: {segments:?}");
+}
+
+#[test]
+fn a_peek_that_is_not_committed_is_delivered_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 1 << 20, WhenFull::Block)).expect("open");
+    queue.enqueue((0..5).map(|n| item(n, 0)).collect(), &never).expect("enqueue");
+    let first = queue.peek(3, 1 << 20).expect("peek").expect("records");
+    let again = queue.peek(3, 1 << 20).expect("peek").expect("records");
+    assert_eq!(first.records.iter().map(number).collect::<Vec<_>>(), again.records.iter().map(number).collect::<Vec<_>>());
+}
+
+#[test]
+fn higher_priority_first_but_lower_priorities_are_not_starved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 8 << 20, WhenFull::Block)).expect("open");
+    queue.enqueue((0..100).map(|n| item(n, 5)).collect(), &never).expect("low first");
+    queue.enqueue((100..300).map(|n| item(n, 0)).collect(), &never).expect("then high");
+    let mut lanes = Vec::new();
+    for _ in 0..16 {
+        let peek = queue.peek(10, 1 << 20).expect("peek").expect("records");
+        lanes.push(peek.lane);
+        queue.commit(&peek).expect("commit");
+    }
+    // Seven high-priority batches, then the older low-priority lane's turn, and again.
+    let expected: Vec<u8> = (1..=16).map(|i| if i % FAIR_EVERY == 0 { 5 } else { 0 }).collect();
+    assert_eq!(lanes, expected);
+}
+
+#[test]
+fn block_policy_refuses_past_the_cap_and_says_what_was_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 1 << 20, WhenFull::Block)).expect("open");
+    let unqueued = queue.enqueue((0..10_000).map(|n| item(n, 0)).collect(), &|| true).expect("enqueue");
+    let stats = queue.stats();
+    assert!(stats.disk_bytes <= 1 << 20, "cap exceeded: {stats:?}");
+    assert!(!unqueued.not_written.is_empty());
+    assert_eq!(stats.depth as usize + unqueued.not_written.len(), 10_000);
+}
+
+#[test]
+fn block_policy_waits_for_the_reader_to_free_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 1 << 20, WhenFull::Block)).expect("open");
+    let writer = {
+        let queue = queue.clone();
+        std::thread::spawn(move || queue.enqueue((0..20_000).map(|n| item(n, 0)).collect(), &never).expect("enqueue"))
+    };
+    let mut seen = Vec::new();
+    while seen.len() < 20_000 {
+        match queue.peek(100, 1 << 20).expect("peek") {
+            Some(peek) => {
+                seen.extend(peek.records.iter().map(number));
+                queue.commit(&peek).expect("commit");
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+        assert!(queue.stats().disk_bytes <= 1 << 20);
+    }
+    let unqueued = writer.join().expect("writer");
+    assert!(unqueued.not_written.is_empty() && unqueued.too_large.is_empty());
+    assert_eq!(seen, (0..20_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_and_counts_what_it_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 1 << 20, WhenFull::DropOldest)).expect("open");
+    queue.enqueue((0..20_000).map(|n| item(n, 0)).collect(), &never).expect("enqueue");
+    let stats = queue.stats();
+    assert!(stats.disk_bytes <= 1 << 20, "cap exceeded: {stats:?}");
+    let seen = drain(&queue);
+    assert_eq!(*seen.last().expect("some kept"), 19_999);
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is a contiguous newest run");
+}
+
+#[test]
+fn a_record_too_large_for_the_queue_is_handed_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 1 << 20, WhenFull::Block)).expect("open");
+    let big = Message::new(Bytes::from(vec![b'x'; 100_000]), Metadata::new("s".into(), "t"), Ack::none());
+    let unqueued = queue.enqueue(vec![Item { message: big, priority: 0, expires_ms: 0 }, item(1, 0)], &never).expect("enqueue");
+    assert_eq!(unqueued.too_large.len(), 1);
+    assert!(unqueued.too_large[0].1.contains("raise its max_size"), "{}", unqueued.too_large[0].1);
+    assert_eq!(drain(&queue), vec![1]);
+}
+
+#[test]
+fn damage_is_quarantined_and_the_rest_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), 1 << 20, WhenFull::Block);
+    {
+        let queue = SinkQueue::open("cloud", settings.clone()).expect("open");
+        queue.enqueue((0..1000).map(|n| item(n, 0)).collect(), &never).expect("enqueue");
+    }
+    // Rot in the middle of the second segment, a torn write at the end of the last, and a
+    // file that only pretends to be a segment.
+    let lane = lane_dir(dir.path(), 0);
+    let ids = segment::list(&lane).expect("list");
+    assert!(ids.len() >= 3);
+    let middle = segment::path(&lane, ids[1]);
+    let mut bytes = std::fs::read(&middle).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at..at + 64].fill(0xAB);
+    std::fs::write(&middle, bytes).expect("write");
+    let last = segment::path(&lane, *ids.last().expect("last"));
+    let mut tail = std::fs::read(&last).expect("read");
+    tail.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&last, tail).expect("write");
+    std::fs::write(segment::path(&lane, ids.last().expect("last") + 1), b"garbage").expect("write");
+
+    let report = report::inspect("cloud", dir.path(), settings.limits()).expect("inspect");
+    assert!(report.damaged(), "{report}");
+
+    let queue = SinkQueue::open("cloud", settings.clone()).expect("open despite damage");
+    queue.enqueue(vec![item(5000, 0)], &never).expect("appends continue after the cut tail");
+    let seen = drain(&queue);
+    let lost = 1000 - (seen.len() - 1);
+    assert!((1..=2).contains(&lost), "one or two records sat in the rotten bytes, lost {lost}");
+    assert_eq!(*seen.last().expect("new record"), 5000);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let quarantined: Vec<_> = std::fs::read_dir(dir.path().join("quarantine")).expect("quarantine").collect();
+    assert_eq!(quarantined.len(), 3, "rot, torn tail and the foreign file are kept for inspection");
+}
+
+#[test]
+fn an_unreadable_cursor_replays_rather_than_loses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), 1 << 20, WhenFull::Block);
+    {
+        let queue = SinkQueue::open("cloud", settings.clone()).expect("open");
+        queue.enqueue((0..10).map(|n| item(n, 0)).collect(), &never).expect("enqueue");
+        let peek = queue.peek(5, 1 << 20).expect("peek").expect("records");
+        queue.commit(&peek).expect("commit");
+    }
+    std::fs::write(lane_dir(dir.path(), 0).join("cursor"), b"\x01\x02").expect("write");
+    let queue = SinkQueue::open("cloud", settings).expect("reopen");
+    assert_eq!(drain(&queue), (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = settings(dir.path(), 1 << 20, WhenFull::Block);
+    let _first = SinkQueue::open("cloud", settings.clone()).expect("open");
+    let err = SinkQueue::open("cloud", settings).err().expect("second open fails");
+    assert!(format!("{err:#}").contains("in use by another weir process"), "{err:#}");
+}
