@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 
 use weir_tests::{free_port, module, toml_path};
 
-/// `target/<profile>/weir`, next to this test's own directory.
-fn weir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("weir");
-    assert!(path.is_file(), "{} is missing: build it with `cargo build -p weir` (`cargo test --workspace` and scripts/test.sh do)", path.display());
-    path
-}
+use weir_tests::weir_binary as weir;
 
 #[test]
 fn check_reports_every_error_and_exits_non_zero() {

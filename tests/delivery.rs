@@ -1,7 +1,7 @@
-//! At-least-once from the start: a QoS 1 message is acknowledged to the broker only after
-//! every sink it was routed to accepted it. With the upstream down, weir keeps the messages
-//! unacknowledged; after a restart with the upstream back, the local broker redelivers them
-//! and all of them arrive.
+//! At-least-once without a queue (`queue = false`): a QoS 1 message is acknowledged to the
+//! broker only after every sink it was routed to accepted it. With the upstream down, weir
+//! keeps the messages unacknowledged; after a restart with the upstream back, the local
+//! broker redelivers them and all of them arrive. (With a queue, see store_and_forward.rs.)
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -29,6 +29,7 @@ in_flight = 16
 
 [sinks.cloud]
 type = "mqtt"
+queue = false
 topic = "cloud/{{topic}}"
 connection = {{ url = "mqtt://127.0.0.1:{cloud_port}", client_id = "weir-delivery-cloud" }}
 

@@ -5,6 +5,7 @@
 //!   installed the test fails and says how to install it (never skips).
 //! - [`module`]: the path of an example module built by `scripts/build-filters.sh`.
 //! - [`RunningPipeline`]: `weir check` + `weir run` of a TOML text, in this process.
+//! - [`WeirProcess`]: the `weir` binary running a pipeline file, to kill -9 and restart.
 //! - [`Subscriber`] / [`publish_v5`]: an independent MQTT 5 client (rumqttc) to drive and
 //!   observe weir from outside.
 #![allow(clippy::unwrap_used)]
@@ -65,12 +66,24 @@ impl Mosquitto {
         Self::start_in(dir, port, extra)
     }
 
+    /// A broker that keeps sessions and queued messages across [`Mosquitto::restart_gracefully`].
+    pub fn start_persistent() -> Mosquitto {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Started as root, mosquitto drops to its own user: it must be able to write here.
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let extra = format!("allow_anonymous true\npersistence true\npersistence_location {}/\n", data.display());
+        Self::start_in(dir, free_port(), &extra)
+    }
+
     /// Like `start_with`, in a directory already holding the files `extra` names.
     pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &str) -> Mosquitto {
         let config = dir.path().join("mosquitto.conf");
-        let text = format!(
-            "per_listener_settings false\nlistener {port} 127.0.0.1\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n{extra}"
-        );
+        let persistence = if extra.contains("persistence true") { "" } else { "persistence false\n" };
+        let text =
+            format!("per_listener_settings false\nlistener {port} 127.0.0.1\n{persistence}max_inflight_messages 1000\nmax_queued_messages 200000\n{extra}");
         std::fs::write(&config, text).unwrap();
         let mut broker = Mosquitto { port, child: None, config, dir };
         broker.spawn();
@@ -97,6 +110,19 @@ impl Mosquitto {
     /// Stop and start again on the same port.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Stop with SIGTERM (a persistent broker saves its sessions), without starting again.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Start again after [`Mosquitto::stop_gracefully`] or [`Mosquitto::stop`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
         self.spawn();
     }
 }
@@ -146,6 +172,87 @@ impl TestPki {
             server_key: write("server.key", &server_key),
             client_cert: write("client.pem", &client_cert),
             client_key: write("client.key", &client_key),
+        }
+    }
+}
+
+/// SIGTERM, then wait up to `within` (SIGKILL after that).
+fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `target/<profile>/weir`, next to the running test's own directory.
+pub fn weir_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("weir");
+    assert!(path.is_file(), "{} is missing: build it with `cargo build -p weir` (`cargo test --workspace` and scripts/test.sh do)", path.display());
+    path
+}
+
+/// The `weir` binary running `weir run PIPELINE`, its log going to a file.
+pub struct WeirProcess {
+    child: Option<Child>,
+    pub pipeline: PathBuf,
+    pub log: PathBuf,
+}
+
+impl WeirProcess {
+    /// Start `weir run pipeline` and wait until it logs that it is ready.
+    pub fn start(pipeline: &Path) -> WeirProcess {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = pipeline.with_extension(format!("run{run}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(weir_binary()).arg("run").arg(pipeline).env("RUST_LOG", "info").stderr(file).stdout(Stdio::null()).spawn().unwrap();
+        let mut process = WeirProcess { child: Some(child), pipeline: pipeline.to_owned(), log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !process.log_text().contains("ready: every source") {
+            if let Some(status) = process.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weir exited ({status}) before it was ready:\n{}", process.log_text());
+            }
+            assert!(Instant::now() < deadline, "weir not ready within 30 s:\n{}", process.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9: no drain, no clean close.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for the drain; panics with the log if weir did not exit cleanly.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = terminate(&mut child, Duration::from_secs(40));
+            assert!(status.success(), "weir exited with {status}:\n{}", self.log_text());
+        }
+    }
+}
+
+impl Drop for WeirProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -243,7 +350,12 @@ impl TestEventLoop for rumqttc::EventLoop {
 
 /// Drive a client's event loop, forwarding publishes and signalling once `wanted`
 /// subscriptions are acknowledged.
-fn collect(wanted: usize, subscribed: mpsc::Sender<()>, publishes: mpsc::UnboundedSender<Publish>, mut eventloop: impl TestEventLoop) {
+fn collect(
+    wanted: usize,
+    subscribed: mpsc::Sender<()>,
+    publishes: mpsc::UnboundedSender<Publish>,
+    mut eventloop: impl TestEventLoop,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut acks = 0;
         loop {
@@ -261,7 +373,8 @@ fn collect(wanted: usize, subscribed: mpsc::Sender<()>, publishes: mpsc::Unbound
                 Seen::Error => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-    });
+    })
+    .abort_handle()
 }
 
 /// A pipeline relaying `in/#` to `out/…` through the pass-through module, with `broker`
@@ -288,6 +401,15 @@ pub struct Subscriber {
     rx: mpsc::UnboundedReceiver<Publish>,
     /// Keeps the connection open (an MQTT 5 or 3.1.1 client).
     _client: Box<dyn std::any::Any + Send>,
+    /// The task driving the connection: stopped on drop, so a dropped subscriber does not
+    /// reconnect behind the test's back and take over its session.
+    connection: tokio::task::AbortHandle,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
 }
 
 impl Subscriber {
@@ -300,9 +422,25 @@ impl Subscriber {
         Self::connect_as(port, topics, Some((user, password))).await
     }
 
+    /// Subscribe with a persistent session under `client_id`: after a broker restart (with
+    /// persistence) or a reconnect, what was queued for it arrives.
+    pub async fn connect_persistent(port: u16, topics: &[&str], client_id: &str) -> Subscriber {
+        Self::connect_with(port, topics, None, Some(client_id)).await
+    }
+
     async fn connect_as(port: u16, topics: &[&str], credentials: Option<(&str, &str)>) -> Subscriber {
-        let mut options = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        Self::connect_with(port, topics, credentials, None).await
+    }
+
+    async fn connect_with(port: u16, topics: &[&str], credentials: Option<(&str, &str)>, persistent_id: Option<&str>) -> Subscriber {
+        let id = persistent_id.map(str::to_owned).unwrap_or_else(|| format!("test-sub-{}", free_port()));
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(10));
+        options.set_max_packet_size(Some(16 << 20));
+        if persistent_id.is_some() {
+            options.set_clean_start(false);
+            options.set_session_expiry_interval(Some(3600));
+        }
         if let Some((user, password)) = credentials {
             options.set_credentials(user, password);
         }
@@ -312,9 +450,9 @@ impl Subscriber {
         for topic in topics {
             client.subscribe(*topic, QoS::AtLeastOnce).await.unwrap();
         }
-        collect(topics.len(), subscribed_tx, tx, eventloop);
+        let connection = collect(topics.len(), subscribed_tx, tx, eventloop);
         tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscription not acknowledged");
-        Subscriber { rx, _client: Box::new(client) }
+        Subscriber { rx, _client: Box::new(client), connection }
     }
 
     /// The same over MQTT 3.1.1 (the embedded broker's protocol); messages arrive in the
@@ -328,9 +466,9 @@ impl Subscriber {
         for topic in topics {
             client.subscribe(*topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
         }
-        collect(topics.len(), subscribed_tx, tx, eventloop);
+        let connection = collect(topics.len(), subscribed_tx, tx, eventloop);
         tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscription not acknowledged");
-        Subscriber { rx, _client: Box::new(client) }
+        Subscriber { rx, _client: Box::new(client), connection }
     }
 
     /// The next message (`None` if the connection task ended).
@@ -419,7 +557,7 @@ pub async fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> Vec<ser
         if lines.len() >= n {
             return lines;
         }
-        assert!(Instant::now() < deadline, "expected {n} lines in {}, found {}: {lines:?}", path.display(), lines.len());
+        assert!(Instant::now() < deadline, "expected {n} lines in {}, found {}; the last: {:?}", path.display(), lines.len(), lines.last());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -151,6 +151,12 @@ fn valid_topic(topic: &str) -> Result<(), String> {
 #[async_trait]
 impl Sink for MqttSink {
     async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+        // While disconnected, publishing would only park the batch inside the client, to go
+        // out whenever the broker is back (however old it is by then): say so now instead,
+        // so the caller keeps it (a queue re-checks its time to live before the next try).
+        if !self.state.lock().map(|s| s.connected).unwrap_or(false) {
+            return Err(self.unavailable("cannot publish"));
+        }
         let mut pending = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
         for (index, message) in batch.iter().enumerate() {

@@ -4,11 +4,13 @@
 //! - `weir check PIPELINE.toml`: validate everything without running;
 //! - `weir filter test MODULE.wasm --input samples.jsonl`: try a module on sample input;
 //! - `weir route explain ROUTE --message FILE`: why a route takes a message or not;
+//! - `weir queue inspect|verify PIPELINE.toml`: depth, age and damage of the sink queues;
 //! - `weir schema`: the JSON Schema of the pipeline format;
 //! - `weir simulate`: publish simulated machine telemetry to a broker (the demo's machines).
 
 pub mod check;
 mod filter_test;
+mod queue;
 mod route_explain;
 mod run;
 mod schema;
@@ -65,6 +67,9 @@ pub enum Command {
     /// Work with routes on their own.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Look at a pipeline's store-and-forward queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
     /// Publish simulated machine telemetry to an MQTT broker (used by the demo).
@@ -76,6 +81,14 @@ pub enum RouteCommand {
     /// Show the parse of a route, the value of every sub-expression for a message, and why
     /// the route takes it or not (exit 0 if it does, 1 if it does not).
     Explain(route_explain::RouteExplainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Depth, bytes, segments and age of the oldest message, per sink and priority.
+    Inspect(queue::QueueArgs),
+    /// Read every record and check its checksum; exit 1 if anything is damaged.
+    Verify(queue::QueueArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +111,12 @@ pub fn main() -> ExitCode {
         Command::Check { pipeline } => check::check(&pipeline).map(|_| ()),
         Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),
         Command::Schema => schema::print(),
+        Command::Queue(QueueCommand::Inspect(args)) => queue::run(&args, false).map(|_| ()),
+        Command::Queue(QueueCommand::Verify(args)) => match queue::run(&args, true) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(err) => Err(err),
+        },
         Command::Route(RouteCommand::Explain(args)) => match route_explain::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

@@ -6,11 +6,13 @@
 //!   column and key;
 //! - [`validate`]: the checks `weir check` runs beyond syntax: routes, references,
 //!   connector tables, module files;
+//! - [`store`]: `[store]` and a sink's `queue` (store-and-forward settings);
 //! - [`units`]: durations (`"500ms"`) and sizes (`"64MiB"`).
 //!
 //! Example: `pipelines/demo.toml`.
 
 pub mod load;
+pub mod store;
 pub mod units;
 pub mod validate;
 
@@ -21,6 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
 pub use load::{ConfigError, ConfigErrors, LoadedPipeline};
+pub use store::{QueueSpec, StoreConfig};
 pub use units::{ByteSize, HumanDuration};
 use weir_connectors::mqtt::ConnectionConfig;
 
@@ -53,6 +56,10 @@ pub struct Pipeline {
     /// The sink `$deadletter` means. Default: the local topic `weir/deadletter/{module}`.
     #[serde(default)]
     pub deadletter: Option<String>,
+    /// Store-and-forward: where sink queues live, and their default size cap, time to live
+    /// and fsync policy.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Engine and executor settings.
     #[serde(default)]
     pub runtime: RuntimeSettings,
@@ -171,6 +178,10 @@ pub struct ConnectorTable {
     /// The connector type, e.g. "mqtt" or "file".
     #[serde(rename = "type")]
     pub kind: String,
+    /// Sinks only: a store-and-forward queue in front of the sink (`true`, `false`, or a
+    /// table overriding `[store]`). Default: a queue for the `upstream` sink only.
+    #[schemars(with = "Option<QueueSpec>")]
+    pub queue: Option<toml::Value>,
     /// The connector's own keys (checked against its config type).
     #[serde(skip)]
     pub table: toml::Table,
@@ -180,7 +191,7 @@ impl<'de> Deserialize<'de> for ConnectorTable {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut table = toml::Table::deserialize(deserializer)?;
         match table.remove("type") {
-            Some(toml::Value::String(kind)) => Ok(ConnectorTable { kind, table }),
+            Some(toml::Value::String(kind)) => Ok(ConnectorTable { kind, queue: table.remove("queue"), table }),
             Some(other) => Err(serde::de::Error::custom(format!("`type` is a string naming the connector, not {}", other.type_str()))),
             None => Err(serde::de::Error::custom("missing `type` (the connector, e.g. type = \"mqtt\")")),
         }

@@ -1,7 +1,7 @@
 //! Everything `weir check` verifies beyond the TOML's shape, producing the [`Plan`] the
 //! executor runs. All problems are collected, not just the first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +9,8 @@ use weir_core::Registry;
 use weir_core::connector::ConnectorConfigError;
 
 use super::load::{ConfigError, ConfigErrors, LoadedPipeline};
+use super::store::QueueSpec;
+use crate::queue::QueueSettings;
 use crate::route::{self, Route, RouteSink, RouteSource};
 use crate::wasm::{ModuleKind, ModuleLimits};
 
@@ -41,6 +43,8 @@ pub struct Plan {
     pub local_subscriptions: Vec<String>,
     /// Whether any route writes to a local topic.
     pub writes_local_topics: bool,
+    /// Sinks with a store-and-forward queue, and its settings.
+    pub queues: BTreeMap<String, QueueSettings>,
 }
 
 /// Check references, routes, connector tables and module files (not module contents: see
@@ -80,6 +84,11 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
             }
         }
     }
+
+    for name in pipeline.sources.iter().filter(|(_, t)| t.queue.is_some()).map(|(n, _)| n) {
+        errors.push(loaded.error(&["sources", name, "queue"], "`queue` belongs on a sink: it keeps what a sink could not take yet"));
+    }
+    let queues = queues(loaded, &mut errors);
 
     let mut modules = Vec::new();
     for (name, module) in &pipeline.modules {
@@ -156,11 +165,55 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
     }
 
     if errors.is_empty() {
-        Ok(Plan { routes, modules, local_subscriptions: subscriptions.into_iter().collect(), writes_local_topics })
+        Ok(Plan { routes, modules, local_subscriptions: subscriptions.into_iter().collect(), writes_local_topics, queues })
     } else {
         errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(errors))
     }
+}
+
+/// The queue settings of every sink that has a queue.
+fn queues(loaded: &LoadedPipeline, errors: &mut Vec<ConfigError>) -> BTreeMap<String, QueueSettings> {
+    let pipeline = &loaded.pipeline;
+    let store = &pipeline.store;
+    let default_dir = format!("{}.queue", loaded.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default().trim_end_matches(".toml"));
+    let store_dir = loaded.base_dir.join(store.dir.clone().unwrap_or_else(|| default_dir.into()));
+    let mut queues = BTreeMap::new();
+    for (name, table) in &pipeline.sinks {
+        let spec = match table.queue.clone().map(|value| value.try_into::<QueueSpec>()) {
+            None if pipeline.upstream.as_ref() == Some(name) => QueueSpec::Enabled(true),
+            None => QueueSpec::Enabled(false),
+            Some(Ok(spec)) => spec,
+            Some(Err(err)) => {
+                let message = err.message().trim().to_owned();
+                let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).map(str::to_owned);
+                let mut path = vec!["sinks", name.as_str(), "queue"];
+                path.extend(field.as_deref());
+                errors.push(loaded.error(&path, message));
+                continue;
+            }
+        };
+        let overrides = match spec {
+            QueueSpec::Enabled(false) => continue,
+            QueueSpec::Enabled(true) => Default::default(),
+            QueueSpec::Settings(overrides) => overrides,
+        };
+        let max_bytes = overrides.max_size.unwrap_or(store.max_size).0;
+        if max_bytes < 1 << 20 {
+            errors.push(loaded.error(&["sinks", name, "queue", "max_size"], "a queue needs at least 1MiB"));
+        }
+        queues.insert(
+            name.clone(),
+            QueueSettings {
+                dir: store_dir.join(name),
+                max_bytes,
+                when_full: overrides.when_full.unwrap_or(store.when_full),
+                fsync: overrides.fsync.unwrap_or(store.fsync),
+                time_to_live: overrides.time_to_live.unwrap_or(store.time_to_live).0,
+            },
+        );
+    }
+    queues
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {

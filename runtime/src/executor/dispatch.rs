@@ -18,8 +18,10 @@ use crate::telemetry;
 /// Work for a module worker or sink worker.
 #[derive(Debug)]
 pub enum Work {
-    /// A message, and the module input it arrived on (empty for sinks).
-    Message(Arc<str>, Message),
+    /// A message; the module input it arrived on (empty for sinks); and how its route wants
+    /// it queued: priority 0 (highest) to 9, and when it expires (ms since the epoch; 0: the
+    /// queue's default time to live).
+    Message { input: Arc<str>, message: Message, priority: u8, expires_ms: u64 },
     /// Finish what came before, then stop.
     Stop,
 }
@@ -32,6 +34,7 @@ pub struct CompiledRoute {
     /// Where it sends: a module's or sink's queue.
     pub target: Target,
     pub time_to_live_ms: Option<u64>,
+    pub priority: u8,
     /// Registered once, not looked up per message.
     pub matched: metrics::Counter,
 }
@@ -51,8 +54,8 @@ pub struct Dispatcher {
     pub deadletter: mpsc::Sender<Work>,
 }
 
-/// Where one message goes: (target, message, route name).
-type Deliveries = Vec<(Target, Message, Arc<str>)>;
+/// Where one message goes: the target, the work for it, and the route's name.
+type Deliveries = Vec<(Target, Work, Arc<str>)>;
 
 impl Dispatcher {
     /// Decide where `message` goes. Messages no route takes are dropped (and counted).
@@ -89,7 +92,9 @@ impl Dispatcher {
                     }
                 }
             }
-            deliveries.push((compiled.target.clone(), copy, compiled.name.clone()));
+            let expires_ms = compiled.time_to_live_ms.map(|ttl| copy.meta().ingest_time_ms + ttl).unwrap_or(0);
+            let work = Work::Message { input: input_of(&compiled.target), message: copy, priority: compiled.priority, expires_ms };
+            deliveries.push((compiled.target.clone(), work, compiled.name.clone()));
         }
         if deliveries.is_empty() && dead.is_empty() {
             debug!(topic = %message.meta().topic, "no route takes this message");
@@ -101,13 +106,12 @@ impl Dispatcher {
     /// Send on from an async task (sources).
     pub async fn dispatch(&self, message: Message) {
         let (deliveries, dead) = self.plan(message);
-        for (target, message, route) in deliveries {
+        for (target, work, route) in deliveries {
             let queue = match &target {
                 Target::Module { queue, .. } | Target::Sink { queue, .. } => queue,
                 Target::DeadLetter => &self.deadletter,
             };
-            let input = input_of(&target);
-            if let Err(mpsc::error::SendError(work)) = queue.send(Work::Message(input, message)).await {
+            if let Err(mpsc::error::SendError(work)) = queue.send(work).await {
                 fail(work, &route);
             }
         }
@@ -119,12 +123,12 @@ impl Dispatcher {
     /// Send on from a module worker thread (blocking).
     pub fn dispatch_blocking(&self, message: Message) {
         let (deliveries, dead) = self.plan(message);
-        for (target, message, route) in deliveries {
+        for (target, work, route) in deliveries {
             let queue = match &target {
                 Target::Module { queue, .. } | Target::Sink { queue, .. } => queue,
                 Target::DeadLetter => &self.deadletter,
             };
-            if let Err(mpsc::error::SendError(work)) = queue.blocking_send(Work::Message(input_of(&target), message)) {
+            if let Err(mpsc::error::SendError(work)) = queue.blocking_send(work) {
                 fail(work, &route);
             }
         }
@@ -133,17 +137,27 @@ impl Dispatcher {
         }
     }
 
-    pub async fn dead_letter(&self, letter: DeadLetter) {
+    /// Hand a dead letter to `$deadletter`. False if it could not (shutdown closed the
+    /// queue): the message is then marked as not handed on.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> bool {
         count_dead_letter(&letter);
-        if let Err(mpsc::error::SendError(work)) = self.deadletter.send(Work::Message("".into(), letter.into_message())).await {
-            fail(work, "$deadletter");
+        match self.deadletter.send(dead_letter_work(letter)).await {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(work)) => {
+                fail(work, "$deadletter");
+                false
+            }
         }
     }
 
-    pub fn dead_letter_blocking(&self, letter: DeadLetter) {
+    pub fn dead_letter_blocking(&self, letter: DeadLetter) -> bool {
         count_dead_letter(&letter);
-        if let Err(mpsc::error::SendError(work)) = self.deadletter.blocking_send(Work::Message("".into(), letter.into_message())) {
-            fail(work, "$deadletter");
+        match self.deadletter.blocking_send(dead_letter_work(letter)) {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(work)) => {
+                fail(work, "$deadletter");
+                false
+            }
         }
     }
 
@@ -163,6 +177,10 @@ fn input_of(target: &Target) -> Arc<str> {
     }
 }
 
+fn dead_letter_work(letter: DeadLetter) -> Work {
+    Work::Message { input: Arc::from(""), message: letter.into_message(), priority: 0, expires_ms: 0 }
+}
+
 fn count_dead_letter(letter: &DeadLetter) {
     tracing::warn!(reason = letter.reason, detail = %letter.detail, module = ?letter.module, route = ?letter.route, "dead letter");
     metrics::counter!(telemetry::DEAD_LETTERS, "reason" => letter.reason).increment(1);
@@ -171,7 +189,7 @@ fn count_dead_letter(letter: &DeadLetter) {
 /// A queue closed under us (shutdown): the message was not handed on, so its source must
 /// not acknowledge it.
 fn fail(work: Work, route: &str) {
-    if let Work::Message(_, message) = work {
+    if let Work::Message { message, .. } = work {
         message.ack.fail();
         tracing::debug!(route, "queue closed during shutdown; message left unacknowledged for redelivery");
     }

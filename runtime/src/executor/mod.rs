@@ -2,7 +2,8 @@
 //!
 //! - [`dispatch`]: route evaluation and delivery to queues (no central router task);
 //! - [`module_worker`]: one thread per module, calling it a batch at a time;
-//! - [`sink_worker`]: one task per sink: batches, retries, dead-letters rejections;
+//! - [`sink_worker`]: delivering to a sink: batches, retries, dead-letters rejections;
+//! - [`queued`]: a sink behind a store-and-forward queue: writer thread and forwarder task;
 //! - [`deadletter`]: what a dead letter carries;
 //! - this file: building all of that from a [`Plan`] and shutting it down in order:
 //!   sources stop taking messages and wait for what is in flight, then modules drain front
@@ -11,6 +12,7 @@
 pub mod deadletter;
 pub mod dispatch;
 pub mod module_worker;
+pub mod queued;
 pub mod sink_worker;
 
 use std::collections::HashMap;
@@ -30,7 +32,16 @@ use crate::route::RouteSink;
 use crate::wasm::{EngineSettings, LoadedModule, WasmEngine};
 use dispatch::{CompiledRoute, Dispatcher, Target, Work};
 use module_worker::ModuleWorker;
-use sink_worker::SinkWorker;
+use queued::{Forwarder, QueueWriter};
+use sink_worker::{SinkDriver, SinkWorker};
+
+use crate::queue::SinkQueue;
+
+/// A running sink, as shutdown needs it.
+enum SinkTask {
+    Direct(JoinHandle<()>),
+    Queued { writer: std::thread::JoinHandle<()>, forwarder: JoinHandle<()>, stop: CancellationToken, queue: Arc<SinkQueue> },
+}
 
 /// Where `$deadletter` publishes (on the local broker) when no `deadletter` sink is set.
 const DEFAULT_DEADLETTER_TOPIC: &str = "weir/deadletter";
@@ -100,7 +111,13 @@ pub async fn run(
     let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || pipeline.deadletter.is_none();
     let local = if needs_local { Some(local_broker(loaded)?) } else { None };
 
-    // Sink queues and workers.
+    // Store-and-forward queues first: a queue in use by another process stops us here.
+    let mut disk_queues = HashMap::new();
+    for (name, queue_settings) in &plan.queues {
+        disk_queues.insert(name.clone(), SinkQueue::open(name, queue_settings.clone()).with_context(|| format!("the queue of sink `{name}`"))?);
+    }
+
+    // Sink channels and workers.
     let queue_size = settings.batch_size.max(1) * 4;
     let mut sink_queues: HashMap<String, mpsc::Sender<Work>> = HashMap::new();
     let mut sink_workers = Vec::new();
@@ -172,28 +189,36 @@ pub async fn run(
             route: route_plan.route.clone(),
             target,
             time_to_live_ms: route_plan.time_to_live.map(|d| d.as_millis() as u64),
+            priority: route_plan.priority,
             matched: metrics::counter!(crate::telemetry::ROUTE_MATCHED, "route" => route_plan.name.clone()),
         });
     }
     let dispatcher = Arc::new(Dispatcher { routes, deadletter: deadletter_tx.clone() });
 
     // Start sinks, then modules, then sources.
-    let mut sink_tasks: Vec<(String, mpsc::Sender<Work>, JoinHandle<()>)> = Vec::new();
+    let mut sink_tasks: Vec<(String, mpsc::Sender<Work>, SinkTask)> = Vec::new();
     for (name, sink, rx) in sink_workers {
-        let queue = if name == "$local" { local_topics.clone() } else { sink_queues.get(&name).cloned() };
-        let worker = SinkWorker {
-            name: name.as_str().into(),
-            sink,
-            queue: rx,
-            batch_size: settings.batch_size,
-            dispatcher: Some(dispatcher.clone()),
-            abandon: abandon.clone(),
+        let channel = if name == "$local" { local_topics.clone() } else { sink_queues.get(&name).cloned() };
+        let driver = SinkDriver::new(name.as_str().into(), sink, Some(dispatcher.clone()), abandon.clone());
+        let task = match disk_queues.remove(&name) {
+            Some(queue) => {
+                let is_deadletter = pipeline.deadletter.as_ref() == Some(&name);
+                let writer =
+                    QueueWriter { queue: queue.clone(), channel: rx, dispatcher: (!is_deadletter).then(|| dispatcher.clone()), abandon: abandon.clone() };
+                let writer = writer.spawn().with_context(|| format!("starting the queue writer of sink `{name}`"))?;
+                let stop = CancellationToken::new();
+                let mut driver = driver;
+                driver.abandon = stop.clone();
+                let forwarder = Forwarder { queue: queue.clone(), driver, batch_size: settings.batch_size, stop: stop.clone() };
+                SinkTask::Queued { writer, forwarder: tokio::spawn(forwarder.run()), stop, queue }
+            }
+            None => SinkTask::Direct(tokio::spawn(SinkWorker { driver, queue: rx, batch_size: settings.batch_size }.run())),
         };
-        sink_tasks.push((name, queue.context("sink queue")?, tokio::spawn(worker.run())));
+        sink_tasks.push((name, channel.context("sink channel")?, task));
     }
     let deadletter_task = deadletter_worker.map(|(sink, queue)| {
-        let worker = SinkWorker { name: "$deadletter".into(), sink, queue, batch_size: settings.batch_size, dispatcher: None, abandon: abandon.clone() };
-        tokio::spawn(worker.run())
+        let driver = SinkDriver::new("$deadletter".into(), sink, None, abandon.clone());
+        tokio::spawn(SinkWorker { driver, queue, batch_size: settings.batch_size }.run())
     });
 
     let mut module_threads = HashMap::new();
@@ -244,17 +269,17 @@ pub async fn run(
         });
         source_tasks.push((run, forward));
     }
-    if let Some(ready) = ready {
-        tokio::spawn(async move {
-            for mut source in readiness {
-                if source.wait_for(|ready| *ready).await.is_err() {
-                    return;
-                }
+    tokio::spawn(async move {
+        for mut source in readiness {
+            if source.wait_for(|ready| *ready).await.is_err() {
+                return;
             }
-            info!("ready: every source is connected and subscribed");
+        }
+        info!("ready: every source is connected and subscribed");
+        if let Some(ready) = ready {
             ready.send_replace(true);
-        });
-    }
+        }
+    });
     info!(pipeline = %loaded.path.display(), modules = module_threads.len(), routes = plan.routes.len(), sinks = sink_tasks.len(), "pipeline running");
 
     shutdown.cancelled().await;
@@ -279,11 +304,30 @@ pub async fn run(
             abandon.cancel();
         })
     };
-    for (name, queue, task) in sink_tasks {
-        if queue.send(Work::Stop).await.is_err() {
+    for (name, channel, task) in sink_tasks {
+        if channel.send(Work::Stop).await.is_err() {
             warn!(sink = %name, "sink already stopped");
         }
-        let _ = task.await;
+        match task {
+            SinkTask::Direct(task) => {
+                let _ = task.await;
+            }
+            SinkTask::Queued { writer, forwarder, stop, queue } => {
+                // What reached the queue is safe on disk: stop forwarding once it is written.
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                stop.cancel();
+                let _ = forwarder.await;
+                match queue.close() {
+                    Ok(()) => {
+                        let stats = queue.stats();
+                        if stats.depth > 0 {
+                            info!(sink = %name, messages = stats.depth, "messages stay queued for the next start");
+                        }
+                    }
+                    Err(err) => warn!(sink = %name, error = %format!("{err:#}"), "closing the queue failed; the next start checks it"),
+                }
+            }
+        }
     }
     if let Some(task) = deadletter_task {
         let _ = deadletter_tx.send(Work::Stop).await;

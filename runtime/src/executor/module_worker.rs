@@ -34,12 +34,12 @@ impl ModuleWorker {
         loop {
             let mut stop = false;
             match self.queue.blocking_recv() {
-                Some(Work::Message(input, message)) => batch.push((input, message)),
+                Some(Work::Message { input, message, .. }) => batch.push((input, message)),
                 Some(Work::Stop) | None => stop = true,
             }
             while !stop && batch.len() < self.batch_size {
                 match self.queue.try_recv() {
-                    Ok(Work::Message(input, message)) => batch.push((input, message)),
+                    Ok(Work::Message { input, message, .. }) => batch.push((input, message)),
                     Ok(Work::Stop) => stop = true,
                     Err(_) => break,
                 }

@@ -1,6 +1,10 @@
-//! A sink worker: takes batches from a sink's queue, delivers them, retries while the
-//! destination is unavailable, dead-letters what the sink rejects. A message is dropped
-//! (and so acknowledged, once its other copies are done) only after the sink accepted it.
+//! Delivering to a sink.
+//!
+//! - [`SinkDriver`]: hands a batch to a sink, retries while the destination is unavailable,
+//!   dead-letters what the sink rejects. Used directly, and by a queue's forwarder.
+//! - [`SinkWorker`]: a sink without a queue: batches from the sink's channel go straight to
+//!   the driver. A message is acknowledged (once its other copies are done) only after the
+//!   sink accepted it; what shutdown abandons stays unacknowledged at its source.
 
 use std::sync::Arc;
 
@@ -13,93 +17,156 @@ use super::deadletter::{self, DeadLetter};
 use super::dispatch::{Dispatcher, Work};
 use crate::telemetry;
 
-pub struct SinkWorker {
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Every message was accepted by the sink or handed to `$deadletter`.
+    Done,
+    /// Shutdown stopped the retries, or a dead letter could not be handed on.
+    Abandoned,
+}
+
+/// How one try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Done(Delivered),
+    /// The destination is unavailable: try again after this long.
+    Unavailable(std::time::Duration),
+}
+
+pub struct SinkDriver {
     pub name: Arc<str>,
     pub sink: Box<dyn Sink>,
-    pub queue: mpsc::Receiver<Work>,
-    pub batch_size: usize,
     /// For rejected messages; `None` for the dead-letter sink itself.
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// Cancelled when shutdown stops waiting for an unavailable destination.
     pub abandon: CancellationToken,
+    backoff: Backoff,
+    /// Set when a delivery failed; cleared by the next success (see [`SinkDriver::recovered`]).
+    failing: bool,
+    recovered: bool,
 }
 
-impl SinkWorker {
-    pub async fn run(mut self) {
-        let mut work = Vec::with_capacity(self.batch_size);
-        let mut backoff = Backoff::default();
+impl SinkDriver {
+    pub fn new(name: Arc<str>, sink: Box<dyn Sink>, dispatcher: Option<Arc<Dispatcher>>, abandon: CancellationToken) -> Self {
+        SinkDriver { name, sink, dispatcher, abandon, backoff: Backoff::default(), failing: false, recovered: false }
+    }
+
+    /// Whether the last delivery was the first success after an outage (and forget it).
+    pub fn recovered(&mut self) -> bool {
+        std::mem::take(&mut self.recovered)
+    }
+
+    /// Deliver, retrying with backoff while the destination is unavailable.
+    pub async fn deliver(&mut self, batch: &[Message]) -> Delivered {
         loop {
-            if self.queue.recv_many(&mut work, self.batch_size).await == 0 {
-                break;
-            }
-            let stop_at = work.iter().position(|w| matches!(w, Work::Stop));
-            let stop = stop_at.is_some();
-            let batch: Vec<Message> = work
-                .drain(..)
-                .take(stop_at.unwrap_or(usize::MAX))
-                .filter_map(|w| match w {
-                    Work::Message(_, message) => Some(message),
-                    Work::Stop => None,
-                })
-                .collect();
-            if !batch.is_empty() {
-                self.deliver(batch, &mut backoff).await;
-            }
-            if stop {
-                break;
+            match self.attempt(batch).await {
+                Attempt::Done(delivered) => return delivered,
+                Attempt::Unavailable(delay) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.abandon.cancelled() => return Delivered::Abandoned,
+                    }
+                }
             }
         }
+    }
+
+    /// One try. On `Unavailable`, the caller waits the delay it says and tries again
+    /// (a queue's forwarder re-reads the batch first, so expired messages drop out).
+    pub async fn attempt(&mut self, batch: &[Message]) -> Attempt {
+        let name = self.name.to_string();
+        // Shutdown may stop waiting for a destination that does not answer.
+        let outcome = tokio::select! {
+            outcome = self.sink.deliver(batch) => outcome,
+            () = self.abandon.cancelled() => return Attempt::Done(Delivered::Abandoned),
+        };
+        match outcome {
+            Ok(()) => {
+                self.succeeded();
+                metrics::counter!(telemetry::SINK_MESSAGES, "sink" => name.clone()).increment(batch.len() as u64);
+                metrics::counter!(telemetry::SINK_BYTES, "sink" => name).increment(batch.iter().map(|m| m.payload.len() as u64).sum());
+                Attempt::Done(Delivered::Done)
+            }
+            Err(SinkError::Rejected(rejected)) => {
+                self.succeeded();
+                let accepted = batch.len() - rejected.len();
+                metrics::counter!(telemetry::SINK_MESSAGES, "sink" => name.clone()).increment(accepted as u64);
+                let mut outcome = Delivered::Done;
+                for (index, reason) in rejected {
+                    let Some(message) = batch.get(index).cloned() else { continue };
+                    // A rejected dead letter is not dead-lettered again (that could loop).
+                    let is_dead_letter = message.meta().property(deadletter::REASON).is_some();
+                    match &self.dispatcher {
+                        Some(dispatcher) if !is_dead_letter => {
+                            if !dispatcher.dead_letter(DeadLetter::new(message, "sink-rejected", reason).sink(&name)).await {
+                                outcome = Delivered::Abandoned;
+                            }
+                        }
+                        _ => error!(sink = %name, %reason, "a dead letter was rejected by the dead-letter sink; it is dropped"),
+                    }
+                }
+                Attempt::Done(outcome)
+            }
+            Err(SinkError::Unavailable(err)) => {
+                self.failing = true;
+                metrics::counter!(telemetry::SINK_RETRIES, "sink" => name.clone()).increment(1);
+                let delay = self.backoff.next_delay();
+                warn!(sink = %name, error = %format!("{err:#}"), retry_in = ?delay, batch = batch.len(), "sink unavailable; will retry");
+                Attempt::Unavailable(delay)
+            }
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff.reset();
+        if std::mem::take(&mut self.failing) {
+            self.recovered = true;
+            info!(sink = %self.name, "sink available again");
+        }
+    }
+
+    pub async fn close(mut self) {
         if let Err(err) = self.sink.close().await {
             warn!(sink = %self.name, %err, "closing the sink failed");
         }
         info!(sink = %self.name, "sink stopped");
     }
+}
 
-    async fn deliver(&mut self, batch: Vec<Message>, backoff: &mut Backoff) {
-        let name = self.name.to_string();
+/// A sink without a queue.
+pub struct SinkWorker {
+    pub driver: SinkDriver,
+    pub queue: mpsc::Receiver<Work>,
+    pub batch_size: usize,
+}
+
+impl SinkWorker {
+    pub async fn run(mut self) {
+        let mut work = Vec::with_capacity(self.batch_size);
         loop {
-            // Shutdown may stop waiting for a destination that does not answer.
-            let outcome = tokio::select! {
-                outcome = self.sink.deliver(&batch) => outcome,
-                () = self.abandon.cancelled() => Err(SinkError::Unavailable(anyhow::anyhow!("shutdown stopped waiting for the destination"))),
-            };
-            match outcome {
-                Ok(()) => {
-                    backoff.reset();
-                    metrics::counter!(telemetry::SINK_MESSAGES, "sink" => name.clone()).increment(batch.len() as u64);
-                    metrics::counter!(telemetry::SINK_BYTES, "sink" => name.clone()).increment(batch.iter().map(|m| m.payload.len() as u64).sum());
-                    return;
+            if self.queue.recv_many(&mut work, self.batch_size).await == 0 {
+                break;
+            }
+            let stop_at = work.iter().position(|w| matches!(w, Work::Stop));
+            let batch: Vec<Message> = work
+                .drain(..)
+                .take(stop_at.unwrap_or(usize::MAX))
+                .filter_map(|w| match w {
+                    Work::Message { message, .. } => Some(message),
+                    Work::Stop => None,
+                })
+                .collect();
+            if !batch.is_empty() && self.driver.deliver(&batch).await == Delivered::Abandoned {
+                for message in &batch {
+                    message.ack.fail();
                 }
-                Err(SinkError::Rejected(rejected)) => {
-                    let accepted = batch.len() - rejected.len();
-                    metrics::counter!(telemetry::SINK_MESSAGES, "sink" => name.clone()).increment(accepted as u64);
-                    for (index, reason) in rejected {
-                        let Some(message) = batch.get(index).cloned() else { continue };
-                        // A rejected dead letter is not dead-lettered again (that could loop).
-                        let is_dead_letter = message.meta().property(deadletter::REASON).is_some();
-                        match &self.dispatcher {
-                            Some(dispatcher) if !is_dead_letter => dispatcher.dead_letter(DeadLetter::new(message, "sink-rejected", reason).sink(&name)).await,
-                            _ => error!(sink = %name, %reason, "a dead letter was rejected by the dead-letter sink; it is dropped"),
-                        }
-                    }
-                    return;
-                }
-                Err(SinkError::Unavailable(err)) => {
-                    metrics::counter!(telemetry::SINK_RETRIES, "sink" => name.clone()).increment(1);
-                    let delay = backoff.next_delay();
-                    warn!(sink = %name, error = %format!("{err:#}"), retry_in = ?delay, batch = batch.len(), "sink unavailable; will retry");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.abandon.cancelled() => {
-                            for message in &batch {
-                                message.ack.fail();
-                            }
-                            warn!(sink = %name, batch = batch.len(), "shutting down with undelivered messages; they stay unacknowledged at their source");
-                            return;
-                        }
-                    }
-                }
+                warn!(sink = %self.driver.name, batch = batch.len(), "shutting down with undelivered messages; they stay unacknowledged at their source");
+            }
+            if stop_at.is_some() {
+                break;
             }
         }
+        self.driver.close().await;
     }
 }

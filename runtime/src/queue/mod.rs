@@ -151,7 +151,13 @@ impl SinkQueue {
         };
         let stats = queue.stats();
         if stats.depth > 0 {
-            info!(sink, messages = stats.depth, bytes = stats.bytes, oldest_age_s = stats.oldest_age_ms / 1000, "queue has a backlog from before; it is delivered first, in order");
+            info!(
+                sink,
+                messages = stats.depth,
+                bytes = stats.bytes,
+                oldest_age_s = stats.oldest_age_ms / 1000,
+                "queue has a backlog from before; it is delivered first, in order"
+            );
         }
         queue.publish_metrics(&queue.lock());
         Ok(Arc::new(queue))
@@ -174,7 +180,10 @@ impl SinkQueue {
             frame.clear();
             let len = record::encode(&mut frame, &item.message, now, item.expires_ms);
             if len - record::FRAME_HEADER > self.limits.max_body {
-                let detail = format!("{len} bytes is more than the queue of sink `{}` takes in one record ({} bytes; raise its max_size)", self.sink, self.limits.max_body);
+                let detail = format!(
+                    "{len} bytes is more than the queue of sink `{}` takes in one record ({} bytes; raise its max_size)",
+                    self.sink, self.limits.max_body
+                );
                 unqueued.too_large.push((item.message, detail));
                 state.scratch = frame;
                 continue;
@@ -348,9 +357,24 @@ fn log_findings(sink: &str, findings: &[Finding]) {
         let quarantined = finding.quarantined.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let bytes = finding.damage.end - finding.damage.start;
         if finding.torn_tail {
-            warn!(sink, segment = finding.segment, offset = finding.damage.start, bytes, quarantined, "cut off an unfinished write at the end of the queue (its message was never acknowledged, so its source still has it)");
+            warn!(
+                sink,
+                segment = finding.segment,
+                offset = finding.damage.start,
+                bytes,
+                quarantined,
+                "cut off an unfinished write at the end of the queue (its message was never acknowledged, so its source still has it)"
+            );
         } else {
-            error!(sink, segment = finding.segment, offset = finding.damage.start, bytes, reason = finding.damage.reason, quarantined, "damaged queue data: the messages in these bytes are lost; the bytes were copied to the quarantine file and the queue continues after them");
+            error!(
+                sink,
+                segment = finding.segment,
+                offset = finding.damage.start,
+                bytes,
+                reason = finding.damage.reason,
+                quarantined,
+                "damaged queue data: the messages in these bytes are lost; the bytes were copied to the quarantine file and the queue continues after them"
+            );
             metrics::counter!(telemetry::QUEUE_DAMAGED_BYTES, "sink" => sink.to_owned()).increment(bytes);
         }
     }

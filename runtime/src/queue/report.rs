@@ -78,11 +78,7 @@ impl fmt::Display for QueueReport {
             writeln!(f, "  priority {}: {} messages, {} bytes, {} segment(s){age}", lane.priority, lane.depth, lane.bytes, lane.segments)?;
             for finding in &lane.findings {
                 let kind = if finding.torn_tail { "unfinished write at the end" } else { finding.damage.reason };
-                writeln!(
-                    f,
-                    "    damage in segment {} at bytes {}..{}: {kind}",
-                    finding.segment, finding.damage.start, finding.damage.end
-                )?;
+                writeln!(f, "    damage in segment {} at bytes {}..{}: {kind}", finding.segment, finding.damage.start, finding.damage.end)?;
             }
         }
         if self.in_use {

@@ -1,0 +1,200 @@
+//! A sink with a store-and-forward queue: a writer thread puts what the routes send into
+//! the queue (which acknowledges it), a forwarder task takes it out in order and delivers
+//! it with a [`SinkDriver`].
+//!
+//! The writer groups whatever is waiting (up to [`GROUP_LIMIT`] messages) into one write
+//! and one fsync — group commit — and only then lets the messages go, which is what
+//! acknowledges them to their source. The forwarder commits a batch only after the sink
+//! accepted it (or it expired, or went to `$deadletter`), so a crash re-delivers at most
+//! the batch in flight.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use weir_core::Message;
+
+use super::deadletter::DeadLetter;
+use super::dispatch::{Dispatcher, Work};
+use super::sink_worker::{Attempt, Delivered, SinkDriver};
+use crate::queue::{Item, Position, SinkQueue};
+use crate::telemetry;
+
+/// At most this many messages are written (and fsynced) as one group.
+pub const GROUP_LIMIT: usize = 1024;
+/// A forwarder reads at most this many bytes per batch.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Takes a sink's channel and writes it to the queue.
+pub struct QueueWriter {
+    pub queue: Arc<SinkQueue>,
+    pub channel: mpsc::Receiver<Work>,
+    /// For messages too large for the queue; `None` when this is the dead-letter sink.
+    pub dispatcher: Option<Arc<Dispatcher>>,
+    /// Cancelled when shutdown stops waiting for space in a full queue.
+    pub abandon: CancellationToken,
+}
+
+impl QueueWriter {
+    pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("weir-queue-{}", self.queue.sink)).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let default_ttl_ms = self.queue.settings().time_to_live.as_millis() as u64;
+        let mut group = Vec::with_capacity(GROUP_LIMIT);
+        loop {
+            let mut stop = false;
+            match self.channel.blocking_recv() {
+                Some(work) => stop |= take(work, &mut group, default_ttl_ms),
+                None => stop = true,
+            }
+            while !stop && group.len() < GROUP_LIMIT {
+                match self.channel.try_recv() {
+                    Ok(work) => stop |= take(work, &mut group, default_ttl_ms),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                // The messages stay in `acks` (unacknowledged) until the group is durable.
+                let acks: Vec<weir_core::Ack> = group.iter().map(|item: &Item| item.message.ack.clone()).collect();
+                let abandon = self.abandon.clone();
+                match self.queue.enqueue(std::mem::take(&mut group), &move || abandon.is_cancelled()) {
+                    Ok(unqueued) => {
+                        for (message, detail) in unqueued.too_large {
+                            self.dead_letter(message, detail);
+                        }
+                        for message in &unqueued.not_written {
+                            message.ack.fail();
+                        }
+                        if !unqueued.not_written.is_empty() {
+                            warn!(sink = %self.queue.sink, messages = unqueued.not_written.len(), "shutdown while the queue was full: these messages stay unacknowledged at their source");
+                        }
+                    }
+                    Err(err) => {
+                        error!(sink = %self.queue.sink, error = %format!("{err:#}"), messages = acks.len(), "could not write to the queue; the messages stay unacknowledged at their source and will be redelivered");
+                        for ack in &acks {
+                            ack.fail();
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                }
+                drop(acks);
+            }
+            if stop {
+                break;
+            }
+        }
+        info!(sink = %self.queue.sink, "queue writer stopped");
+    }
+
+    fn dead_letter(&self, message: Message, detail: String) {
+        match &self.dispatcher {
+            Some(dispatcher) => {
+                dispatcher.dead_letter_blocking(DeadLetter::new(message, "too-large", detail).sink(&self.queue.sink));
+            }
+            None => error!(sink = %self.queue.sink, %detail, "a dead letter too large for the dead-letter queue was dropped"),
+        }
+    }
+}
+
+/// Turn one piece of work into a queue item; true on `Stop`.
+fn take(work: Work, group: &mut Vec<Item>, default_ttl_ms: u64) -> bool {
+    match work {
+        Work::Message { message, priority, expires_ms, .. } => {
+            let meta = message.meta();
+            let mut expires_ms = if expires_ms == 0 { meta.ingest_time_ms + default_ttl_ms } else { expires_ms };
+            // An MQTT 5 message expiry is honoured too.
+            if let Some(expiry) = meta.expiry_secs {
+                expires_ms = expires_ms.min(meta.ingest_time_ms + u64::from(expiry) * 1000);
+            }
+            group.push(Item { message, priority, expires_ms });
+            false
+        }
+        Work::Stop => true,
+    }
+}
+
+/// Delivers a queue's records to its sink, oldest first within a priority.
+pub struct Forwarder {
+    pub queue: Arc<SinkQueue>,
+    pub driver: SinkDriver,
+    pub batch_size: usize,
+    /// Cancelled at shutdown (after the writer stopped): finish the batch in hand and stop.
+    pub stop: CancellationToken,
+}
+
+impl Forwarder {
+    pub async fn run(mut self) {
+        let sink = self.queue.sink.to_string();
+        // Records before these positions were queued before weir started or before the
+        // sink's last outage ended: they are the replayed backlog.
+        let mut replay_until: BTreeMap<u8, Position> = self.queue.write_positions();
+        while !self.stop.is_cancelled() {
+            let queue = self.queue.clone();
+            let batch_size = self.batch_size;
+            let peek = match tokio::task::spawn_blocking(move || queue.peek(batch_size, BATCH_BYTES)).await {
+                Ok(Ok(peek)) => peek,
+                Ok(Err(err)) => {
+                    error!(sink, error = %format!("{err:#}"), "could not read the queue; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        () = self.stop.cancelled() => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            let Some(peek) = peek else {
+                tokio::select! {
+                    () = self.queue.written.notified() => continue,
+                    () = self.stop.cancelled() => break,
+                }
+            };
+            let now = weir_core::message::now_ms();
+            let (expired, live): (Vec<_>, Vec<_>) = peek.records.iter().partition(|r| r.is_expired(now));
+            if !expired.is_empty() {
+                let oldest = expired.iter().map(|r| now.saturating_sub(r.message.meta().ingest_time_ms)).max().unwrap_or(0);
+                warn!(
+                    sink,
+                    lane = peek.lane,
+                    messages = expired.len(),
+                    oldest_age_s = oldest / 1000,
+                    "dropped messages that waited longer than their time to live"
+                );
+                metrics::counter!(telemetry::QUEUE_EXPIRED, "sink" => sink.clone()).increment(expired.len() as u64);
+            }
+            let messages: Vec<Message> = live.iter().map(|r| r.message.clone()).collect();
+            if !messages.is_empty() {
+                match self.driver.attempt(&messages).await {
+                    Attempt::Done(Delivered::Done) => {}
+                    Attempt::Done(Delivered::Abandoned) => break,
+                    Attempt::Unavailable(delay) => {
+                        // Wait, then read the batch again: what expired meanwhile drops out.
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => continue,
+                            () = self.stop.cancelled() => break,
+                        }
+                    }
+                }
+                if self.driver.recovered() {
+                    replay_until = self.queue.write_positions();
+                }
+                let replayed = replay_until.get(&peek.lane).is_some_and(|until| peek.start < *until);
+                let kind = if replayed { "replayed" } else { "live" };
+                metrics::counter!(telemetry::QUEUE_DELIVERED, "sink" => sink.clone(), "kind" => kind).increment(messages.len() as u64);
+            }
+            let queue = self.queue.clone();
+            match tokio::task::spawn_blocking(move || queue.commit(&peek)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    error!(sink, error = %format!("{err:#}"), "could not record delivery in the queue; these messages will be delivered again after a restart")
+                }
+                Err(_) => break,
+            }
+        }
+        self.driver.close().await;
+    }
+}
