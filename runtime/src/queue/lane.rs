@@ -98,7 +98,9 @@ pub struct Lane {
 }
 
 const CURSOR_FILE: &str = "cursor";
-const READ_CHUNK: u64 = 256 * 1024;
+/// Once everything is delivered, a newest segment bigger than this is replaced by an empty
+/// one, so a drained queue gives its disk space back.
+const SHRINK_WHEN_DRAINED: u64 = 1 << 20;
 
 impl Lane {
     /// Open (or create) the lane in `dir`. Damage is reported, never fatal: in read-write
@@ -313,7 +315,10 @@ impl Lane {
                 continue;
             }
             let available = front.len - self.cursor.offset;
-            let mut chunk = self.read(front.id, self.cursor.offset, available.min(READ_CHUNK.max(max_bytes as u64)))?;
+            // Read about what the batch needs (from the segment's average record), not more.
+            let average = (front.len - HEADER) / front.records.max(1);
+            let want = (max_records as u64 * average * 5 / 4).clamp(4096, (max_bytes as u64).max(4096));
+            let mut chunk = self.read(front.id, self.cursor.offset, available.min(want))?;
             if let Frame::Truncated = record::check(&chunk, self.limits.max_body)
                 && chunk.len() >= 4
                 && (chunk.len() as u64) < available
@@ -373,6 +378,9 @@ impl Lane {
             self.head_enqueued_ms = None;
         }
         let front_done = self.segments.front().is_some_and(|f| self.cursor.offset >= f.len);
+        if front_done && self.segments.len() == 1 && self.pending.is_empty() && self.cursor.offset > SHRINK_WHEN_DRAINED {
+            self.rotate()?;
+        }
         if front_done && self.segments.len() > 1 {
             self.retire_front()?;
         }
