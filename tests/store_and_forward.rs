@@ -8,7 +8,8 @@
 //! - the local broker restarted: weir reconnects and resubscribes, nothing lost;
 //! - a full queue under `block` stops weir taking messages instead of growing past its cap;
 //! - messages that outlive their time to live are dropped, not delivered late;
-//! - a message too large for the queue goes to `$deadletter` with reason `too-large`.
+//! - a message too large for the queue goes to `$deadletter` (here a local topic of our
+//!   choosing) with reason `too-large`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -258,8 +259,10 @@ async fn a_message_too_large_for_the_queue_is_dead_lettered_with_the_reason() {
     let cloud = Mosquitto::start();
     let store = tempfile::tempdir().unwrap();
     let mut received = Subscriber::connect(cloud.port, &["cloud/#"]).await;
-    let mut dead = Subscriber::connect(local.port, &["weir/deadletter"]).await;
-    let pipeline = RunningPipeline::start(&relay(local.port, cloud.port, store.path(), "max_size = \"1MiB\"")).await;
+    let mut dead = Subscriber::connect(local.port, &["plant/dlq"]).await;
+    let toml = relay(local.port, cloud.port, store.path(), "max_size = \"1MiB\"")
+        .replace("upstream = \"cloud\"", "upstream = \"cloud\"\ndeadletter = \"/topics/plant/dlq\"");
+    let pipeline = RunningPipeline::start(&toml).await;
     publish_v5(
         local.port,
         vec![("data/big".into(), vec![b'x'; 200_000], PublishProperties::default()), ("data/small".into(), b"1".to_vec(), PublishProperties::default())],

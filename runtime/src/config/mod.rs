@@ -53,7 +53,11 @@ pub struct Pipeline {
     /// The sink `INTO $upstream` means.
     #[serde(default)]
     pub upstream: Option<String>,
-    /// The sink `$deadletter` means. Default: the local topic `weir/deadletter/{module}`.
+    /// Where `$deadletter` and failed messages go: a sink's name (`"dlq"`, which can be the
+    /// upstream sink or have its own queue), or a local topic (`"/topics/plant/deadletter"`).
+    /// Default: the local topic `weir/deadletter`. Each dead letter keeps its payload and
+    /// carries `weir-dl-reason`, `weir-dl-detail`, `weir-dl-module`, `weir-dl-route`,
+    /// `weir-dl-sink` as properties.
     #[serde(default)]
     pub deadletter: Option<String>,
     /// Store-and-forward: where sink queues live, and their default size cap, time to live

@@ -46,6 +46,14 @@ enum SinkTask {
 /// Where `$deadletter` publishes (on the local broker) when no `deadletter` sink is set.
 const DEFAULT_DEADLETTER_TOPIC: &str = "weir/deadletter";
 
+/// The local topic dead letters go to, or `None` when `deadletter` names a sink.
+pub fn deadletter_topic(setting: Option<&str>) -> Option<String> {
+    match setting {
+        None => Some(DEFAULT_DEADLETTER_TOPIC.to_owned()),
+        Some(value) => value.strip_prefix("/topics/").map(str::to_owned),
+    }
+}
+
 /// Engine settings sized for these modules.
 pub fn engine_settings(loaded: &LoadedPipeline, plan: &Plan) -> EngineSettings {
     let mut settings = EngineSettings::default();
@@ -108,7 +116,8 @@ pub async fn run(
     let settings = &pipeline.runtime;
     let id = pipeline_id(loaded);
     let abandon = CancellationToken::new();
-    let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || pipeline.deadletter.is_none();
+    let deadletter_topic = deadletter_topic(pipeline.deadletter.as_deref());
+    let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || deadletter_topic.is_some();
     let local = if needs_local { Some(local_broker(loaded)?) } else { None };
 
     // Store-and-forward queues first: a queue in use by another process stops us here.
@@ -139,22 +148,15 @@ pub async fn run(
     };
     // `$deadletter` is the queue of the sink `deadletter` names (one instance of it, so an
     // MQTT sink does not open a second connection with the same client id), or else a
-    // publisher to the local topic weir/deadletter.
-    let (deadletter_tx, deadletter_worker) = match (&pipeline.deadletter, &local) {
-        (Some(name), _) => (sink_queues.get(name).cloned().with_context(|| format!("dead-letter sink `{name}` is not declared"))?, None),
-        (None, Some(connection)) => {
+    // publisher to a local topic (`deadletter = "/topics/…"`, default weir/deadletter).
+    let (deadletter_tx, deadletter_worker) = match (&deadletter_topic, &pipeline.deadletter, &local) {
+        (None, Some(name), _) => (sink_queues.get(name).cloned().with_context(|| format!("dead-letter sink `{name}` is not declared"))?, None),
+        (Some(topic), _, Some(connection)) => {
             let (tx, rx) = mpsc::channel(queue_size);
-            let sink = MqttSink::connect(
-                connection,
-                &loaded.base_dir,
-                &format!("weir-{id}-deadletter"),
-                "-deadletter",
-                Some(DEFAULT_DEADLETTER_TOPIC.to_owned()),
-                Some(false),
-            )?;
+            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), "-deadletter", Some(topic.clone()), Some(false))?;
             (tx, Some((Box::new(sink) as Box<dyn weir_core::Sink>, rx)))
         }
-        (None, None) => unreachable!("a local broker is started when no dead-letter sink is set"),
+        _ => unreachable!("a local broker is started when dead letters go to a local topic"),
     };
 
     // Module queues.

@@ -52,9 +52,9 @@ pub fn encode(out: &mut Vec<u8>, message: &Message, enqueued_ms: u64, expires_ms
         put_str(out, &property.name);
         put_str(out, &property.value);
     }
-    put_opt(out, meta.content_type.as_deref(), |out, v| put_str(out, v));
+    put_opt(out, meta.content_type.as_deref(), put_str);
     put_opt(out, meta.correlation_data.as_deref(), put_bytes);
-    put_opt(out, meta.response_topic.as_deref(), |out, v| put_str(out, v));
+    put_opt(out, meta.response_topic.as_deref(), put_str);
     put_opt(out, meta.expiry_secs, |out, v| out.extend_from_slice(&v.to_le_bytes()));
     out.push(u8::from(meta.qos));
     out.push(u8::from(meta.retain));
