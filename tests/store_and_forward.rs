@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use weir::queue::{QueueSettings, report};
-use weir_tests::{Mosquitto, RunningPipeline, Subscriber, WeirProcess, free_port, publish_v5, toml_path, user_properties, wait_for_lines};
+use weir_tests::{
+    Mosquitto, RunningPipeline, Subscriber, WeirProcess, free_port, metric, publish_v5, scrape_metrics, toml_path, user_properties, wait_for_lines,
+};
 
 /// A pipeline relaying `data/#` from `local` to `cloud/…` on the `cloud` broker through a
 /// queue in `store`.
@@ -115,9 +117,14 @@ async fn kill_9_in_the_middle_of_100k_qos1_messages_loses_nothing() {
 async fn an_upstream_outage_queues_messages_then_delivers_them_in_order() {
     let local = Mosquitto::start();
     let mut cloud = Mosquitto::start_persistent();
-    let store = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let metrics_port = free_port();
+    let pipeline = dir.path().join("relay.toml");
+    let toml = relay(local.port, cloud.port, &store, "").replace("[runtime]", &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+    std::fs::write(&pipeline, toml).unwrap();
     let mut received = Subscriber::connect_persistent(cloud.port, &["cloud/#"], "saf-outage-watcher").await;
-    let pipeline = RunningPipeline::start(&relay(local.port, cloud.port, store.path(), "")).await;
+    let mut weir = WeirProcess::start(&pipeline);
 
     publish_v5(local.port, numbered(0..500)).await;
     let before: Vec<usize> = received.take(500, Duration::from_secs(30)).await.iter().map(number).collect();
@@ -129,7 +136,7 @@ async fn an_upstream_outage_queues_messages_then_delivers_them_in_order() {
     publish_v5(local.port, numbered(500..3000)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let report = queue_report(store.path(), "cloud");
+        let report = queue_report(&store, "cloud");
         let depth: u64 = report.lanes.iter().map(|l| l.depth).sum();
         if depth >= 2500 {
             break;
@@ -137,6 +144,14 @@ async fn an_upstream_outage_queues_messages_then_delivers_them_in_order() {
         assert!(tokio::time::Instant::now() < deadline, "queue depth {depth}, expected 2500:\n{report}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The gauges are refreshed every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = scrape_metrics(metrics_port);
+    // 2500, plus the batch that was in flight when the broker went away, if any.
+    let depth = metric(&during, "weir_queue_depth_messages", &["sink=\"cloud\""]).unwrap_or(0.0);
+    assert!((2500.0..=2564.0).contains(&depth), "depth gauge {depth}:\n{during}");
+    let age = metric(&during, "weir_queue_oldest_age_seconds", &["sink=\"cloud\""]).unwrap_or(0.0);
+    assert!(age >= 1.0, "the backlog's age is visible: {age}");
 
     // Back: the backlog arrives in order, nothing lost, and live traffic follows it.
     cloud.start_again();
@@ -144,7 +159,7 @@ async fn an_upstream_outage_queues_messages_then_delivers_them_in_order() {
     publish_v5(local.port, numbered(3000..3100)).await;
     // A batch in flight when the broker went away may be delivered twice: first arrivals count.
     let mut after = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashSet<usize> = (0..500).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while after.len() < 2600 {
         let publish = tokio::time::timeout_at(deadline, received.next()).await.unwrap_or_else(|_| panic!("{} of 2600 arrived", after.len())).unwrap();
@@ -152,10 +167,23 @@ async fn an_upstream_outage_queues_messages_then_delivers_them_in_order() {
             after.push(number(&publish));
         }
     }
-    assert_eq!(after, (500..3100).collect::<Vec<_>>());
-    pipeline.stop().await.unwrap();
-    let depth: u64 = queue_report(store.path(), "cloud").lanes.iter().map(|l| l.depth).sum();
-    assert_eq!(depth, 0);
+    let first_wrong = after.iter().zip(500..).position(|(got, want)| *got != want);
+    assert_eq!(first_wrong, None, "out of order at position {first_wrong:?}: {:?}", first_wrong.map(|i| &after[i.saturating_sub(3)..(i + 3).min(after.len())]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let text = scrape_metrics(metrics_port);
+        if metric(&text, "weir_queue_depth_messages", &["sink=\"cloud\""]) == Some(0.0) || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let replayed = metric(&done, "weir_queue_delivered_total", &["sink=\"cloud\"", "kind=\"replayed\""]).unwrap_or(0.0);
+    let live = metric(&done, "weir_queue_delivered_total", &["sink=\"cloud\"", "kind=\"live\""]).unwrap_or(0.0);
+    assert!(replayed >= 2500.0, "the backlog counts as replayed ({replayed}):\n{done}");
+    // All 500 before the outage, less the batch that was in flight when the broker went away.
+    assert!(live >= 436.0, "traffic before the outage counts as live ({live})");
+    assert_eq!(metric(&done, "weir_queue_depth_messages", &["sink=\"cloud\""]), Some(0.0));
+    weir.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -562,6 +562,26 @@ pub async fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> Vec<ser
     }
 }
 
+/// The Prometheus text weir serves on `127.0.0.1:port/metrics`.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|err| panic!("no metrics endpoint on port {port}: {err}"));
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of the sample `name{labels}` (labels as written, e.g. `sink="cloud"`; every
+/// given label must be present) in Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
 /// A TOML string literal for a path.
 pub fn toml_path(path: &Path) -> String {
     format!("'{}'", path.display())

@@ -120,6 +120,10 @@ pub async fn run(
     let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || deadletter_topic.is_some();
     let local = if needs_local { Some(local_broker(loaded)?) } else { None };
 
+    if let Some(listen) = &settings.metrics_listen {
+        crate::telemetry::serve_metrics(listen)?;
+    }
+
     // Store-and-forward queues first: a queue in use by another process stops us here.
     let mut disk_queues = HashMap::new();
     for (name, queue_settings) in &plan.queues {

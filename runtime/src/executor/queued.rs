@@ -25,6 +25,9 @@ use crate::telemetry;
 
 /// At most this many messages are written (and fsynced) as one group.
 pub const GROUP_LIMIT: usize = 1024;
+/// A delivery that takes longer than this counts as an outage of the sink (for telling
+/// replayed backlog from live traffic).
+const STALLED: std::time::Duration = std::time::Duration::from_secs(2);
 /// A forwarder reads at most this many bytes per batch.
 const BATCH_BYTES: usize = 4 << 20;
 
@@ -133,6 +136,16 @@ impl Forwarder {
         // Records before these positions were queued before weir started or before the
         // sink's last outage ended: they are the replayed backlog.
         let mut replay_until: BTreeMap<u8, Position> = self.queue.write_positions();
+        // Depth and age gauges stay current while the sink is down and nothing moves.
+        let ticker = {
+            let (queue, stop) = (self.queue.clone(), self.stop.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                while tokio::select! { _ = every.tick() => true, () = stop.cancelled() => false } {
+                    queue.refresh_metrics();
+                }
+            })
+        };
         while !self.stop.is_cancelled() {
             let queue = self.queue.clone();
             let batch_size = self.batch_size;
@@ -168,6 +181,7 @@ impl Forwarder {
             }
             let messages: Vec<Message> = live.iter().map(|r| r.message.clone()).collect();
             if !messages.is_empty() {
+                let started = std::time::Instant::now();
                 match self.driver.attempt(&messages).await {
                     Attempt::Done(Delivered::Done) => {}
                     Attempt::Done(Delivered::Abandoned) => break,
@@ -179,7 +193,9 @@ impl Forwarder {
                         }
                     }
                 }
-                if self.driver.recovered() {
+                // After a failed try, or one that stalled (an MQTT broker that went away while
+                // a batch waited for its acknowledgements), what queued up meanwhile is backlog.
+                if self.driver.recovered() || started.elapsed() > STALLED {
                     replay_until = self.queue.write_positions();
                 }
                 let replayed = replay_until.get(&peek.lane).is_some_and(|until| peek.start < *until);
@@ -195,6 +211,7 @@ impl Forwarder {
                 Err(_) => break,
             }
         }
+        ticker.abort();
         self.driver.close().await;
     }
 }

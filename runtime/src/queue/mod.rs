@@ -298,6 +298,12 @@ impl SinkQueue {
         stats_of(&self.lock())
     }
 
+    /// Update the depth and age gauges (the forwarder calls this while it waits, so the age
+    /// of a stuck backlog keeps growing on dashboards).
+    pub fn refresh_metrics(&self) {
+        self.publish_metrics(&self.lock());
+    }
+
     fn publish_metrics(&self, state: &State) {
         let stats = stats_of(state);
         let sink = self.sink.to_string();
