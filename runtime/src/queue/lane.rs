@@ -136,7 +136,7 @@ impl Lane {
             for damage in &scan.damage {
                 let torn_tail = Some(*id) == last && damage.end == data.len() as u64 && damage.reason == segment::CUT_SHORT;
                 let quarantined = match mode {
-                    Mode::ReadWrite if damage.end > damage.start => Some(quarantine(quarantine_dir, priority, *id, damage, &data)?),
+                    Mode::ReadWrite if damage.end > damage.start => quarantine(quarantine_dir, priority, *id, damage, &data),
                     _ => None,
                 };
                 findings.push(Finding { segment: *id, damage: damage.clone(), quarantined, torn_tail });
@@ -447,7 +447,7 @@ impl Lane {
         };
         let end = segment::resync(&rest, start + 1, self.limits.max_body).unwrap_or(rest.len());
         let damage = Damage { start: start as u64, end: end as u64, reason };
-        let quarantined = if self.mode == Mode::ReadWrite { Some(quarantine(&self.quarantine_dir, self.priority, id, &damage, &rest)?) } else { None };
+        let quarantined = if self.mode == Mode::ReadWrite { quarantine(&self.quarantine_dir, self.priority, id, &damage, &rest) } else { None };
         findings.push(Finding { segment: id, damage, quarantined, torn_tail: false });
         self.cursor.offset = end as u64;
         self.write_cursor()
@@ -456,7 +456,7 @@ impl Lane {
     fn note_runtime_damage(&mut self, id: u64, start: u64, len: u64, reason: &'static str) -> io::Result<Finding> {
         let damage = Damage { start, end: start + len, reason };
         let bytes = self.read(id, 0, start + len)?;
-        let quarantined = if self.mode == Mode::ReadWrite { Some(quarantine(&self.quarantine_dir, self.priority, id, &damage, &bytes)?) } else { None };
+        let quarantined = if self.mode == Mode::ReadWrite { quarantine(&self.quarantine_dir, self.priority, id, &damage, &bytes) } else { None };
         Ok(Finding { segment: id, damage, quarantined, torn_tail: false })
     }
 
@@ -508,14 +508,19 @@ fn read_cursor(dir: &Path, mode: Mode) -> io::Result<(Option<Position>, Option<F
     Ok((stored, file))
 }
 
-/// Copy damaged bytes to the quarantine directory (once: the name is derived from where they were).
-fn quarantine(dir: &Path, lane: u8, segment: u64, damage: &Damage, data: &[u8]) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+/// Copy damaged bytes to the quarantine directory (once: the name is derived from where
+/// they were). Best effort: a full disk must not keep weir from starting, so a failed copy
+/// is logged and the damage skipped all the same.
+fn quarantine(dir: &Path, lane: u8, segment: u64, damage: &Damage, data: &[u8]) -> Option<PathBuf> {
     let path = dir.join(format!("p{lane}-{segment:016}-{}.bad", damage.start));
-    if !path.exists() {
-        let start = (damage.start as usize).min(data.len());
-        let end = (damage.end as usize).min(data.len());
-        std::fs::write(&path, &data[start..end])?;
+    let start = (damage.start as usize).min(data.len());
+    let end = (damage.end as usize).min(data.len());
+    let copied = std::fs::create_dir_all(dir).and_then(|()| if path.exists() { Ok(()) } else { std::fs::write(&path, &data[start..end]) });
+    match copied {
+        Ok(()) => Some(path),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "could not copy damaged queue bytes to quarantine; skipping them anyway");
+            None
+        }
     }
-    Ok(path)
 }
