@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need (idempotent: fast when already done) and run every test.
 #   - Debian packages: mosquitto (real broker for the end-to-end tests);
+#   - npm packages azurite and @azure/storage-blob (the blob sink's tests), in $WEIR_TOOLS;
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
@@ -19,6 +20,15 @@ if ((${#missing[@]})); then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# Azurite (the Azure Storage emulator) and the Azure SDK for JavaScript, which the blob tests
+# use as an independent reader, in a tool directory outside the checkout.
+export WEIR_TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
+if [[ ! -x "$WEIR_TOOLS/node/node_modules/.bin/azurite-blob" || ! -d "$WEIR_TOOLS/node/node_modules/@azure/storage-blob" ]]; then
+    echo "installing azurite and @azure/storage-blob into $WEIR_TOOLS/node"
+    mkdir -p "$WEIR_TOOLS/node"
+    (cd "$WEIR_TOOLS/node" && npm install --no-audit --no-fund --silent azurite@3 @azure/storage-blob@12 >/dev/null)
+fi
 
 scripts/build-filters.sh
 

@@ -105,3 +105,14 @@ fn queue_inspect_shows_depth_and_verify_finds_damage() {
     assert_eq!(verify.status.code(), Some(1), "{text}");
     assert!(text.contains("damage in segment") && text.contains("checksum mismatch") && text.contains("99 messages"), "{text}");
 }
+
+#[test]
+fn check_points_at_a_blob_name_that_would_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, "upstream = \"lake\"\n[sinks.lake]\ntype = \"blob\"\nurl = \"lake\"\nname = \"{yyyy}/{MM}/data.jsonl\"\n").unwrap();
+    let output = Command::new(weir()).arg("check").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("p.toml:5:1: sinks.lake.name: name `{yyyy}/{MM}/data.jsonl` has no {seq}"), "{stderr}");
+}

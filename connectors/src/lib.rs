@@ -8,11 +8,15 @@
 //! Connectors:
 //! - [`mqtt`] (feature `mqtt`): MQTT 3.1.1 and 5 sources and sinks over TCP or TLS, also
 //!   used for the local broker's topics;
+//! - [`blob`] (feature `blob`): batches as objects in Azure Blob Storage, S3, GCS or a
+//!   local directory, with time-partitioned names;
 //! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
 //!   tests before the cloud connectors).
 //!
 //! [`registry`] lists every connector type compiled in.
 
+#[cfg(feature = "blob")]
+pub mod blob;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "mqtt")]
@@ -23,6 +27,8 @@ pub fn registry() -> weir_core::Registry {
     let registry = weir_core::Registry::default();
     #[cfg(feature = "file")]
     let registry = registry.sink::<file::FileSink>();
+    #[cfg(feature = "blob")]
+    let registry = registry.sink::<blob::BlobSink>();
     #[cfg(feature = "mqtt")]
     let registry = registry.source::<mqtt::MqttSource>().sink::<mqtt::MqttSink>();
     registry

@@ -78,11 +78,26 @@ impl fmt::Display for SinkError {
     }
 }
 
+/// How a sink wants its batches: the runtime gathers up to `max_messages` or `max_bytes`,
+/// waiting at most `max_age` after the first message for more (a blob sink writes one
+/// object per batch, so it wants big ones; most sinks take what is there at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub max_age: std::time::Duration,
+}
+
 /// A destination for messages.
 #[async_trait]
 pub trait Sink: Send + 'static {
     /// Returns once every message of the batch is accepted: delivered or durably queued.
     async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError>;
+
+    /// Batches bigger or older than the runtime's default (`runtime.batch_size`, no waiting).
+    fn batching(&self) -> Option<Batching> {
+        None
+    }
 
     /// Flush anything buffered; called before shutdown.
     async fn close(&mut self) -> anyhow::Result<()> {

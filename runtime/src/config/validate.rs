@@ -75,7 +75,9 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
                 }
                 Err(ConnectorConfigError::Invalid(err)) => {
                     let message = err.message().trim().to_owned();
-                    let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).map(str::to_owned);
+                    // "unknown field `x`", or a connector's own message that starts with the key.
+                    let first_word = message.split([' ', '`']).next().filter(|word| table.table.contains_key(*word));
+                    let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).or(first_word).map(str::to_owned);
                     let path: Vec<&str> = match &field {
                         Some(field) => vec![kind, name, field],
                         None => vec![kind, name],

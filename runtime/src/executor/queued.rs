@@ -125,6 +125,7 @@ fn take(work: Work, group: &mut Vec<Item>, default_ttl_ms: u64) -> bool {
 pub struct Forwarder {
     pub queue: Arc<SinkQueue>,
     pub driver: SinkDriver,
+    /// Messages per batch, unless the sink asks for other [`weir_core::connector::Batching`].
     pub batch_size: usize,
     /// Cancelled at shutdown (after the writer stopped): finish the batch in hand and stop.
     pub stop: CancellationToken,
@@ -146,10 +147,13 @@ impl Forwarder {
                 }
             })
         };
+        let batching = self.driver.sink.batching();
+        let max_messages = batching.map(|b| b.max_messages).unwrap_or(self.batch_size).max(1);
+        let max_bytes = batching.map(|b| b.max_bytes).unwrap_or(BATCH_BYTES).max(1);
+        let max_age = batching.map(|b| b.max_age).unwrap_or_default();
         while !self.stop.is_cancelled() {
             let queue = self.queue.clone();
-            let batch_size = self.batch_size;
-            let peek = match tokio::task::spawn_blocking(move || queue.peek(batch_size, BATCH_BYTES)).await {
+            let peek = match tokio::task::spawn_blocking(move || queue.peek(max_messages, max_bytes)).await {
                 Ok(Ok(peek)) => peek,
                 Ok(Err(err)) => {
                     error!(sink, error = %format!("{err:#}"), "could not read the queue; retrying");
@@ -166,6 +170,26 @@ impl Forwarder {
                     () = self.stop.cancelled() => break,
                 }
             };
+            // A sink that wants bigger batches: wait for more until the oldest is `max_age` old
+            // (at shutdown, what is there goes now).
+            let bytes: usize = peek.records.iter().map(|r| r.message.payload.len()).sum();
+            if let Some(first) = peek.records.first()
+                && !max_age.is_zero()
+                && (peek.records.len() as u64) < max_messages as u64
+                && bytes < max_bytes
+            {
+                let waited = std::time::Duration::from_millis(weir_core::message::now_ms().saturating_sub(first.enqueued_ms));
+                if let Some(left) = max_age.checked_sub(waited).filter(|left| !left.is_zero()) {
+                    tokio::select! {
+                        () = tokio::time::sleep(left) => {}
+                        () = self.queue.written.notified() => {}
+                        () = self.stop.cancelled() => {}
+                    }
+                    if !self.stop.is_cancelled() {
+                        continue;
+                    }
+                }
+            }
             let now = weir_core::message::now_ms();
             let (expired, live): (Vec<_>, Vec<_>) = peek.records.iter().partition(|r| r.is_expired(now));
             if !expired.is_empty() {

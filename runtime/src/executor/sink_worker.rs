@@ -134,6 +134,10 @@ impl SinkDriver {
     }
 }
 
+fn bytes_of(work: &[Work]) -> usize {
+    work.iter().map(|w| if let Work::Message { message, .. } = w { message.payload.len() } else { 0 }).sum()
+}
+
 /// A sink without a queue.
 pub struct SinkWorker {
     pub driver: SinkDriver,
@@ -143,10 +147,23 @@ pub struct SinkWorker {
 
 impl SinkWorker {
     pub async fn run(mut self) {
-        let mut work = Vec::with_capacity(self.batch_size);
+        let batching = self.driver.sink.batching();
+        let max = batching.map(|b| b.max_messages).unwrap_or(self.batch_size).max(1);
+        let mut work = Vec::with_capacity(max.min(4096));
         loop {
-            if self.queue.recv_many(&mut work, self.batch_size).await == 0 {
+            if self.queue.recv_many(&mut work, max).await == 0 {
                 break;
+            }
+            // A sink that wants bigger batches: wait for more, up to its age limit.
+            if let Some(batching) = batching.filter(|b| !b.max_age.is_zero()) {
+                let deadline = tokio::time::Instant::now() + batching.max_age;
+                while work.len() < max && bytes_of(&work) < batching.max_bytes && !work.iter().any(|w| matches!(w, Work::Stop)) {
+                    let room = max - work.len();
+                    match tokio::time::timeout_at(deadline, self.queue.recv_many(&mut work, room)).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
             }
             let stop_at = work.iter().position(|w| matches!(w, Work::Stop));
             let batch: Vec<Message> = work

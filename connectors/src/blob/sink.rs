@@ -1,0 +1,132 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use weir_core::connector::Batching;
+use weir_core::{BuildContext, Message, Sink, SinkError, SinkKind};
+
+use super::config::{BlobConfig, BlobFormat};
+use super::name;
+
+/// Writes each batch as one object; a batch is accepted once the upload succeeded.
+pub struct BlobSink {
+    store: Arc<dyn ObjectStore>,
+    /// Where names go under, in the store.
+    prefix: ObjectPath,
+    /// For messages: "az://container/prefix".
+    url: String,
+    template: String,
+    format: BlobFormat,
+    batching: Batching,
+    run: u64,
+    seq: u64,
+}
+
+#[async_trait]
+impl SinkKind for BlobSink {
+    const TYPE: &'static str = "blob";
+    type Config = BlobConfig;
+
+    async fn build(config: BlobConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
+        Ok(Box::new(BlobSink::new(config, ctx)?))
+    }
+}
+
+impl BlobSink {
+    pub fn new(config: BlobConfig, ctx: &BuildContext) -> anyhow::Result<Self> {
+        let (store, prefix) = open_store(&config, ctx)?;
+        let batching = Batching {
+            max_messages: config.max_messages.max(1),
+            max_bytes: config.max_bytes.max(1),
+            max_age: Duration::from_secs_f64(config.max_age_secs.max(0.0)),
+        };
+        Ok(BlobSink {
+            store,
+            prefix,
+            url: config.url.clone(),
+            template: config.name,
+            format: config.format,
+            batching,
+            run: weir_core::message::now_ms(),
+            seq: 0,
+        })
+    }
+
+    fn body(&self, batch: &[Message]) -> Result<Vec<u8>, SinkError> {
+        let mut body = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 200).sum());
+        for message in batch {
+            match self.format {
+                BlobFormat::Jsonl => serde_json::to_writer(&mut body, &message.to_json_line()).map_err(|err| SinkError::Unavailable(err.into()))?,
+                BlobFormat::Raw => body.extend_from_slice(&message.payload),
+            }
+            body.push(b'\n');
+        }
+        Ok(body)
+    }
+}
+
+/// The store and the prefix inside it that `config.url` names.
+fn open_store(config: &BlobConfig, ctx: &BuildContext) -> anyhow::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    let url = &config.url;
+    if url.starts_with("az://") || url.starts_with("azure://") || url.starts_with("abfs") {
+        let mut builder = object_store::azure::MicrosoftAzureBuilder::new().with_url(url.clone());
+        if let Some(account) = &config.account {
+            builder = builder.with_account(account.clone());
+        }
+        if let Some(key) = &config.access_key {
+            builder = builder.with_access_key(key.reveal(&ctx.base_dir)?);
+        }
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint.clone()).with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder.build().map_err(|err| anyhow::anyhow!("blob sink {url}: {err} (set `account` and `access_key`)"))?;
+        let prefix = url.split_once("://").and_then(|(_, rest)| rest.split_once('/')).map(|(_, prefix)| prefix).unwrap_or("");
+        return Ok((Arc::new(store), ObjectPath::from(prefix)));
+    }
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme().len() > 1 => parsed,
+        // A plain path: a directory relative to the pipeline file.
+        _ => {
+            let dir = ctx.resolve(std::path::Path::new(url));
+            std::fs::create_dir_all(&dir).map_err(|err| anyhow::anyhow!("blob sink: cannot create {}: {err}", dir.display()))?;
+            let dir = dir.canonicalize()?;
+            url::Url::from_directory_path(&dir).map_err(|()| anyhow::anyhow!("blob sink: {} is not an absolute directory", dir.display()))?
+        }
+    };
+    if parsed.scheme() == "file" {
+        let dir = parsed.to_file_path().map_err(|()| anyhow::anyhow!("blob sink: {url} is not a local path"))?;
+        std::fs::create_dir_all(&dir).map_err(|err| anyhow::anyhow!("blob sink: cannot create {}: {err}", dir.display()))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+        return Ok((Arc::new(store), ObjectPath::from("")));
+    }
+    let mut options: Vec<(String, String)> = config.options.clone().into_iter().collect();
+    for (key, secret) in &config.secret_options {
+        options.push((key.clone(), secret.reveal(&ctx.base_dir)?));
+    }
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|err| anyhow::anyhow!("blob sink {url}: {err}"))?;
+    Ok((Arc::from(store), prefix))
+}
+
+#[async_trait]
+impl Sink for BlobSink {
+    async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+        let Some(first) = batch.first() else { return Ok(()) };
+        let body = self.body(batch)?;
+        let name = name::render(&self.template, first, self.run, self.seq);
+        let path = ObjectPath::from_iter(self.prefix.parts().chain(ObjectPath::from(name.as_str()).parts()));
+        match self.store.put(&path, PutPayload::from(body)).await {
+            Ok(_) => {
+                self.seq += 1;
+                tracing::debug!(object = %path, messages = batch.len(), "uploaded");
+                Ok(())
+            }
+            Err(err) => Err(SinkError::Unavailable(anyhow::anyhow!("uploading {path} to {}: {err}", self.url))),
+        }
+    }
+
+    fn batching(&self) -> Option<Batching> {
+        Some(self.batching)
+    }
+}
