@@ -65,7 +65,8 @@ fn queue_inspect_shows_depth_and_verify_finds_damage() {
     use weir::queue::{Fsync, Item, QueueSettings, SinkQueue, WhenFull, lane_dir, segment};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
-    std::fs::write(&path, "upstream = \"cloud\"\n[store]\ndir = \"q\"\n[sinks.cloud]\ntype = \"file\"\npath = \"out.jsonl\"\n").unwrap();
+    std::fs::write(&path, "upstream = \"cloud\"\ndeadletter = \"cloud\"\n[store]\ndir = \"q\"\n[sinks.cloud]\ntype = \"file\"\npath = \"out.jsonl\"\n")
+        .unwrap();
     let settings = QueueSettings {
         dir: dir.path().join("q/cloud"),
         max_bytes: 1 << 30,
@@ -104,6 +105,18 @@ fn queue_inspect_shows_depth_and_verify_finds_damage() {
     let text = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(1), "{text}");
     assert!(text.contains("damage in segment") && text.contains("checksum mismatch") && text.contains("99 messages"), "{text}");
+
+    // weir starts on the damaged queue, quarantines the bad record and delivers the rest.
+    let mut weir = weir_tests::WeirProcess::start(&path);
+    let out = dir.path().join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while weir_tests::json_lines(&out).len() < 99 {
+        assert!(Instant::now() < deadline, "{} of 99 delivered:\n{}", weir_tests::json_lines(&out).len(), weir.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    weir.stop();
+    assert!(weir.log_text().contains("damaged queue data"), "{}", weir.log_text());
+    assert_eq!(std::fs::read_dir(settings.dir.join("quarantine")).unwrap().count(), 1);
 }
 
 #[test]

@@ -305,3 +305,36 @@ async fn a_message_too_large_for_the_queue_is_dead_lettered_with_the_reason() {
     assert!(properties.iter().any(|(k, v)| k == "weir-dl-detail" && v.contains("raise its max_size")), "{properties:?}");
     pipeline.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_cap_and_the_time_to_live_are_applied_and_counted() {
+    let local = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let pipeline = dir.path().join("relay.toml");
+    // The upstream never comes: 4 MB of messages meet a 1 MiB cap, and what is kept expires.
+    let toml = relay(local.port, free_port(), &dir.path().join("store"), "max_size = \"1MiB\"\nwhen_full = \"drop_oldest\"\ntime_to_live = \"3s\"")
+        .replace("[runtime]", &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+    std::fs::write(&pipeline, toml).unwrap();
+    let mut weir = WeirProcess::start(&pipeline);
+    let padded: Vec<_> = (0..20_000).map(|i| (format!("data/{i}"), format!("{i:0>200}").into_bytes(), PublishProperties::default())).collect();
+    publish_v5(local.port, padded).await;
+
+    // Every message is accounted for: dropped for room, or expired; none silently gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (dropped, expired) = loop {
+        let text = scrape_metrics(metrics_port);
+        let dropped = metric(&text, "weir_queue_dropped_total", &["sink=\"cloud\"", "reason=\"full\""]).unwrap_or(0.0);
+        let expired = metric(&text, "weir_queue_expired_total", &["sink=\"cloud\""]).unwrap_or(0.0);
+        if dropped + expired >= 20_000.0 {
+            break (dropped, expired);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dropped {dropped} + expired {expired} of 20000:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(dropped + expired, 20_000.0);
+    assert!(dropped > 0.0 && expired > 0.0, "dropped {dropped}, expired {expired}");
+    weir.stop();
+    let log = weir.log_text();
+    assert!(log.contains("queue full (when_full = \"drop_oldest\")") && log.contains("waited longer than their time to live"), "both are logged");
+}

@@ -213,8 +213,6 @@ pub async fn run(
                     QueueWriter { queue: queue.clone(), channel: rx, dispatcher: (!is_deadletter).then(|| dispatcher.clone()), abandon: abandon.clone() };
                 let writer = writer.spawn().with_context(|| format!("starting the queue writer of sink `{name}`"))?;
                 let stop = CancellationToken::new();
-                let mut driver = driver;
-                driver.abandon = stop.clone();
                 let forwarder = Forwarder { queue: queue.clone(), driver, batch_size: settings.batch_size, stop: stop.clone() };
                 SinkTask::Queued { writer, forwarder: tokio::spawn(forwarder.run()), stop, queue }
             }

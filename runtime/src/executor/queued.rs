@@ -151,7 +151,9 @@ impl Forwarder {
         let max_messages = batching.map(|b| b.max_messages).unwrap_or(self.batch_size).max(1);
         let max_bytes = batching.map(|b| b.max_bytes).unwrap_or(BATCH_BYTES).max(1);
         let max_age = batching.map(|b| b.max_age).unwrap_or_default();
-        while !self.stop.is_cancelled() {
+        loop {
+            // At shutdown one last batch goes (the one a batching sink was gathering), then stop.
+            let stopping = self.stop.is_cancelled();
             let queue = self.queue.clone();
             let peek = match tokio::task::spawn_blocking(move || queue.peek(max_messages, max_bytes)).await {
                 Ok(Ok(peek)) => peek,
@@ -165,15 +167,19 @@ impl Forwarder {
                 Err(_) => break,
             };
             let Some(peek) = peek else {
+                if stopping {
+                    break;
+                }
                 tokio::select! {
                     () = self.queue.written.notified() => continue,
-                    () = self.stop.cancelled() => break,
+                    () = self.stop.cancelled() => continue,
                 }
             };
             // A sink that wants bigger batches: wait for more until the oldest is `max_age` old
             // (at shutdown, what is there goes now).
             let bytes: usize = peek.records.iter().map(|r| r.message.payload.len()).sum();
             if let Some(first) = peek.records.first()
+                && !stopping
                 && !max_age.is_zero()
                 && (peek.records.len() as u64) < max_messages as u64
                 && bytes < max_bytes
@@ -185,30 +191,18 @@ impl Forwarder {
                         () = self.queue.written.notified() => {}
                         () = self.stop.cancelled() => {}
                     }
-                    if !self.stop.is_cancelled() {
-                        continue;
-                    }
+                    continue;
                 }
             }
             let now = weir_core::message::now_ms();
             let (expired, live): (Vec<_>, Vec<_>) = peek.records.iter().partition(|r| r.is_expired(now));
-            if !expired.is_empty() {
-                let oldest = expired.iter().map(|r| now.saturating_sub(r.message.meta().ingest_time_ms)).max().unwrap_or(0);
-                warn!(
-                    sink,
-                    lane = peek.lane,
-                    messages = expired.len(),
-                    oldest_age_s = oldest / 1000,
-                    "dropped messages that waited longer than their time to live"
-                );
-                metrics::counter!(telemetry::QUEUE_EXPIRED, "sink" => sink.clone()).increment(expired.len() as u64);
-            }
             let messages: Vec<Message> = live.iter().map(|r| r.message.clone()).collect();
             if !messages.is_empty() {
                 let started = std::time::Instant::now();
                 match self.driver.attempt(&messages).await {
                     Attempt::Done(Delivered::Done) => {}
                     Attempt::Done(Delivered::Abandoned) => break,
+                    Attempt::Unavailable(_) if stopping => break,
                     Attempt::Unavailable(delay) => {
                         // Wait, then read the batch again: what expired meanwhile drops out.
                         tokio::select! {
@@ -226,6 +220,18 @@ impl Forwarder {
                 let kind = if replayed { "replayed" } else { "live" };
                 metrics::counter!(telemetry::QUEUE_DELIVERED, "sink" => sink.clone(), "kind" => kind).increment(messages.len() as u64);
             }
+            // Expired messages are counted once the batch is done with (a failed try re-reads it).
+            if !expired.is_empty() {
+                let oldest = expired.iter().map(|r| now.saturating_sub(r.message.meta().ingest_time_ms)).max().unwrap_or(0);
+                warn!(
+                    sink,
+                    lane = peek.lane,
+                    messages = expired.len(),
+                    oldest_age_s = oldest / 1000,
+                    "dropped messages that waited longer than their time to live"
+                );
+                metrics::counter!(telemetry::QUEUE_EXPIRED, "sink" => sink.clone()).increment(expired.len() as u64);
+            }
             let queue = self.queue.clone();
             match tokio::task::spawn_blocking(move || queue.commit(&peek)).await {
                 Ok(Ok(())) => {}
@@ -233,6 +239,9 @@ impl Forwarder {
                     error!(sink, error = %format!("{err:#}"), "could not record delivery in the queue; these messages will be delivered again after a restart")
                 }
                 Err(_) => break,
+            }
+            if stopping {
+                break;
             }
         }
         ticker.abort();
