@@ -19,7 +19,7 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use weir::queue::{QueueSettings, report};
 use weir_tests::{
-    Mosquitto, RunningPipeline, Subscriber, WeirProcess, free_port, metric, publish_v5, scrape_metrics, toml_path, user_properties, wait_for_lines,
+    Mosquitto, RunningPipeline, Subscriber, WeirProcess, free_port, http_get, metric, publish_v5, scrape_metrics, toml_path, user_properties, wait_for_lines,
 };
 
 /// A pipeline relaying `data/#` from `local` to `cloud/…` on the `cloud` broker through a
@@ -121,10 +121,12 @@ async fn an_upstream_outage_queues_messages_then_delivers_them_in_order() {
     let store = dir.path().join("store");
     let metrics_port = free_port();
     let pipeline = dir.path().join("relay.toml");
-    let toml = relay(local.port, cloud.port, &store, "").replace("[runtime]", &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+    let toml = relay(local.port, cloud.port, &store, "").replace("[runtime]", &format!("[runtime]\nhttp_listen = \"127.0.0.1:{metrics_port}\""));
     std::fs::write(&pipeline, toml).unwrap();
     let mut received = Subscriber::connect_persistent(cloud.port, &["cloud/#"], "saf-outage-watcher").await;
     let mut weir = WeirProcess::start(&pipeline);
+    assert_eq!(http_get(metrics_port, "/healthz").0, 200);
+    assert_eq!(http_get(metrics_port, "/readyz"), (200, "ready\n".to_owned()), "ready once the source is subscribed");
 
     publish_v5(local.port, numbered(0..500)).await;
     let before: Vec<usize> = received.take(500, Duration::from_secs(30)).await.iter().map(number).collect();
@@ -314,7 +316,7 @@ async fn the_size_cap_and_the_time_to_live_are_applied_and_counted() {
     let pipeline = dir.path().join("relay.toml");
     // The upstream never comes: 4 MB of messages meet a 1 MiB cap, and what is kept expires.
     let toml = relay(local.port, free_port(), &dir.path().join("store"), "max_size = \"1MiB\"\nwhen_full = \"drop_oldest\"\ntime_to_live = \"3s\"")
-        .replace("[runtime]", &format!("[runtime]\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+        .replace("[runtime]", &format!("[runtime]\nhttp_listen = \"127.0.0.1:{metrics_port}\""));
     std::fs::write(&pipeline, toml).unwrap();
     let mut weir = WeirProcess::start(&pipeline);
     let padded: Vec<_> = (0..20_000).map(|i| (format!("data/{i}"), format!("{i:0>200}").into_bytes(), PublishProperties::default())).collect();

@@ -10,11 +10,13 @@
 //! - [`broker`]: the embedded MQTT broker used when a pipeline names none.
 //! - [`samples`]: reading sample messages (JSON Lines) for `weir filter test`.
 //! - [`telemetry`]: logging set-up and metric names.
+//! - [`endpoints`]: `/metrics`, `/healthz`, `/readyz` over HTTP for operators.
 //! - [`cli`]: the `weir` command line.
 
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod endpoints;
 pub mod executor;
 pub mod queue;
 pub mod route;

@@ -69,25 +69,6 @@ pub fn init_logging(format: LogFormat) {
     drop(result);
 }
 
-/// Serve every metric in Prometheus text format on `http://listen/metrics`. Only one
-/// exporter can exist per process: a second call (tests running several pipelines in one
-/// process) logs a warning and keeps the first.
-pub fn serve_metrics(listen: &str) -> anyhow::Result<()> {
-    let addr: std::net::SocketAddr =
-        listen.parse().map_err(|err| anyhow::anyhow!("runtime.metrics_listen `{listen}` is not an address like 127.0.0.1:9464: {err}"))?;
-    match metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr).install() {
-        Ok(()) => {
-            tracing::info!(%addr, "serving Prometheus metrics on /metrics");
-            Ok(())
-        }
-        Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(_)) => {
-            tracing::warn!(%addr, "a metrics recorder is already installed in this process; not serving a second one");
-            Ok(())
-        }
-        Err(err) => Err(anyhow::anyhow!("cannot serve metrics on {addr}: {err}")),
-    }
-}
-
 /// A module's own counter (`weir_module_<name>`), from the `metrics` host import.
 pub fn module_counter(module: &str, name: &str, value: u64) {
     metrics::counter!(format!("weir_module_{}", sanitize(name)), "module" => module.to_owned()).increment(value);

@@ -638,14 +638,23 @@ pub async fn wait_for_lines(path: &Path, n: usize, timeout: Duration) -> Vec<ser
     }
 }
 
-/// The Prometheus text weir serves on `127.0.0.1:port/metrics`.
-pub fn scrape_metrics(port: u16) -> String {
+/// `GET path` on weir's operator endpoint: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|err| panic!("no metrics endpoint on port {port}: {err}"));
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|err| panic!("no HTTP endpoint on port {port}: {err}"));
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
-    text
+    let status = text.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The Prometheus text weir serves on `127.0.0.1:port/metrics`.
+pub fn scrape_metrics(port: u16) -> String {
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// The value of the sample `name{labels}` (labels as written, e.g. `sink="cloud"`; every

@@ -220,10 +220,10 @@ pub struct RuntimeSettings {
     /// broker after a restart. Default "15s".
     #[serde(default = "RuntimeSettings::default_drain_timeout")]
     pub drain_timeout: HumanDuration,
-    /// Serve Prometheus metrics on `http://ADDRESS/metrics`, e.g. "127.0.0.1:9464" (every
-    /// metric weir emits is listed in `runtime/src/telemetry.rs`). Default: not served.
+    /// Serve `/metrics` (Prometheus; every name is in `runtime/src/telemetry.rs`), `/healthz`
+    /// and `/readyz` over HTTP on this address, e.g. "127.0.0.1:9464". Default: not served.
     #[serde(default)]
-    pub metrics_listen: Option<String>,
+    pub http_listen: Option<String>,
 }
 
 impl RuntimeSettings {
@@ -245,7 +245,7 @@ impl Default for RuntimeSettings {
             batch_size: Self::default_batch_size(),
             cache_dir: None,
             drain_timeout: Self::default_drain_timeout(),
-            metrics_listen: None,
+            http_listen: None,
         }
     }
 }

@@ -120,8 +120,14 @@ pub async fn run(
     let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || deadletter_topic.is_some();
     let local = if needs_local { Some(local_broker(loaded)?) } else { None };
 
-    if let Some(listen) = &settings.metrics_listen {
-        crate::telemetry::serve_metrics(listen)?;
+    // Readiness as the operator endpoints see it: true once every source is subscribed,
+    // false again when shutdown starts.
+    let (readiness_tx, readiness_rx) = watch::channel(false);
+    let readiness_tx = Arc::new(readiness_tx);
+    let readiness_for_shutdown = readiness_tx.clone();
+    let endpoints_stop = CancellationToken::new();
+    if let Some(listen) = &settings.http_listen {
+        crate::endpoints::serve(listen, readiness_rx, endpoints_stop.clone()).await?;
     }
 
     // Store-and-forward queues first: a queue in use by another process stops us here.
@@ -280,6 +286,7 @@ pub async fn run(
             }
         }
         info!("ready: every source is connected and subscribed");
+        readiness_tx.send_replace(true);
         if let Some(ready) = ready {
             ready.send_replace(true);
         }
@@ -288,6 +295,7 @@ pub async fn run(
 
     shutdown.cancelled().await;
     info!("shutting down: draining in-flight messages");
+    readiness_for_shutdown.send_replace(false);
     source_shutdown.cancel();
     for (run, forward) in source_tasks {
         let _ = run.await;
@@ -338,6 +346,7 @@ pub async fn run(
         let _ = task.await;
     }
     abandon_timer.abort();
+    endpoints_stop.cancel();
     info!("stopped");
     Ok(())
 }
