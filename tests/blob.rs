@@ -79,11 +79,7 @@ async fn batches_land_in_azure_blob_storage_by_count_and_by_age() {
         "url = \"az://telemetry/plant\"\naccount = \"devstoreaccount1\"\naccess_key = {{ env = \"WEIR_TEST_AZURITE_KEY\" }}\nendpoint = \"{}\"\nmax_messages = 100\nmax_age_secs = 1.0",
         azurite.endpoint()
     );
-    // SAFETY: set once, before any pipeline reads it; every test sets the same value.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("WEIR_TEST_AZURITE_KEY", AZURITE_KEY)
-    };
+    weir_tests::set_test_env("WEIR_TEST_AZURITE_KEY", AZURITE_KEY);
     let running = RunningPipeline::start(&pipeline(local.port, &sink, store.path())).await;
     publish_v5(local.port, readings(0..250)).await;
     let objects = wait_for_blobs(&azurite, "telemetry", 250).await;
@@ -107,11 +103,7 @@ async fn batches_wait_in_the_queue_while_the_store_is_down() {
     let sink = format!(
         "url = \"az://telemetry/plant\"\naccount = \"devstoreaccount1\"\naccess_key = {{ env = \"WEIR_TEST_AZURITE_KEY\" }}\nendpoint = \"http://127.0.0.1:{port}/devstoreaccount1\"\nmax_messages = 50\nmax_age_secs = 0.5"
     );
-    #[allow(unsafe_code)]
-    // SAFETY: as above.
-    unsafe {
-        std::env::set_var("WEIR_TEST_AZURITE_KEY", AZURITE_KEY)
-    };
+    weir_tests::set_test_env("WEIR_TEST_AZURITE_KEY", AZURITE_KEY);
     let running = RunningPipeline::start(&pipeline(local.port, &sink, store.path())).await;
     publish_v5(local.port, readings(0..120)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

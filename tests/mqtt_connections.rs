@@ -38,7 +38,7 @@ async fn tls_with_username_and_password_from_the_environment() {
     // The TLS listener needs the password; the test's own clients use a plain side listener.
     let extra = format!("{config}{}", with_plain_listener(plain_port).replace("allow_anonymous true\n", ""));
     let _broker = Mosquitto::start_in(dir, tls_port, &extra);
-    unsafe_env_set("WEIR_TEST_MQTT_PASSWORD", "s3cret-pw");
+    weir_tests::set_test_env("WEIR_TEST_MQTT_PASSWORD", "s3cret-pw");
     let toml = relay_pipeline(&format!(
         "url = \"mqtts://127.0.0.1:{tls_port}\"\nusername = \"weir\"\npassword = {{ env = \"WEIR_TEST_MQTT_PASSWORD\" }}\ntls = {{ ca = {} }}",
         toml_path(&pki.ca)
@@ -52,7 +52,7 @@ async fn tls_with_username_and_password_from_the_environment() {
     pipeline.stop().await.unwrap();
 
     // A wrong password is refused by the broker and reported, not silently ignored.
-    unsafe_env_set("WEIR_TEST_MQTT_PASSWORD", "wrong");
+    weir_tests::set_test_env("WEIR_TEST_MQTT_PASSWORD", "wrong");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     std::fs::write(&path, &toml).unwrap();
@@ -117,13 +117,4 @@ async fn a_broker_restart_does_not_leave_the_pipeline_deaf() {
         assert!(tokio::time::Instant::now() < deadline, "no message relayed within 30 s of the broker restart: the pipeline went deaf");
     }
     pipeline.stop().await.unwrap();
-}
-
-fn unsafe_env_set(name: &str, value: &str) {
-    // Edition 2024 makes set_var unsafe because of other threads reading the environment;
-    // the tests here read this variable only through the pipeline they start.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var(name, value)
-    };
 }

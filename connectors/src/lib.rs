@@ -10,6 +10,8 @@
 //!   used for the local broker's topics;
 //! - [`blob`] (feature `blob`): batches as objects in Azure Blob Storage, S3, GCS or a
 //!   local directory, with time-partitioned names;
+//! - [`iothub`] (feature `iothub`): Azure IoT Hub device telemetry over MQTT with IoT
+//!   Hub's conventions (SAS token from the device key, property bag topics);
 //! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
 //!   tests before the cloud connectors).
 //!
@@ -19,6 +21,8 @@
 pub mod blob;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "iothub")]
+pub mod iothub;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 
@@ -29,6 +33,8 @@ pub fn registry() -> weir_core::Registry {
     let registry = registry.sink::<file::FileSink>();
     #[cfg(feature = "blob")]
     let registry = registry.sink::<blob::BlobSink>();
+    #[cfg(feature = "iothub")]
+    let registry = registry.sink::<iothub::IotHubSink>();
     #[cfg(feature = "mqtt")]
     let registry = registry.source::<mqtt::MqttSource>().sink::<mqtt::MqttSink>();
     registry

@@ -178,6 +178,16 @@ impl TestPki {
     }
 }
 
+/// Set an environment variable a pipeline's secret names (`{ env = "…" }`).
+pub fn set_test_env(name: &str, value: &str) {
+    // Edition 2024 makes set_var unsafe because of other threads reading the environment;
+    // tests read these variables only through the pipelines they start.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var(name, value)
+    };
+}
+
 /// Where scripts/test.sh installs npm tools (Azurite, the Azure SDK for JavaScript).
 fn tools_dir() -> PathBuf {
     std::env::var_os("WEIR_TOOLS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/weir-tools"))

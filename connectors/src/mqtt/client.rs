@@ -95,7 +95,10 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
         Some(id) => format!("{id}{role}"),
         None => default_client_id.to_owned(),
     };
-    let password = config.password.as_ref().map(|secret| secret.reveal(base)).transpose().context("MQTT password")?;
+    let password = match &config.password_provider {
+        Some(provider) => Some((provider.0)().context("making the MQTT password")?),
+        None => config.password.as_ref().map(|secret| secret.reveal(base)).transpose().context("MQTT password")?,
+    };
     let transport = if use_tls || config.tls.is_some() {
         Some(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls::client_config(config.tls.as_ref(), base)?)))
     } else {
@@ -147,6 +150,18 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
 }
 
 impl EventLoop {
+    /// Credentials for the next connect (a renewed token).
+    pub fn set_credentials(&mut self, user: &str, password: String) {
+        match self {
+            EventLoop::V311(eventloop) => {
+                eventloop.mqtt_options.set_credentials(user, password);
+            }
+            EventLoop::V5(eventloop) => {
+                eventloop.options.set_credentials(user, password);
+            }
+        }
+    }
+
     /// The next event; `Err` is a connection error (the next poll reconnects).
     pub async fn poll(&mut self) -> Result<Event, String> {
         match self {

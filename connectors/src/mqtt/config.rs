@@ -44,6 +44,21 @@ pub struct ConnectionConfig {
     /// Unacknowledged QoS 1/2 messages in each direction. Default 1000.
     #[serde(default = "ConnectionConfig::default_inflight")]
     pub max_inflight: u16,
+    /// Set by presets (IoT Hub): a password made fresh at every (re)connect, e.g. a token
+    /// that expires. Takes precedence over `password`.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub password_provider: Option<PasswordProvider>,
+}
+
+/// Makes a password when a connection is opened.
+#[derive(Clone)]
+pub struct PasswordProvider(pub std::sync::Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>);
+
+impl std::fmt::Debug for PasswordProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordProvider(..)")
+    }
 }
 
 impl ConnectionConfig {
@@ -74,6 +89,7 @@ impl ConnectionConfig {
             session_expiry_secs: Self::default_session_expiry(),
             qos: Self::default_qos(),
             max_inflight: Self::default_inflight(),
+            password_provider: None,
         }
     }
 }

@@ -15,6 +15,6 @@ mod sink;
 mod source;
 mod tls;
 
-pub use config::{ConnectionConfig, MqttSinkConfig, MqttSourceConfig, Protocol};
+pub use config::{ConnectionConfig, MqttSinkConfig, MqttSourceConfig, PasswordProvider, Protocol, TlsConfig};
 pub use sink::MqttSink;
 pub use source::MqttSource;

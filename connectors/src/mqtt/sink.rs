@@ -68,6 +68,7 @@ impl MqttSink {
         let waiters = Arc::new(Mutex::new(Waiters::default()));
         let state = Arc::new(Mutex::new(ConnectionState::default()));
         let url = connection.url.clone();
+        let renew = connection.password_provider.clone().zip(connection.username.clone());
         let driver = {
             let (waiters, state, url) = (waiters.clone(), state.clone(), url.clone());
             tokio::spawn(async move {
@@ -109,6 +110,13 @@ impl MqttSink {
                             if let Ok(mut state) = state.lock() {
                                 state.connected = false;
                                 state.last_error = Some(err);
+                            }
+                            // A token that expires (IoT Hub closes the connection then) is made anew.
+                            if let Some((provider, user)) = &renew {
+                                match (provider.0)() {
+                                    Ok(password) => eventloop.set_credentials(user, password),
+                                    Err(err) => warn!(broker = %url, error = %format!("{err:#}"), "could not renew the password"),
+                                }
                             }
                             tokio::time::sleep(delay).await;
                         }
