@@ -127,7 +127,8 @@ pub struct Forwarder {
     pub driver: SinkDriver,
     /// Messages per batch, unless the sink asks for other [`weir_core::connector::Batching`].
     pub batch_size: usize,
-    /// Cancelled at shutdown (after the writer stopped): finish the batch in hand and stop.
+    /// Cancelled at shutdown (after the writer stopped): deliver one last batch (the one a
+    /// batching sink was gathering; one try) and stop. The rest stays queued.
     pub stop: CancellationToken,
 }
 
