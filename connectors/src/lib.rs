@@ -12,6 +12,8 @@
 //!   local directory, with time-partitioned names;
 //! - [`iothub`] (feature `iothub`): Azure IoT Hub device telemetry over MQTT with IoT
 //!   Hub's conventions (SAS token from the device key, property bag topics);
+//! - [`kafka`] (feature `kafka`): Kafka and Azure Event Hubs (Kafka endpoint) sink, rdkafka
+//!   with a bundled librdkafka;
 //! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
 //!   tests before the cloud connectors).
 //!
@@ -23,6 +25,8 @@ pub mod blob;
 pub mod file;
 #[cfg(feature = "iothub")]
 pub mod iothub;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 
@@ -35,6 +39,8 @@ pub fn registry() -> weir_core::Registry {
     let registry = registry.sink::<blob::BlobSink>();
     #[cfg(feature = "iothub")]
     let registry = registry.sink::<iothub::IotHubSink>();
+    #[cfg(feature = "kafka")]
+    let registry = registry.sink::<kafka::KafkaSink>();
     #[cfg(feature = "mqtt")]
     let registry = registry.source::<mqtt::MqttSource>().sink::<mqtt::MqttSink>();
     registry

@@ -1,0 +1,172 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use weir_core::Secret;
+
+/// A Kafka topic (or an Event Hub).
+///
+/// ```toml
+/// [sinks.hub]
+/// type = "kafka"
+/// event_hubs_connection_string = { env = "EVENTHUBS_CONNECTION_STRING" }
+/// key = "{property:machine}"
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,host:port`. Not needed with `event_hubs_connection_string`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// The topic. Default: the Event Hubs connection string's `EntityPath`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Azure Event Hubs: `Endpoint=sb://NAMESPACE.servicebus.windows.net/;SharedAccessKeyName=…;
+    /// SharedAccessKey=…[;EntityPath=…]`. Sets the brokers (`NAMESPACE.servicebus.windows.net:9093`),
+    /// SASL_SSL with PLAIN, user `$ConnectionString` and the connection string as password.
+    #[serde(default)]
+    pub event_hubs_connection_string: Option<Secret>,
+    /// SASL for plain Kafka: `{ mechanism = "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512", username = "…", password = { env = "…" } }`.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// Use TLS. Default: on with Event Hubs, off otherwise.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// CA certificate (PEM) for TLS, relative to the pipeline file. Default: the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Partition key: text with `{topic}` (the message's MQTT topic), `{source}` and
+    /// `{property:NAME}`. Default: no key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `acks`: "all" (default), "1" or "0".
+    #[serde(default = "KafkaConfig::default_acks")]
+    pub acks: String,
+    /// Idempotent producer (no duplicates from the producer's own retries). Default true.
+    #[serde(default = "KafkaConfig::default_true")]
+    pub idempotence: bool,
+    /// "none", "gzip", "snappy", "lz4" (default) or "zstd".
+    #[serde(default = "KafkaConfig::default_compression")]
+    pub compression: String,
+    /// How long the producer waits to fill a batch, ms. Default 5.
+    #[serde(default = "KafkaConfig::default_linger_ms")]
+    pub linger_ms: u32,
+    /// Largest message (payload, key and headers) accepted; bigger ones go to `$deadletter`.
+    /// Default 1000000 (Event Hubs' limit is 1 MB).
+    #[serde(default = "KafkaConfig::default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Further librdkafka settings (`"socket.keepalive.enable" = "true"` …).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// "PLAIN", "SCRAM-SHA-256" or "SCRAM-SHA-512".
+    pub mechanism: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+impl KafkaConfig {
+    fn default_acks() -> String {
+        "all".into()
+    }
+    fn default_true() -> bool {
+        true
+    }
+    fn default_compression() -> String {
+        "lz4".into()
+    }
+    fn default_linger_ms() -> u32 {
+        5
+    }
+    fn default_max_message_bytes() -> usize {
+        1_000_000
+    }
+
+    /// The librdkafka settings and the topic this config means.
+    pub fn client_settings(&self, base: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> {
+        let mut settings = BTreeMap::new();
+        let mut topic = self.topic.clone();
+        let mut brokers = self.brokers.clone();
+        let mut tls = self.tls.unwrap_or(false);
+        if let Some(secret) = &self.event_hubs_connection_string {
+            let connection = secret.reveal(base)?;
+            let hubs = EventHubs::parse(&connection)?;
+            brokers.get_or_insert(format!("{}:9093", hubs.namespace_host));
+            if topic.is_none() {
+                topic = hubs.entity_path.clone();
+            }
+            tls = self.tls.unwrap_or(true);
+            settings.insert("sasl.mechanisms".into(), "PLAIN".into());
+            settings.insert("sasl.username".into(), "$ConnectionString".into());
+            settings.insert("sasl.password".into(), connection);
+        } else if let Some(sasl) = &self.sasl {
+            settings.insert("sasl.mechanisms".into(), sasl.mechanism.clone());
+            settings.insert("sasl.username".into(), sasl.username.clone());
+            settings.insert("sasl.password".into(), sasl.password.reveal(base)?);
+        }
+        let sasl = settings.contains_key("sasl.mechanisms");
+        let protocol = match (tls, sasl) {
+            (true, true) => "SASL_SSL",
+            (true, false) => "SSL",
+            (false, true) => "SASL_PLAINTEXT",
+            (false, false) => "PLAINTEXT",
+        };
+        settings.insert("security.protocol".into(), protocol.into());
+        if let Some(ca) = &self.ca {
+            settings.insert("ssl.ca.location".into(), base.join(ca).display().to_string());
+        }
+        let brokers = brokers.ok_or_else(|| anyhow::anyhow!("kafka: set `brokers` (host:port,…) or `event_hubs_connection_string`"))?;
+        settings.insert("bootstrap.servers".into(), brokers);
+        settings.insert("acks".into(), self.acks.clone());
+        settings.insert("enable.idempotence".into(), self.idempotence.to_string());
+        settings.insert("compression.type".into(), self.compression.clone());
+        settings.insert("linger.ms".into(), self.linger_ms.to_string());
+        settings.insert("message.max.bytes".into(), (self.max_message_bytes + 4096).to_string());
+        for (key, value) in &self.options {
+            settings.insert(key.clone(), value.clone());
+        }
+        let topic = topic.ok_or_else(|| anyhow::anyhow!("kafka: set `topic` (or EntityPath in the Event Hubs connection string)"))?;
+        Ok((settings, topic))
+    }
+}
+
+/// The parts of an Event Hubs connection string weir needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHubs {
+    pub namespace_host: String,
+    pub entity_path: Option<String>,
+}
+
+impl EventHubs {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let field = |name: &str| {
+            text.split(';').filter_map(|part| part.trim().split_once('=')).find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.to_owned())
+        };
+        let endpoint =
+            field("Endpoint").ok_or_else(|| anyhow::anyhow!("the Event Hubs connection string has no Endpoint=sb://NAMESPACE.servicebus.windows.net/"))?;
+        let host = endpoint.trim_start_matches("sb://").trim_end_matches('/').to_owned();
+        if host.is_empty() || host.contains('/') {
+            anyhow::bail!("Event Hubs Endpoint `{endpoint}` is not sb://NAMESPACE.servicebus.windows.net/");
+        }
+        Ok(EventHubs { namespace_host: host, entity_path: field("EntityPath") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_hubs_preset() {
+        let parsed = EventHubs::parse("Endpoint=sb://plant7.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc=;EntityPath=telemetry")
+            .expect("parses");
+        assert_eq!(parsed, EventHubs { namespace_host: "plant7.servicebus.windows.net".into(), entity_path: Some("telemetry".into()) });
+        assert!(EventHubs::parse("SharedAccessKey=x").is_err());
+    }
+}
