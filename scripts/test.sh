@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need (idempotent: fast when already done) and run every test.
 #   - Debian packages: mosquitto (real broker for the end-to-end tests);
-#   - npm packages azurite and @azure/storage-blob (the blob sink's tests), in $WEIR_TOOLS;
+#   - npm packages azurite and @azure/storage-blob (the blob sink's tests), and tansu (a
+#     Kafka-compatible broker, cargo install), in $WEIR_TOOLS;
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
@@ -21,9 +22,18 @@ if ((${#missing[@]})); then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
-# Azurite (the Azure Storage emulator) and the Azure SDK for JavaScript, which the blob tests
-# use as an independent reader, in a tool directory outside the checkout.
+# Test servers that are not Debian packages live in a tool directory outside the checkout.
 export WEIR_TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
+
+# tansu, a Kafka-compatible broker, for the kafka sink's tests (cargo install, ~18 minutes once;
+# its build directory is kept so an interrupted install resumes).
+if [[ ! -x "$WEIR_TOOLS/tansu/bin/tansu" ]]; then
+    echo "installing tansu into $WEIR_TOOLS/tansu (about 18 minutes, once)"
+    cargo install tansu@0.6.0 --features dynostore --locked --quiet --root "$WEIR_TOOLS/tansu" --target-dir "$WEIR_TOOLS/tansu-build"
+fi
+
+# Azurite (the Azure Storage emulator) and the Azure SDK for JavaScript, which the blob tests
+# use as an independent reader.
 if [[ ! -x "$WEIR_TOOLS/node/node_modules/.bin/azurite-blob" || ! -d "$WEIR_TOOLS/node/node_modules/@azure/storage-blob" ]]; then
     echo "installing azurite and @azure/storage-blob into $WEIR_TOOLS/node"
     mkdir -p "$WEIR_TOOLS/node"

@@ -7,6 +7,7 @@
 //! - [`RunningPipeline`]: `weir check` + `weir run` of a TOML text, in this process.
 //! - [`Azurite`]: the Azure Storage emulator on a free port, with the Azure SDK for
 //!   JavaScript as an independent client to create containers and read blobs back.
+//! - [`Tansu`]: a Kafka-compatible broker (tansu, in-memory storage) on a free port.
 //! - [`WeirProcess`]: the `weir` binary running a pipeline file, to kill -9 and restart.
 //! - [`Subscriber`] / [`publish_v5`]: an independent MQTT 5 client (rumqttc) to drive and
 //!   observe weir from outside.
@@ -256,6 +257,44 @@ impl Azurite {
 }
 
 impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tansu, a Kafka-compatible broker, on a free loopback port with in-memory storage.
+pub struct Tansu {
+    pub port: u16,
+    child: Child,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = tools_dir().join("tansu/bin/tansu");
+        assert!(
+            bin.is_file(),
+            "{} is missing: install it with scripts/test.sh (cargo install tansu --features dynostore --root $WEIR_TOOLS/tansu, ~18 min once)",
+            bin.display()
+        );
+        let port = free_port();
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
+        wait_for_port(port, "tansu");
+        Tansu { port, child }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

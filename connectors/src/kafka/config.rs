@@ -169,4 +169,19 @@ mod tests {
         assert_eq!(parsed, EventHubs { namespace_host: "plant7.servicebus.windows.net".into(), entity_path: Some("telemetry".into()) });
         assert!(EventHubs::parse("SharedAccessKey=x").is_err());
     }
+
+    #[test]
+    fn event_hubs_settings_for_librdkafka() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let connection = "Endpoint=sb://plant7.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc=;EntityPath=telemetry";
+        std::fs::write(dir.path().join("eh"), connection).expect("write");
+        let config: KafkaConfig = toml::from_str("event_hubs_connection_string = { file = \"eh\" }").expect("config");
+        let (settings, topic) = config.client_settings(dir.path()).expect("settings");
+        assert_eq!(topic, "telemetry");
+        assert_eq!(settings["bootstrap.servers"], "plant7.servicebus.windows.net:9093");
+        assert_eq!(settings["security.protocol"], "SASL_SSL");
+        assert_eq!(settings["sasl.mechanisms"], "PLAIN");
+        assert_eq!(settings["sasl.username"], "$ConnectionString");
+        assert_eq!(settings["sasl.password"], connection);
+    }
 }
