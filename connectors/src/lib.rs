@@ -17,8 +17,13 @@
 //! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
 //!   tests before the cloud connectors).
 //!
+//! Shared by several: [`lines`] (messages as JSON Lines or raw lines: `file`, `blob`) and
+//! [`azure`] (Azure connection strings: `iothub`, `kafka`).
+//!
 //! [`registry`] lists every connector type compiled in.
 
+#[cfg(any(feature = "iothub", feature = "kafka"))]
+pub mod azure;
 #[cfg(feature = "blob")]
 pub mod blob;
 #[cfg(feature = "file")]
@@ -27,6 +32,8 @@ pub mod file;
 pub mod iothub;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(any(feature = "file", feature = "blob"))]
+pub mod lines;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 

@@ -4,6 +4,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use weir_core::Secret;
 
+use crate::lines::LineFormat;
+
 /// Objects in a blob store: one object per batch.
 ///
 /// ```toml
@@ -43,7 +45,7 @@ pub struct BlobConfig {
     pub name: String,
     /// `jsonl` (one line per message: payload and metadata) or `raw` (payloads, one per line).
     #[serde(default)]
-    pub format: BlobFormat,
+    pub format: LineFormat,
     /// Messages per object, at most. Default 10000.
     #[serde(default = "BlobConfig::default_max_messages")]
     pub max_messages: usize,
@@ -75,13 +77,4 @@ fn name_template<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<St
     let template = String::deserialize(deserializer)?;
     super::name::check(&template).map_err(serde::de::Error::custom)?;
     Ok(template)
-}
-
-/// How messages are written into an object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BlobFormat {
-    #[default]
-    Jsonl,
-    Raw,
 }

@@ -6,5 +6,5 @@ mod config;
 mod name;
 mod sink;
 
-pub use config::{BlobConfig, BlobFormat};
+pub use config::BlobConfig;
 pub use sink::BlobSink;

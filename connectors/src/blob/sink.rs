@@ -7,8 +7,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use weir_core::connector::Batching;
 use weir_core::{BuildContext, Message, Sink, SinkError, SinkKind};
 
-use super::config::{BlobConfig, BlobFormat};
+use super::config::BlobConfig;
 use super::name;
+use crate::lines::{LineFormat, write_lines};
 
 /// Writes each batch as one object; a batch is accepted once the upload succeeded.
 pub struct BlobSink {
@@ -18,7 +19,7 @@ pub struct BlobSink {
     /// For messages: "az://container/prefix".
     url: String,
     template: String,
-    format: BlobFormat,
+    format: LineFormat,
     batching: Batching,
     run: u64,
     seq: u64,
@@ -53,18 +54,6 @@ impl BlobSink {
             seq: 0,
         })
     }
-
-    fn body(&self, batch: &[Message]) -> Result<Vec<u8>, SinkError> {
-        let mut body = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 200).sum());
-        for message in batch {
-            match self.format {
-                BlobFormat::Jsonl => serde_json::to_writer(&mut body, &message.to_json_line()).map_err(|err| SinkError::Unavailable(err.into()))?,
-                BlobFormat::Raw => body.extend_from_slice(&message.payload),
-            }
-            body.push(b'\n');
-        }
-        Ok(body)
-    }
 }
 
 /// The store and the prefix inside it that `config.url` names.
@@ -86,21 +75,14 @@ fn open_store(config: &BlobConfig, ctx: &BuildContext) -> anyhow::Result<(Arc<dy
         return Ok((Arc::new(store), ObjectPath::from(prefix)));
     }
     let parsed = match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "file" => {
+            let dir = parsed.to_file_path().map_err(|()| anyhow::anyhow!("blob sink: {url} is not a local path"))?;
+            return local_directory(&dir);
+        }
         Ok(parsed) if parsed.scheme().len() > 1 => parsed,
         // A plain path: a directory relative to the pipeline file.
-        _ => {
-            let dir = ctx.resolve(std::path::Path::new(url));
-            std::fs::create_dir_all(&dir).map_err(|err| anyhow::anyhow!("blob sink: cannot create {}: {err}", dir.display()))?;
-            let dir = dir.canonicalize()?;
-            url::Url::from_directory_path(&dir).map_err(|()| anyhow::anyhow!("blob sink: {} is not an absolute directory", dir.display()))?
-        }
+        _ => return local_directory(&ctx.resolve(std::path::Path::new(url))),
     };
-    if parsed.scheme() == "file" {
-        let dir = parsed.to_file_path().map_err(|()| anyhow::anyhow!("blob sink: {url} is not a local path"))?;
-        std::fs::create_dir_all(&dir).map_err(|err| anyhow::anyhow!("blob sink: cannot create {}: {err}", dir.display()))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
-        return Ok((Arc::new(store), ObjectPath::from("")));
-    }
     let mut options: Vec<(String, String)> = config.options.clone().into_iter().collect();
     for (key, secret) in &config.secret_options {
         options.push((key.clone(), secret.reveal(&ctx.base_dir)?));
@@ -109,11 +91,19 @@ fn open_store(config: &BlobConfig, ctx: &BuildContext) -> anyhow::Result<(Arc<dy
     Ok((Arc::from(store), prefix))
 }
 
+/// A local directory as the store (created if missing).
+fn local_directory(dir: &std::path::Path) -> anyhow::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    std::fs::create_dir_all(dir).map_err(|err| anyhow::anyhow!("blob sink: cannot create {}: {err}", dir.display()))?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+    Ok((Arc::new(store), ObjectPath::from("")))
+}
+
 #[async_trait]
 impl Sink for BlobSink {
     async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
         let Some(first) = batch.first() else { return Ok(()) };
-        let body = self.body(batch)?;
+        let mut body = Vec::new();
+        write_lines(&mut body, batch, self.format).map_err(|err| SinkError::Unavailable(err.into()))?;
         let name = name::render(&self.template, first, self.run, self.seq);
         let path = ObjectPath::from_iter(self.prefix.parts().chain(ObjectPath::from(name.as_str()).parts()));
         match self.store.put(&path, PutPayload::from(body)).await {

@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::lines::LineFormat;
+
 /// A JSON Lines file: one line per message with its payload and metadata.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -11,7 +13,7 @@ pub struct FileConfig {
     pub path: PathBuf,
     /// `jsonl` (payload and metadata per line, the default) or `raw` (payload bytes plus a newline).
     #[serde(default)]
-    pub format: FileFormat,
+    pub format: LineFormat,
     /// fsync after every batch, so an accepted message survives a power cut. Default true.
     #[serde(default = "yes")]
     pub fsync: bool,
@@ -19,13 +21,4 @@ pub struct FileConfig {
 
 fn yes() -> bool {
     true
-}
-
-/// How each message is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    #[default]
-    Jsonl,
-    Raw,
 }

@@ -4,12 +4,13 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use weir_core::{BuildContext, Message, Sink, SinkError, SinkKind};
 
-use super::config::{FileConfig, FileFormat};
+use super::config::FileConfig;
+use crate::lines::{LineFormat, write_lines};
 
 /// Appends batches to a file; a batch is accepted once written (and fsynced if configured).
 pub struct FileSink {
     path: PathBuf,
-    format: FileFormat,
+    format: LineFormat,
     fsync: bool,
     file: tokio::fs::File,
 }
@@ -25,7 +26,7 @@ impl SinkKind for FileSink {
 }
 
 impl FileSink {
-    pub async fn open(path: PathBuf, format: FileFormat, fsync: bool) -> anyhow::Result<Self> {
+    pub async fn open(path: PathBuf, format: LineFormat, fsync: bool) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await.map_err(|err| anyhow::anyhow!("file sink: cannot create directory {}: {err}", dir.display()))?;
         }
@@ -42,16 +43,8 @@ impl FileSink {
 #[async_trait]
 impl Sink for FileSink {
     async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
-        let mut buffer = Vec::with_capacity(batch.iter().map(|m| m.payload.len() + 256).sum());
-        for message in batch {
-            match self.format {
-                FileFormat::Jsonl => {
-                    serde_json::to_writer(&mut buffer, &message.to_json_line()).map_err(|err| SinkError::Unavailable(err.into()))?;
-                }
-                FileFormat::Raw => buffer.extend_from_slice(&message.payload),
-            }
-            buffer.push(b'\n');
-        }
+        let mut buffer = Vec::new();
+        write_lines(&mut buffer, batch, self.format).map_err(|err| SinkError::Unavailable(err.into()))?;
         let unavailable = |err: std::io::Error| SinkError::Unavailable(anyhow::anyhow!("writing {}: {err}", self.path.display()));
         self.file.write_all(&buffer).await.map_err(unavailable)?;
         if self.fsync {
@@ -77,7 +70,7 @@ mod tests {
     async fn writes_json_lines_with_metadata() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/out.jsonl");
-        let mut sink = FileSink::open(path.clone(), FileFormat::Jsonl, true).await.expect("open");
+        let mut sink = FileSink::open(path.clone(), LineFormat::Jsonl, true).await.expect("open");
         let mut meta = Metadata::new("src".into(), "a/b");
         meta.content_type = Some("application/json".into());
         sink.deliver(&[Message::new(&b"{\"t\":1}"[..], meta, Ack::none())]).await.expect("deliver");

@@ -7,6 +7,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Sha256;
 use weir_core::Message;
 
+use crate::azure::connection_string_field;
+
 /// What `encodeURIComponent` leaves alone: letters, digits and `-_.!~*'()`.
 const COMPONENT: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'!').remove(b'~').remove(b'*').remove(b'\'').remove(b'(').remove(b')');
@@ -27,10 +29,7 @@ impl DeviceConnection {
     /// Parse `HostName=…;DeviceId=…;SharedAccessKey=…` (other fields are ignored).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let field = |name: &str| {
-            text.split(';')
-                .filter_map(|part| part.trim().split_once('='))
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.to_owned())
+            connection_string_field(text, name)
                 .ok_or_else(|| anyhow::anyhow!("the IoT Hub connection string has no {name}= (expected HostName=…;DeviceId=…;SharedAccessKey=…)"))
         };
         Ok(DeviceConnection { host: field("HostName")?, device: field("DeviceId")?, key: field("SharedAccessKey")? })

@@ -5,6 +5,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use weir_core::Secret;
 
+use crate::azure::connection_string_field;
+
 /// A Kafka topic (or an Event Hub).
 ///
 /// ```toml
@@ -145,9 +147,7 @@ pub struct EventHubs {
 
 impl EventHubs {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let field = |name: &str| {
-            text.split(';').filter_map(|part| part.trim().split_once('=')).find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.to_owned())
-        };
+        let field = |name: &str| connection_string_field(text, name);
         let endpoint =
             field("Endpoint").ok_or_else(|| anyhow::anyhow!("the Event Hubs connection string has no Endpoint=sb://NAMESPACE.servicebus.windows.net/"))?;
         let host = endpoint.trim_start_matches("sb://").trim_end_matches('/').to_owned();

@@ -69,6 +69,17 @@ pub struct Pipeline {
     pub runtime: RuntimeSettings,
 }
 
+impl Pipeline {
+    /// The local topic dead letters go to (`deadletter = "/topics/…"`, default
+    /// `weir/deadletter`), or `None` when `deadletter` names a sink.
+    pub fn deadletter_topic(&self) -> Option<String> {
+        match &self.deadletter {
+            None => Some("weir/deadletter".to_owned()),
+            Some(value) => value.strip_prefix("/topics/").map(str::to_owned),
+        }
+    }
+}
+
 /// The in-process MQTT broker.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -58,7 +58,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
     }
     for (key, value) in [("upstream", &pipeline.upstream), ("deadletter", &pipeline.deadletter)] {
         if let Some(sink) = value
-            && !(key == "deadletter" && sink.starts_with("/topics/"))
+            && !(key == "deadletter" && pipeline.deadletter_topic().is_some())
             && !pipeline.sinks.contains_key(sink)
         {
             errors.push(loaded.error(&[key], format!("no sink named `{sink}`; declare it as [sinks.{sink}] ({})", known(pipeline.sinks.keys()))));

@@ -43,17 +43,6 @@ enum SinkTask {
     Queued { writer: std::thread::JoinHandle<()>, forwarder: JoinHandle<()>, stop: CancellationToken, queue: Arc<SinkQueue> },
 }
 
-/// Where `$deadletter` publishes (on the local broker) when no `deadletter` sink is set.
-const DEFAULT_DEADLETTER_TOPIC: &str = "weir/deadletter";
-
-/// The local topic dead letters go to, or `None` when `deadletter` names a sink.
-pub fn deadletter_topic(setting: Option<&str>) -> Option<String> {
-    match setting {
-        None => Some(DEFAULT_DEADLETTER_TOPIC.to_owned()),
-        Some(value) => value.strip_prefix("/topics/").map(str::to_owned),
-    }
-}
-
 /// Engine settings sized for these modules.
 pub fn engine_settings(loaded: &LoadedPipeline, plan: &Plan) -> EngineSettings {
     let mut settings = EngineSettings::default();
@@ -116,7 +105,7 @@ pub async fn run(
     let settings = &pipeline.runtime;
     let id = pipeline_id(loaded);
     let abandon = CancellationToken::new();
-    let deadletter_topic = deadletter_topic(pipeline.deadletter.as_deref());
+    let deadletter_topic = pipeline.deadletter_topic();
     let needs_local = !plan.local_subscriptions.is_empty() || plan.writes_local_topics || deadletter_topic.is_some();
     let local = if needs_local { Some(local_broker(loaded)?) } else { None };
 

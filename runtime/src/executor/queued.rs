@@ -138,7 +138,7 @@ impl Forwarder {
         // Records before these positions were queued before weir started or before the
         // sink's last outage ended: they are the replayed backlog.
         let mut replay_until: BTreeMap<u8, Position> = self.queue.write_positions();
-        // Depth and age gauges stay current while the sink is down and nothing moves.
+        // Depth and age gauges, once a second (also while the sink is down and nothing moves).
         let ticker = {
             let (queue, stop) = (self.queue.clone(), self.stop.clone());
             tokio::spawn(async move {

@@ -101,7 +101,15 @@ pub struct SinkQueue {
     space: Condvar,
     /// Notified after records were written (the forwarder waits on it when the queue is empty).
     pub written: tokio::sync::Notify,
+    gauges: Gauges,
     _lock: File,
+}
+
+/// The queue's gauges, registered once.
+struct Gauges {
+    depth: metrics::Gauge,
+    bytes: metrics::Gauge,
+    oldest_seconds: metrics::Gauge,
 }
 
 struct State {
@@ -147,6 +155,11 @@ impl SinkQueue {
             state: Mutex::new(State { lanes, peeks: 0, scratch: Vec::new() }),
             space: Condvar::new(),
             written: tokio::sync::Notify::new(),
+            gauges: Gauges {
+                depth: metrics::gauge!(telemetry::QUEUE_DEPTH, "sink" => sink.to_owned()),
+                bytes: metrics::gauge!(telemetry::QUEUE_BYTES, "sink" => sink.to_owned()),
+                oldest_seconds: metrics::gauge!(telemetry::QUEUE_OLDEST_SECONDS, "sink" => sink.to_owned()),
+            },
             _lock: lock,
         };
         let stats = queue.stats();
@@ -159,7 +172,7 @@ impl SinkQueue {
                 "queue has a backlog from before; it is delivered first, in order"
             );
         }
-        queue.publish_metrics(&queue.lock());
+        queue.refresh_metrics();
         Ok(Arc::new(queue))
     }
 
@@ -226,7 +239,6 @@ impl SinkQueue {
             state.scratch = frame;
         }
         self.flush(&mut state)?;
-        self.publish_metrics(&state);
         drop(state);
         self.written.notify_one();
         Ok(unqueued)
@@ -283,7 +295,6 @@ impl SinkQueue {
         let mut state = self.lock();
         let lane = state.lanes.get_mut(&peek.lane).context("commit for a lane that does not exist")?;
         lane.commit(peek).with_context(|| format!("moving the cursor of the queue of sink `{}`", self.sink))?;
-        self.publish_metrics(&state);
         drop(state);
         self.space.notify_all();
         Ok(())
@@ -298,18 +309,14 @@ impl SinkQueue {
         stats_of(&self.lock())
     }
 
-    /// Update the depth and age gauges (the forwarder calls this while it waits, so the age
-    /// of a stuck backlog keeps growing on dashboards).
+    /// Update the depth, bytes and age gauges. The forwarder does it once a second rather
+    /// than every write and commit, so the hot path does not pay for it and the age of a
+    /// stuck backlog still grows on dashboards.
     pub fn refresh_metrics(&self) {
-        self.publish_metrics(&self.lock());
-    }
-
-    fn publish_metrics(&self, state: &State) {
-        let stats = stats_of(state);
-        let sink = self.sink.to_string();
-        metrics::gauge!(telemetry::QUEUE_DEPTH, "sink" => sink.clone()).set(stats.depth as f64);
-        metrics::gauge!(telemetry::QUEUE_BYTES, "sink" => sink.clone()).set(stats.bytes as f64);
-        metrics::gauge!(telemetry::QUEUE_OLDEST_SECONDS, "sink" => sink).set(stats.oldest_age_ms as f64 / 1000.0);
+        let stats = self.stats();
+        self.gauges.depth.set(stats.depth as f64);
+        self.gauges.bytes.set(stats.bytes as f64);
+        self.gauges.oldest_seconds.set(stats.oldest_age_ms as f64 / 1000.0);
     }
 
     /// Flush, fsync and mark a clean shutdown.
