@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need (idempotent: fast when already done) and run every test.
-#   - Debian packages: mosquitto (real broker for the end-to-end tests), and libssl-dev and
-#     npm if the machine lacks them;
+#   - Debian packages: mosquitto (real broker for the end-to-end tests), rabbitmq-server (the
+#     AMQP connector's tests; the tests start their own node, not the system service), and
+#     libssl-dev and npm if the machine lacks them;
 #   - npm packages azurite and @azure/storage-blob (the blob sink's tests), and tansu (a
 #     Kafka-compatible broker, cargo install), in $WEIR_TOOLS;
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
@@ -16,6 +17,7 @@ sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+[[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)   # rdkafka builds librdkafka with TLS
 command -v npm >/dev/null 2>&1 || missing+=(npm)              # Azurite and the Azure SDK for the blob tests
 if ((${#missing[@]})); then

@@ -12,22 +12,30 @@
 //!   local directory, with time-partitioned names;
 //! - [`iothub`] (feature `iothub`): Azure IoT Hub device telemetry over MQTT with IoT
 //!   Hub's conventions (SAS token from the device key, property bag topics);
-//! - [`kafka`] (feature `kafka`): Kafka and Azure Event Hubs (Kafka endpoint) sink, rdkafka
-//!   with a bundled librdkafka;
+//! - [`kafka`] (feature `kafka`): Kafka and Azure Event Hubs (Kafka endpoint) sink and
+//!   source, rdkafka with a bundled librdkafka;
+//! - [`amqp`] (feature `amqp`): RabbitMQ and other AMQP 0-9-1 brokers, sink (publisher
+//!   confirms) and source (acknowledged after the pipeline accepted), lapin;
 //! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
 //!   tests before the cloud connectors).
 //!
-//! Shared by several: [`lines`] (messages as JSON Lines or raw lines: `file`, `blob`) and
-//! [`azure`] (Azure connection strings: `iothub`, `kafka`).
+//! Shared by several: [`lines`] (messages as JSON Lines or raw lines: `file`, `blob`),
+//! [`azure`] (Azure connection strings: `iothub`, `kafka`), [`headers`] (metadata as
+//! name/value headers: `kafka`, `amqp`) and [`template`] (keys from `{topic}`,
+//! `{property:NAME}`…: `kafka`, `amqp`).
 //!
 //! [`registry`] lists every connector type compiled in.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(any(feature = "iothub", feature = "kafka"))]
 pub mod azure;
 #[cfg(feature = "blob")]
 pub mod blob;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(any(feature = "kafka", feature = "amqp"))]
+pub mod headers;
 #[cfg(feature = "iothub")]
 pub mod iothub;
 #[cfg(feature = "kafka")]
@@ -36,6 +44,8 @@ pub mod kafka;
 pub mod lines;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(any(feature = "kafka", feature = "amqp"))]
+pub mod template;
 
 /// Every connector type compiled into this binary.
 pub fn registry() -> weir_core::Registry {
@@ -47,7 +57,9 @@ pub fn registry() -> weir_core::Registry {
     #[cfg(feature = "iothub")]
     let registry = registry.sink::<iothub::IotHubSink>();
     #[cfg(feature = "kafka")]
-    let registry = registry.sink::<kafka::KafkaSink>();
+    let registry = registry.sink::<kafka::KafkaSink>().source::<kafka::KafkaSource>();
+    #[cfg(feature = "amqp")]
+    let registry = registry.sink::<amqp::AmqpSink>().source::<amqp::AmqpSource>();
     #[cfg(feature = "mqtt")]
     let registry = registry.source::<mqtt::MqttSource>().sink::<mqtt::MqttSink>();
     registry

@@ -8,6 +8,7 @@
 //! - [`Azurite`]: the Azure Storage emulator on a free port, with the Azure SDK for
 //!   JavaScript as an independent client to create containers and read blobs back.
 //! - [`Tansu`]: a Kafka-compatible broker (tansu, in-memory storage) on a free port.
+//! - [`RabbitMq`]: RabbitMQ (Debian's `rabbitmq-server`) on a free port, its own node.
 //! - [`WeirProcess`]: the `weir` binary running a pipeline file, to kill -9 and restart.
 //! - [`Subscriber`] / [`publish_v5`]: an independent MQTT 5 client (rumqttc) to drive and
 //!   observe weir from outside.
@@ -17,6 +18,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod rabbitmq;
+pub use rabbitmq::RabbitMq;
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};

@@ -7,23 +7,14 @@ use weir_core::Secret;
 
 use crate::azure::connection_string_field;
 
-/// A Kafka topic (or an Event Hub).
-///
-/// ```toml
-/// [sinks.hub]
-/// type = "kafka"
-/// event_hubs_connection_string = { env = "EVENTHUBS_CONNECTION_STRING" }
-/// key = "{property:machine}"
-/// ```
+/// How to reach a Kafka cluster (or an Event Hubs namespace): `connection = { … }` of a
+/// kafka source or sink.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
+pub struct KafkaConnection {
     /// Bootstrap servers, `host:port,host:port`. Not needed with `event_hubs_connection_string`.
     #[serde(default)]
     pub brokers: Option<String>,
-    /// The topic. Default: the Event Hubs connection string's `EntityPath`.
-    #[serde(default)]
-    pub topic: Option<String>,
     /// Azure Event Hubs: `Endpoint=sb://NAMESPACE.servicebus.windows.net/;SharedAccessKeyName=…;
     /// SharedAccessKey=…[;EntityPath=…]`. Sets the brokers (`NAMESPACE.servicebus.windows.net:9093`),
     /// SASL_SSL with PLAIN, user `$ConnectionString` and the connection string as password.
@@ -38,27 +29,7 @@ pub struct KafkaConfig {
     /// CA certificate (PEM) for TLS, relative to the pipeline file. Default: the system's.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// Partition key: text with `{topic}` (the message's MQTT topic), `{source}` and
-    /// `{property:NAME}`. Default: no key.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// `acks`: "all" (default), "1" or "0".
-    #[serde(default = "KafkaConfig::default_acks")]
-    pub acks: String,
-    /// Idempotent producer (no duplicates from the producer's own retries). Default true.
-    #[serde(default = "KafkaConfig::default_true")]
-    pub idempotence: bool,
-    /// "none", "gzip", "snappy", "lz4" (default) or "zstd".
-    #[serde(default = "KafkaConfig::default_compression")]
-    pub compression: String,
-    /// How long the producer waits to fill a batch, ms. Default 5.
-    #[serde(default = "KafkaConfig::default_linger_ms")]
-    pub linger_ms: u32,
-    /// Largest message (payload, key and headers) accepted; bigger ones go to `$deadletter`.
-    /// Default 1000000 (Event Hubs' limit is 1 MB).
-    #[serde(default = "KafkaConfig::default_max_message_bytes")]
-    pub max_message_bytes: usize,
-    /// Further librdkafka settings (`"socket.keepalive.enable" = "true"` …).
+    /// Further librdkafka settings (`"socket.keepalive.enable" = "true"` …); they win over weir's.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -73,12 +44,87 @@ pub struct SaslConfig {
     pub password: Secret,
 }
 
+/// Produce to a Kafka topic (or an Event Hub).
+///
+/// ```toml
+/// [sinks.hub]
+/// type = "kafka"
+/// connection = { event_hubs_connection_string = { env = "EVENTHUBS_CONNECTION_STRING" } }
+/// key = "{property:machine}"
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub connection: KafkaConnection,
+    /// The topic. Default: the Event Hubs connection string's `EntityPath`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Partition key: text with `{topic}` (the message's MQTT topic), `{source}` and
+    /// `{property:NAME}`. Default: no key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `acks`: "all" (default), "1" or "0".
+    #[serde(default = "KafkaConfig::default_acks")]
+    pub acks: String,
+    /// Idempotent producer (no duplicates from the producer's own retries). Default true.
+    #[serde(default = "default_true")]
+    pub idempotence: bool,
+    /// "none", "gzip", "snappy", "lz4" (default) or "zstd".
+    #[serde(default = "KafkaConfig::default_compression")]
+    pub compression: String,
+    /// How long the producer waits to fill a batch, ms. Default 5.
+    #[serde(default = "KafkaConfig::default_linger_ms")]
+    pub linger_ms: u32,
+    /// Largest message (payload, key and headers) accepted; bigger ones go to `$deadletter`.
+    /// Default 1000000 (Event Hubs' limit is 1 MB).
+    #[serde(default = "KafkaConfig::default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// Consume Kafka topics (or an Event Hub) in a consumer group: cloud-to-edge.
+///
+/// ```toml
+/// [sources.commands]
+/// type = "kafka"
+/// connection = { brokers = "kafka-1:9092" }
+/// topics = ["edge-commands"]
+/// group = "weir-plant7"
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    pub connection: KafkaConnection,
+    /// Topics to consume. Default: the Event Hubs connection string's `EntityPath`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// The consumer group (`group.id`). Offsets are committed for it, so a restarted weir
+    /// goes on where it stopped. With Event Hubs, a consumer group of the hub (`$Default`).
+    pub group: String,
+    /// Where a group without committed offsets starts: "latest" (default, as Kafka does) or
+    /// "earliest" (everything the topic still holds).
+    #[serde(default = "KafkaSourceConfig::default_start")]
+    pub start_from: StartFrom,
+    /// How often accepted offsets are committed, ms. Default 1000. A crash replays at most
+    /// this much (plus what was in flight): at least once.
+    #[serde(default = "KafkaSourceConfig::default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+fn default_true() -> bool {
+    true
+}
+
 impl KafkaConfig {
     fn default_acks() -> String {
         "all".into()
-    }
-    fn default_true() -> bool {
-        true
     }
     fn default_compression() -> String {
         "lz4".into()
@@ -90,19 +136,62 @@ impl KafkaConfig {
         1_000_000
     }
 
-    /// The librdkafka settings and the topic this config means.
+    /// The producer's librdkafka settings and the topic this config means.
     pub fn client_settings(&self, base: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> {
+        let (mut settings, entity_path) = self.connection.settings(base)?;
+        settings.insert("acks".into(), self.acks.clone());
+        settings.insert("enable.idempotence".into(), self.idempotence.to_string());
+        settings.insert("compression.type".into(), self.compression.clone());
+        settings.insert("linger.ms".into(), self.linger_ms.to_string());
+        settings.insert("message.max.bytes".into(), (self.max_message_bytes + 4096).to_string());
+        self.connection.apply_options(&mut settings);
+        let topic =
+            self.topic.clone().or(entity_path).ok_or_else(|| anyhow::anyhow!("kafka: set `topic` (or EntityPath in the Event Hubs connection string)"))?;
+        Ok((settings, topic))
+    }
+}
+
+impl KafkaSourceConfig {
+    fn default_start() -> StartFrom {
+        StartFrom::Latest
+    }
+    fn default_commit_interval_ms() -> u64 {
+        1000
+    }
+
+    /// The consumer's librdkafka settings and the topics this config means. weir stores
+    /// and commits offsets itself, only for messages the pipeline accepted.
+    pub fn client_settings(&self, base: &Path) -> anyhow::Result<(BTreeMap<String, String>, Vec<String>)> {
+        let (mut settings, entity_path) = self.connection.settings(base)?;
+        settings.insert("group.id".into(), self.group.clone());
+        settings.insert("enable.auto.commit".into(), "false".into());
+        settings.insert("enable.auto.offset.store".into(), "false".into());
+        let start = match self.start_from {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        };
+        settings.insert("auto.offset.reset".into(), start.into());
+        self.connection.apply_options(&mut settings);
+        let topics = if self.topics.is_empty() { entity_path.into_iter().collect() } else { self.topics.clone() };
+        if topics.is_empty() {
+            anyhow::bail!("kafka source: set `topics` (or EntityPath in the Event Hubs connection string)");
+        }
+        Ok((settings, topics))
+    }
+}
+
+impl KafkaConnection {
+    /// Brokers, security and credentials; and the Event Hub's name if the connection string has one.
+    fn settings(&self, base: &Path) -> anyhow::Result<(BTreeMap<String, String>, Option<String>)> {
         let mut settings = BTreeMap::new();
-        let mut topic = self.topic.clone();
+        let mut entity_path = None;
         let mut brokers = self.brokers.clone();
         let mut tls = self.tls.unwrap_or(false);
         if let Some(secret) = &self.event_hubs_connection_string {
             let connection = secret.reveal(base)?;
             let hubs = EventHubs::parse(&connection)?;
             brokers.get_or_insert(format!("{}:9093", hubs.namespace_host));
-            if topic.is_none() {
-                topic = hubs.entity_path.clone();
-            }
+            entity_path = hubs.entity_path;
             tls = self.tls.unwrap_or(true);
             settings.insert("sasl.mechanisms".into(), "PLAIN".into());
             settings.insert("sasl.username".into(), "$ConnectionString".into());
@@ -123,19 +212,25 @@ impl KafkaConfig {
         if let Some(ca) = &self.ca {
             settings.insert("ssl.ca.location".into(), base.join(ca).display().to_string());
         }
-        let brokers = brokers.ok_or_else(|| anyhow::anyhow!("kafka: set `brokers` (host:port,…) or `event_hubs_connection_string`"))?;
+        let brokers = brokers.ok_or_else(|| anyhow::anyhow!("kafka: set `connection.brokers` (host:port,…) or `connection.event_hubs_connection_string`"))?;
         settings.insert("bootstrap.servers".into(), brokers);
-        settings.insert("acks".into(), self.acks.clone());
-        settings.insert("enable.idempotence".into(), self.idempotence.to_string());
-        settings.insert("compression.type".into(), self.compression.clone());
-        settings.insert("linger.ms".into(), self.linger_ms.to_string());
-        settings.insert("message.max.bytes".into(), (self.max_message_bytes + 4096).to_string());
+        Ok((settings, entity_path))
+    }
+
+    fn apply_options(&self, settings: &mut BTreeMap<String, String>) {
         for (key, value) in &self.options {
             settings.insert(key.clone(), value.clone());
         }
-        let topic = topic.ok_or_else(|| anyhow::anyhow!("kafka: set `topic` (or EntityPath in the Event Hubs connection string)"))?;
-        Ok((settings, topic))
     }
+}
+
+/// librdkafka's configuration from weir's settings.
+pub fn client_config(settings: &BTreeMap<String, String>) -> rdkafka::ClientConfig {
+    let mut client = rdkafka::ClientConfig::new();
+    for (key, value) in settings {
+        client.set(key, value);
+    }
+    client
 }
 
 /// The parts of an Event Hubs connection string weir needs.
@@ -175,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let connection = "Endpoint=sb://plant7.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc=;EntityPath=telemetry";
         std::fs::write(dir.path().join("eh"), connection).expect("write");
-        let config: KafkaConfig = toml::from_str("event_hubs_connection_string = { file = \"eh\" }").expect("config");
+        let config: KafkaConfig = toml::from_str("connection = { event_hubs_connection_string = { file = \"eh\" } }").expect("config");
         let (settings, topic) = config.client_settings(dir.path()).expect("settings");
         assert_eq!(topic, "telemetry");
         assert_eq!(settings["bootstrap.servers"], "plant7.servicebus.windows.net:9093");
@@ -183,5 +278,12 @@ mod tests {
         assert_eq!(settings["sasl.mechanisms"], "PLAIN");
         assert_eq!(settings["sasl.username"], "$ConnectionString");
         assert_eq!(settings["sasl.password"], connection);
+        let source: KafkaSourceConfig =
+            toml::from_str("group = \"$Default\"\nstart_from = \"earliest\"\nconnection = { event_hubs_connection_string = { file = \"eh\" } }")
+                .expect("config");
+        let (settings, topics) = source.client_settings(dir.path()).expect("settings");
+        assert_eq!(topics, ["telemetry"]);
+        assert_eq!((settings["group.id"].as_str(), settings["enable.auto.commit"].as_str()), ("$Default", "false"));
+        assert_eq!(settings["auto.offset.reset"], "earliest");
     }
 }

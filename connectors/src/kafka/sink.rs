@@ -1,13 +1,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use weir_core::{BuildContext, Message, Sink, SinkError, SinkKind};
 
-use super::config::KafkaConfig;
+use super::config::{KafkaConfig, client_config};
+use crate::{headers, template};
 
 /// Produces each message to the topic; a batch is accepted when the broker acknowledged all
 /// of it (with `acks = "all"`, by every in-sync replica).
@@ -27,46 +27,17 @@ impl SinkKind for KafkaSink {
     async fn build(config: KafkaConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
         let (settings, topic) = config.client_settings(&ctx.base_dir)?;
         let brokers = settings.get("bootstrap.servers").cloned().unwrap_or_default();
-        let mut client = ClientConfig::new();
-        for (key, value) in &settings {
-            client.set(key, value);
-        }
-        let producer: FutureProducer = client.create().map_err(|err| anyhow::anyhow!("kafka producer for {brokers}: {err}"))?;
+        let producer: FutureProducer = client_config(&settings).create().map_err(|err| anyhow::anyhow!("kafka producer for {brokers}: {err}"))?;
         Ok(Box::new(KafkaSink { producer, topic, key: config.key, max_message_bytes: config.max_message_bytes, brokers }))
     }
 }
 
-/// Message metadata as Kafka headers: every property, plus the MQTT topic, content type,
-/// correlation data and response topic when set.
+/// Message metadata as Kafka headers (see `crate::headers`).
 fn headers(message: &Message) -> OwnedHeaders {
-    let meta = message.meta();
-    let mut headers = OwnedHeaders::new_with_capacity(meta.properties.len() + 4);
-    for property in &meta.properties {
-        headers = headers.insert(Header { key: &property.name, value: Some(property.value.as_bytes()) });
-    }
-    if !meta.topic.is_empty() {
-        headers = headers.insert(Header { key: "mqtt-topic", value: Some(meta.topic.as_bytes()) });
-    }
-    if let Some(content_type) = &meta.content_type {
-        headers = headers.insert(Header { key: "content-type", value: Some(content_type.as_bytes()) });
-    }
-    if let Some(correlation) = &meta.correlation_data {
-        headers = headers.insert(Header { key: "correlation-data", value: Some(&correlation[..]) });
-    }
-    if let Some(response) = &meta.response_topic {
-        headers = headers.insert(Header { key: "response-topic", value: Some(response.as_bytes()) });
-    }
-    headers
-}
-
-/// The partition key: `{topic}`, `{source}` and `{property:NAME}` filled in.
-fn render_key(template: &str, message: &Message) -> String {
-    let meta = message.meta();
-    let mut out = template.replace("{topic}", &meta.topic).replace("{source}", &meta.source);
-    while let Some(start) = out.find("{property:") {
-        let Some(end) = out[start..].find('}').map(|e| start + e) else { break };
-        let name = out[start + "{property:".len()..end].to_owned();
-        out.replace_range(start..=end, meta.property(&name).unwrap_or(""));
+    let list = headers::to_headers(message.meta(), headers::Fields::All);
+    let mut out = OwnedHeaders::new_with_capacity(list.len());
+    for (key, value) in list {
+        out = out.insert(Header { key, value: Some(value) });
     }
     out
 }
@@ -77,7 +48,7 @@ impl Sink for KafkaSink {
         let mut rejected = Vec::new();
         let mut pending = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            let key = self.key.as_ref().map(|template| render_key(template, message));
+            let key = self.key.as_ref().map(|pattern| template::render(pattern, message));
             let meta_bytes: usize = message.meta().properties.iter().map(|p| p.name.len() + p.value.len()).sum();
             let size = message.payload.len() + key.as_ref().map_or(0, String::len) + meta_bytes;
             if size > self.max_message_bytes {
@@ -114,19 +85,5 @@ impl Sink for KafkaSink {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await??;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use weir_core::{Ack, Metadata, Property};
-
-    #[test]
-    fn keys_from_topic_source_and_properties() {
-        let mut meta = Metadata::new("local".into(), "plant/m1/telemetry");
-        meta.properties.push(Property::new("machine", "m1"));
-        let message = Message::new(&b"{}"[..], meta, Ack::none());
-        assert_eq!(render_key("{property:machine}/{source}/{topic}/{property:missing}", &message), "m1/local/plant/m1/telemetry/");
     }
 }

@@ -40,13 +40,13 @@ pub struct Pipeline {
     pub embedded_broker: Option<EmbeddedBroker>,
     /// Extra sources by name (`[sources.NAME]` with `type = "…"`), besides the local broker.
     #[serde(default)]
-    pub sources: BTreeMap<String, ConnectorTable>,
+    pub sources: BTreeMap<String, SourceTable>,
     /// WebAssembly modules by name: `/modules/NAME/…` in routes.
     #[serde(default)]
     pub modules: BTreeMap<String, ModuleConfig>,
     /// Sinks by name (`[sinks.NAME]` with `type = "…"`).
     #[serde(default)]
-    pub sinks: BTreeMap<String, ConnectorTable>,
+    pub sinks: BTreeMap<String, SinkTable>,
     /// Routes by name, in Azure IoT Edge syntax: `FROM … [WHERE …] INTO …`.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteSpec>,
@@ -187,14 +187,26 @@ impl<'de> Deserialize<'de> for RouteSpec {
     }
 }
 
-/// A source or sink table: `type` picks the connector, the other keys are its config.
+/// A source table: `type` picks the connector, the other keys are its config.
 #[derive(Debug, Clone, JsonSchema)]
-pub struct ConnectorTable {
+pub struct SourceTable {
+    /// The connector type, e.g. "mqtt" or "kafka".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The connector's own keys (checked against its config type).
+    #[serde(skip)]
+    pub table: toml::Table,
+}
+
+/// A sink table: `type` picks the connector, `queue` is weir's, the other keys are the
+/// connector's config.
+#[derive(Debug, Clone, JsonSchema)]
+pub struct SinkTable {
     /// The connector type, e.g. "mqtt" or "file".
     #[serde(rename = "type")]
     pub kind: String,
-    /// Sinks only: a store-and-forward queue in front of the sink (`true`, `false`, or a
-    /// table overriding `[store]`). Default: a queue for the `upstream` sink only.
+    /// A store-and-forward queue in front of the sink (`true`, `false`, or a table
+    /// overriding `[store]`). Default: a queue for the `upstream` sink only.
     #[schemars(with = "Option<QueueSpec>")]
     pub queue: Option<toml::Value>,
     /// The connector's own keys (checked against its config type).
@@ -202,14 +214,27 @@ pub struct ConnectorTable {
     pub table: toml::Table,
 }
 
-impl<'de> Deserialize<'de> for ConnectorTable {
+/// A connector table's `type` and the rest of its keys.
+fn split_type<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(String, toml::Table), D::Error> {
+    let mut table = toml::Table::deserialize(deserializer)?;
+    match table.remove("type") {
+        Some(toml::Value::String(kind)) => Ok((kind, table)),
+        Some(other) => Err(serde::de::Error::custom(format!("`type` is a string naming the connector, not {}", other.type_str()))),
+        None => Err(serde::de::Error::custom("missing `type` (the connector, e.g. type = \"mqtt\")")),
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceTable {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut table = toml::Table::deserialize(deserializer)?;
-        match table.remove("type") {
-            Some(toml::Value::String(kind)) => Ok(ConnectorTable { kind, queue: table.remove("queue"), table }),
-            Some(other) => Err(serde::de::Error::custom(format!("`type` is a string naming the connector, not {}", other.type_str()))),
-            None => Err(serde::de::Error::custom("missing `type` (the connector, e.g. type = \"mqtt\")")),
-        }
+        let (kind, table) = split_type(deserializer)?;
+        Ok(SourceTable { kind, table })
+    }
+}
+
+impl<'de> Deserialize<'de> for SinkTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, mut table) = split_type(deserializer)?;
+        Ok(SinkTable { kind, queue: table.remove("queue"), table })
     }
 }
 

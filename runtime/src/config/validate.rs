@@ -64,33 +64,29 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
             errors.push(loaded.error(&[key], format!("no sink named `{sink}`; declare it as [sinks.{sink}] ({})", known(pipeline.sinks.keys()))));
         }
     }
-    for (kind, tables) in [("sinks", &pipeline.sinks), ("sources", &pipeline.sources)] {
-        for (name, table) in tables {
-            let checked =
-                if kind == "sinks" { registry.check_sink(&table.kind, table.table.clone()) } else { registry.check_source(&table.kind, table.table.clone()) };
-            match checked {
-                Ok(()) => {}
-                Err(ConnectorConfigError::UnknownType { .. }) => {
-                    errors.push(loaded.error(&[kind, name, "type"], checked.err().map(|e| e.to_string()).unwrap_or_default()));
-                }
-                Err(ConnectorConfigError::Invalid(err)) => {
-                    let message = err.message().trim().to_owned();
-                    // "unknown field `x`", or a connector's own message that starts with the key.
-                    let first_word = message.split([' ', '`']).next().filter(|word| table.table.contains_key(*word));
-                    let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).or(first_word).map(str::to_owned);
-                    let path: Vec<&str> = match &field {
-                        Some(field) => vec![kind, name, field],
-                        None => vec![kind, name],
-                    };
-                    errors.push(loaded.error(&path, message));
-                }
+    let sinks = pipeline.sinks.iter().map(|(name, t)| ("sinks", name, &t.kind, &t.table));
+    let sources = pipeline.sources.iter().map(|(name, t)| ("sources", name, &t.kind, &t.table));
+    for (kind, name, type_name, table) in sinks.chain(sources) {
+        let checked = if kind == "sinks" { registry.check_sink(type_name, table.clone()) } else { registry.check_source(type_name, table.clone()) };
+        match checked {
+            Ok(()) => {}
+            Err(ConnectorConfigError::UnknownType { .. }) => {
+                errors.push(loaded.error(&[kind, name, "type"], checked.err().map(|e| e.to_string()).unwrap_or_default()));
+            }
+            Err(ConnectorConfigError::Invalid(err)) => {
+                let message = err.message().trim().to_owned();
+                // "unknown field `x`", or a connector's own message that starts with the key.
+                let first_word = message.split([' ', '`']).next().filter(|word| table.contains_key(*word));
+                let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).or(first_word).map(str::to_owned);
+                let path: Vec<&str> = match &field {
+                    Some(field) => vec![kind, name, field],
+                    None => vec![kind, name],
+                };
+                errors.push(loaded.error(&path, message));
             }
         }
     }
 
-    for name in pipeline.sources.iter().filter(|(_, t)| t.queue.is_some()).map(|(n, _)| n) {
-        errors.push(loaded.error(&["sources", name, "queue"], "`queue` belongs on a sink: it keeps what a sink could not take yet"));
-    }
     let queues = queues(loaded, &mut errors);
 
     let mut modules = Vec::new();
