@@ -10,8 +10,9 @@
 //!   used for the local broker's topics;
 //! - [`blob`] (feature `blob`): batches as objects in Azure Blob Storage, S3, GCS or a
 //!   local directory, with time-partitioned names;
-//! - [`iothub`] (feature `iothub`): Azure IoT Hub device telemetry over MQTT with IoT
-//!   Hub's conventions (SAS token from the device key, property bag topics);
+//! - [`iothub`] (feature `iothub`): Azure IoT Hub over MQTT with IoT Hub's device
+//!   conventions: telemetry sink and cloud-to-device source on one connection, SAS tokens
+//!   from the device key renewed before they expire, property bag topics;
 //! - [`kafka`] (feature `kafka`): Kafka and Azure Event Hubs (Kafka endpoint) sink and
 //!   source, rdkafka with a bundled librdkafka;
 //! - [`amqp`] (feature `amqp`): RabbitMQ and other AMQP 0-9-1 brokers, sink (publisher
@@ -55,7 +56,7 @@ pub fn registry() -> weir_core::Registry {
     #[cfg(feature = "blob")]
     let registry = registry.sink::<blob::BlobSink>();
     #[cfg(feature = "iothub")]
-    let registry = registry.sink::<iothub::IotHubSink>();
+    let registry = registry.sink::<iothub::IotHubSink>().source::<iothub::IotHubSource>();
     #[cfg(feature = "kafka")]
     let registry = registry.sink::<kafka::KafkaSink>().source::<kafka::KafkaSource>();
     #[cfg(feature = "amqp")]

@@ -4,10 +4,16 @@ use weir_core::{QoS, Secret};
 
 use crate::mqtt::TlsConfig;
 
-/// An IoT Hub device connection.
+/// An IoT Hub device connection, for the sink (telemetry) and the source (cloud-to-device
+/// messages). A sink and a source of the same device share one connection: give them the
+/// same settings (the first one built opens it).
 ///
 /// ```toml
 /// [sinks.hub]
+/// type = "iothub"
+/// connection_string = { env = "IOTHUB_DEVICE_CONNECTION_STRING" }
+///
+/// [sources.hub-commands]
 /// type = "iothub"
 /// connection_string = { env = "IOTHUB_DEVICE_CONNECTION_STRING" }
 /// ```
@@ -17,8 +23,9 @@ pub struct IotHubConfig {
     /// The device connection string, `HostName=HUB.azure-devices.net;DeviceId=…;SharedAccessKey=…`
     /// (from `{ env = "…" }` or `{ file = "…" }`, never clear text).
     pub connection_string: Secret,
-    /// Lifetime of each SAS token in seconds. A token is made at every connect; IoT Hub
-    /// closes the connection when it expires and weir reconnects with a new one. Default 3600.
+    /// Lifetime of each SAS token in seconds (at least 10). weir reconnects with a fresh
+    /// token when four fifths of it have passed, before IoT Hub would close the connection.
+    /// Default 3600.
     #[serde(default = "IotHubConfig::default_token_ttl")]
     pub token_ttl_secs: u64,
     /// The broker to connect to. Default `mqtts://{HostName}:8883` (an IoT Edge gateway or a

@@ -78,6 +78,29 @@ pub fn telemetry_topic(device: &str, message: &Message) -> String {
     format!("devices/{device}/messages/events/{}", property_bag(message))
 }
 
+/// `devices/{device}/messages/devicebound/#`: where IoT Hub sends cloud-to-device messages.
+pub fn c2d_filter(device: &str) -> String {
+    format!("devices/{device}/messages/devicebound/#")
+}
+
+/// A cloud-to-device topic's property bag, decoded: `(name, value)` in order. System
+/// properties keep their names (`$.mid` message id, `$.cid` correlation id, `$.to`, `$.ct`,
+/// `$.ce` …).
+pub fn parse_property_bag(topic: &str) -> Vec<(String, String)> {
+    let Some((_, bag)) = topic.split_once("/messages/devicebound/") else { return Vec::new() };
+    bag.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name), decode(value))
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
+}
+
 fn encode(text: &str) -> String {
     utf8_percent_encode(text, COMPONENT).to_string()
 }
@@ -92,6 +115,18 @@ mod tests {
         let parsed = DeviceConnection::parse("HostName=hub1.azure-devices.net;DeviceId=press-7;SharedAccessKey=c2VjcmV0").expect("parses");
         assert_eq!(parsed.username(), "hub1.azure-devices.net/press-7/?api-version=2021-04-12");
         assert!(DeviceConnection::parse("HostName=x;DeviceId=y").unwrap_err().to_string().contains("SharedAccessKey"));
+    }
+
+    #[test]
+    fn cloud_to_device_property_bags_decode() {
+        let topic =
+            "devices/press-7/messages/devicebound/%24.mid=7f3a&%24.to=%2Fdevices%2Fpress-7%2Fmessages%2FdeviceBound&%24.ct=application%2Fjson&mode=stop%20now";
+        assert_eq!(
+            parse_property_bag(topic),
+            [("$.mid", "7f3a"), ("$.to", "/devices/press-7/messages/deviceBound"), ("$.ct", "application/json"), ("mode", "stop now")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        assert!(parse_property_bag("devices/press-7/messages/devicebound/").is_empty());
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
         None => default_client_id.to_owned(),
     };
     let password = match &config.password_provider {
-        Some(provider) => Some((provider.0)().context("making the MQTT password")?),
+        Some(provider) => Some((provider.make)().context("making the MQTT password")?),
         None => config.password.as_ref().map(|secret| secret.reveal(base)).transpose().context("MQTT password")?,
     };
     let transport = if use_tls || config.tls.is_some() {

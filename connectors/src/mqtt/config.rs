@@ -51,9 +51,13 @@ pub struct ConnectionConfig {
     pub password_provider: Option<PasswordProvider>,
 }
 
-/// Makes a password when a connection is opened.
+/// Makes a password when a connection is opened (an IoT Hub SAS token). A publisher
+/// reconnects with a fresh one when four fifths of `valid_for` have passed.
 #[derive(Clone)]
-pub struct PasswordProvider(pub std::sync::Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>);
+pub struct PasswordProvider {
+    pub make: std::sync::Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>,
+    pub valid_for: std::time::Duration,
+}
 
 impl std::fmt::Debug for PasswordProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

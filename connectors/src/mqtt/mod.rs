@@ -7,14 +7,19 @@
 //! - `source.rs`: subscribes, resubscribes after a reconnect, acknowledges a QoS 1/2
 //!   message only when the pipeline has fully accepted it;
 //! - `sink.rs`: publishes with MQTT 5 properties and reports a batch accepted only when
-//!   the broker has acknowledged every QoS 1/2 publish.
+//!   the broker has acknowledged every QoS 1/2 publish; renews an expiring password;
+//! - `inbound.rs`: publishes arriving on a sink's connection, for a source that shares it
+//!   (IoT Hub's cloud-to-device messages).
 
 mod client;
 mod config;
+mod inbound;
 mod sink;
 mod source;
 mod tls;
 
+pub use client::{Client, Received};
 pub use config::{ConnectionConfig, MqttSinkConfig, MqttSourceConfig, PasswordProvider, Protocol, TlsConfig};
+pub use inbound::Inbound;
 pub use sink::MqttSink;
 pub use source::MqttSource;

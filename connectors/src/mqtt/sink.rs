@@ -10,7 +10,8 @@ use tracing::{info, warn};
 use weir_core::{Backoff, BuildContext, Message, QoS, Sink, SinkError, SinkKind};
 
 use super::client::{self, Client, Event};
-use super::config::{ConnectionConfig, MqttSinkConfig};
+use super::config::{ConnectionConfig, MqttSinkConfig, PasswordProvider};
+use super::inbound::Inbound;
 
 /// How long a batch waits for the broker's acknowledgements before it counts as not
 /// accepted (and is retried: at least once, duplicates possible).
@@ -64,67 +65,37 @@ impl MqttSink {
         topic: Option<String>,
         retain: Option<bool>,
     ) -> anyhow::Result<Self> {
-        let (client, mut eventloop) = client::connect(connection, default_client_id, role, base_dir, false)?;
-        let waiters = Arc::new(Mutex::new(Waiters::default()));
-        let state = Arc::new(Mutex::new(ConnectionState::default()));
-        let url = connection.url.clone();
-        let renew = connection.password_provider.clone().zip(connection.username.clone());
-        let driver = {
-            let (waiters, state, url) = (waiters.clone(), state.clone(), url.clone());
-            tokio::spawn(async move {
-                let mut backoff = Backoff::default();
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Connected { .. }) => {
-                            backoff.reset();
-                            info!(broker = %url, "publisher connected");
-                            if let Ok(mut state) = state.lock() {
-                                state.connected = true;
-                            }
-                        }
-                        Ok(Event::Sent(packet)) => {
-                            let Ok(mut waiters) = waiters.lock() else { break };
-                            if packet == 0 {
-                                if let Some(waiter) = waiters.unsent.pop_front() {
-                                    let _ = waiter.send(());
-                                }
-                            } else if !waiters.by_packet.contains_key(&packet) {
-                                // Not a retransmission: the oldest unsent publish got this id.
-                                if let Some(waiter) = waiters.unsent.pop_front() {
-                                    waiters.by_packet.insert(packet, waiter);
-                                }
-                            }
-                        }
-                        Ok(Event::Acknowledged(packet)) => {
-                            if let Some(waiter) = waiters.lock().ok().and_then(|mut w| w.by_packet.remove(&packet)) {
-                                let _ = waiter.send(());
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(err) => {
-                            if state.lock().map(|s| s.closing).unwrap_or(true) {
-                                break;
-                            }
-                            let delay = backoff.next_delay();
-                            warn!(broker = %url, %err, retry_in = ?delay, "publisher connection lost or refused; is the broker running and reachable?");
-                            if let Ok(mut state) = state.lock() {
-                                state.connected = false;
-                                state.last_error = Some(err);
-                            }
-                            // A token that expires (IoT Hub closes the connection then) is made anew.
-                            if let Some((provider, user)) = &renew {
-                                match (provider.0)() {
-                                    Ok(password) => eventloop.set_credentials(user, password),
-                                    Err(err) => warn!(broker = %url, error = %format!("{err:#}"), "could not renew the password"),
-                                }
-                            }
-                            tokio::time::sleep(delay).await;
-                        }
-                    }
-                }
-            })
+        Self::connect_with_inbound(connection, base_dir, default_client_id, role, topic, retain, None)
+    }
+
+    /// Like [`MqttSink::connect`]; publishes from the broker go to `inbound` (whose listener
+    /// acknowledges them).
+    pub fn connect_with_inbound(
+        connection: &ConnectionConfig,
+        base_dir: &Path,
+        default_client_id: &str,
+        role: &str,
+        topic: Option<String>,
+        retain: Option<bool>,
+        inbound: Option<Arc<Inbound>>,
+    ) -> anyhow::Result<Self> {
+        let (client, eventloop) = client::connect(connection, default_client_id, role, base_dir, inbound.is_some())?;
+        let driver = Driver {
+            client: client.clone(),
+            url: connection.url.clone(),
+            waiters: Arc::default(),
+            state: Arc::default(),
+            renew: connection.password_provider.clone().zip(connection.username.clone()),
+            inbound,
         };
-        Ok(MqttSink { client, url, qos: connection.qos, topic, retain, waiters, state, driver })
+        let (waiters, state) = (driver.waiters.clone(), driver.state.clone());
+        let driver = tokio::spawn(driver.run(eventloop));
+        Ok(MqttSink { client, url: connection.url.clone(), qos: connection.qos, topic, retain, waiters, state, driver })
+    }
+
+    /// The connection's client (to subscribe and acknowledge on it).
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     fn topic_for(&self, message: &Message) -> String {
@@ -142,6 +113,118 @@ impl MqttSink {
             (false, None) => "not connected yet".to_owned(),
         };
         SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: {what}: {detail}. Check that the broker runs and accepts this client", self.url))
+    }
+}
+
+/// Polls the connection: matches acknowledgements to waiting publishes, hands inbound
+/// publishes on, reconnects with back-off, and renews an expiring password (a SAS token)
+/// by reconnecting with a fresh one before it runs out.
+struct Driver {
+    client: Client,
+    url: String,
+    waiters: Arc<Mutex<Waiters>>,
+    state: Arc<Mutex<ConnectionState>>,
+    renew: Option<(PasswordProvider, String)>,
+    inbound: Option<Arc<Inbound>>,
+}
+
+impl Driver {
+    async fn run(self, mut eventloop: client::EventLoop) {
+        let mut backoff = Backoff::default();
+        // When the password in use should be replaced (four fifths of its life).
+        let mut renew_at: Option<tokio::time::Instant> = None;
+        let mut renewing = false;
+        loop {
+            let event = tokio::select! {
+                event = eventloop.poll() => event,
+                () = sleep_until(renew_at), if renew_at.is_some() => {
+                    renew_at = None;
+                    renewing = true;
+                    info!(broker = %self.url, "renewing the password (SAS token) before it expires: reconnecting");
+                    let client = self.client.clone();
+                    // Not awaited here: the request goes through the event loop polled below.
+                    tokio::spawn(async move { client.disconnect().await });
+                    continue;
+                }
+            };
+            match event {
+                Ok(Event::Connected { .. }) => {
+                    backoff.reset();
+                    info!(broker = %self.url, "publisher connected");
+                    if let Ok(mut state) = self.state.lock() {
+                        state.connected = true;
+                    }
+                    renew_at = self.renew.as_ref().map(|(provider, _)| tokio::time::Instant::now() + provider.valid_for.mul_f64(0.8));
+                    if let Some(inbound) = self.inbound.clone().filter(|inbound| inbound.listening()) {
+                        let client = self.client.clone();
+                        tokio::spawn(async move { client.subscribe(&inbound.topics, inbound.qos).await });
+                    }
+                }
+                Ok(Event::Sent(packet)) => {
+                    let Ok(mut waiters) = self.waiters.lock() else { break };
+                    if packet == 0 {
+                        if let Some(waiter) = waiters.unsent.pop_front() {
+                            let _ = waiter.send(());
+                        }
+                    } else if !waiters.by_packet.contains_key(&packet) {
+                        // Not a retransmission: the oldest unsent publish got this id.
+                        if let Some(waiter) = waiters.unsent.pop_front() {
+                            waiters.by_packet.insert(packet, waiter);
+                        }
+                    }
+                }
+                Ok(Event::Acknowledged(packet)) => {
+                    if let Some(waiter) = self.waiters.lock().ok().and_then(|mut w| w.by_packet.remove(&packet)) {
+                        let _ = waiter.send(());
+                    }
+                }
+                Ok(Event::Subscribed) => {
+                    if let Some(inbound) = &self.inbound {
+                        inbound.set_subscribed(true);
+                    }
+                }
+                Ok(Event::Publish(received)) => {
+                    if let Some(inbound) = &self.inbound {
+                        inbound.deliver(received);
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    if self.state.lock().map(|s| s.closing).unwrap_or(true) {
+                        break;
+                    }
+                    if let Some(inbound) = &self.inbound {
+                        inbound.set_subscribed(false);
+                    }
+                    let delay = if std::mem::take(&mut renewing) {
+                        std::time::Duration::ZERO
+                    } else {
+                        let delay = backoff.next_delay();
+                        warn!(broker = %self.url, %err, retry_in = ?delay, "publisher connection lost or refused; is the broker running and reachable?");
+                        delay
+                    };
+                    if let Ok(mut state) = self.state.lock() {
+                        state.connected = false;
+                        state.last_error = Some(err);
+                    }
+                    // A token that expired (IoT Hub closes the connection then) is made anew.
+                    if let Some((provider, user)) = &self.renew {
+                        match (provider.make)() {
+                            Ok(password) => eventloop.set_credentials(user, password),
+                            Err(err) => warn!(broker = %self.url, error = %format!("{err:#}"), "could not renew the password"),
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
