@@ -23,9 +23,17 @@ fn check_reports_every_error_and_exits_non_zero() {
 }
 
 #[test]
-fn check_accepts_the_demo() {
-    let output = Command::new(weir()).arg("check").arg(weir_tests::repo_root().join("pipelines/demo.toml")).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+fn check_accepts_every_example_pipeline() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(weir_tests::repo_root().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let output = Command::new(weir()).arg("check").arg(&path).output().unwrap();
+            assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "the demo and one example per cloud connector: {checked}");
 }
 
 #[test]

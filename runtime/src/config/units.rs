@@ -6,7 +6,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 
-/// A duration written as `"250ms"`, `"2s"`, `"5m"` or `"1h"`.
+/// A duration written as `"250ms"`, `"2s"`, `"5m"`, `"1h"` or `"7d"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(with = "String")]
 pub struct HumanDuration(pub Duration);
@@ -25,13 +25,14 @@ fn split_number(text: &str) -> Option<(f64, &str)> {
 
 impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let error = || format!("`{text}` is not a duration: write e.g. \"250ms\", \"2s\", \"5m\" or \"1h\"");
+        let error = || format!("`{text}` is not a duration: write e.g. \"250ms\", \"2s\", \"5m\", \"1h\" or \"7d\"");
         let (number, unit) = split_number(text).ok_or_else(error)?;
         let seconds = match unit {
             "ms" => number / 1000.0,
             "s" => number,
             "m" | "min" => number * 60.0,
             "h" => number * 3600.0,
+            "d" => number * 86_400.0,
             _ => return Err(error()),
         };
         Ok(HumanDuration(Duration::from_secs_f64(seconds)))
@@ -84,6 +85,7 @@ mod tests {
     fn durations_and_sizes() {
         assert_eq!(HumanDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
         assert_eq!(HumanDuration::parse("2m").unwrap().0, Duration::from_secs(120));
+        assert_eq!(HumanDuration::parse("7d").unwrap().0, Duration::from_secs(7 * 86_400));
         assert!(HumanDuration::parse("2 fortnights").unwrap_err().contains("not a duration"));
         assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
         assert_eq!(ByteSize::parse("100").unwrap().0, 100);
