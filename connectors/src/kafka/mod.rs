@@ -13,6 +13,6 @@ mod offsets;
 mod sink;
 mod source;
 
-pub use config::{KafkaConfig, KafkaConnection, KafkaSourceConfig, SaslConfig, StartFrom};
+pub use config::{KafkaConfig, KafkaConnection, KafkaSourceConfig, SaslConfig, StartFrom, client_config};
 pub use sink::KafkaSink;
 pub use source::{KEY_PROPERTY, KafkaSource};
