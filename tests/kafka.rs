@@ -4,55 +4,18 @@
 //! its sinks accepted.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message as _};
+use rdkafka::consumer::Consumer;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use weir_tests::{Mosquitto, RunningPipeline, Subscriber, Tansu, publish_v5, user_properties};
-
-async fn create_topic(tansu: &Tansu, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", tansu.bootstrap()).create().unwrap();
-    let results = admin.create_topics(&[NewTopic::new(topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap();
-    for result in results {
-        result.unwrap();
-    }
-}
-
-/// (key, payload, headers) of the first `n` records of `topic`.
-async fn consume(tansu: &Tansu, topic: &str, n: usize) -> Vec<(String, String, BTreeMap<String, String>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", tansu.bootstrap())
-        .set("group.id", "weir-test-reader")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut records = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while records.len() < n {
-        let message = tokio::time::timeout_at(deadline, consumer.recv()).await.unwrap_or_else(|_| panic!("{} of {n} records read", records.len())).unwrap();
-        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-        let payload = message.payload().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
-        let headers = message
-            .headers()
-            .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default())).collect())
-            .unwrap_or_default();
-        records.push((key, payload, headers));
-    }
-    records
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_keys_and_headers_arrive_as_sent() {
     let local = Mosquitto::start();
     let tansu = Tansu::start();
-    create_topic(&tansu, "telemetry").await;
+    tansu.create_topic("telemetry").await;
     let toml = format!(
         r#"
 upstream = "events"
@@ -80,7 +43,7 @@ up = "FROM /topics/plant/# INTO $upstream"
         })
         .collect();
     publish_v5(local.port, messages).await;
-    let records = consume(&tansu, "telemetry", 20).await;
+    let records = tansu.read("telemetry", 20).await;
     for (i, (key, payload, headers)) in records.iter().enumerate() {
         assert_eq!(payload, &format!("{{\"seq\":{i}}}"));
         assert_eq!(key, &format!("m{}", i % 3));
@@ -144,7 +107,7 @@ async fn source_commits_only_what_a_sink_accepted() {
     let mut cloud = Mosquitto::start();
     cloud.stop();
     let tansu = Tansu::start();
-    create_topic(&tansu, "commands").await;
+    tansu.create_topic("commands").await;
     let producer: rdkafka::producer::FutureProducer = ClientConfig::new().set("bootstrap.servers", tansu.bootstrap()).create().unwrap();
     for i in 0..10 {
         let headers = rdkafka::message::OwnedHeaders::new()

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod kafka;
 mod rabbitmq;
+pub use kafka::KafkaRecord;
 pub use rabbitmq::RabbitMq;
 
 use rumqttc::v5::mqttbytes::QoS;

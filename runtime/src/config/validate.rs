@@ -164,7 +164,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
     }
 
     if errors.is_empty() {
-        Ok(Plan { routes, modules, local_subscriptions: subscriptions.into_iter().collect(), writes_local_topics, queues })
+        Ok(Plan { routes, modules, local_subscriptions: minimal_subscriptions(&subscriptions), writes_local_topics, queues })
     } else {
         errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(errors))
@@ -223,4 +223,16 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 /// An error about a module, pointing at the key it concerns.
 pub fn module_error(loaded: &LoadedPipeline, module: &str, key: &str, message: impl Into<String>) -> ConfigError {
     loaded.error(&["modules", module, key], message)
+}
+
+/// The filters no other filter covers: with overlapping subscriptions a broker sends a
+/// message once per match, and weir would route it twice.
+pub(crate) fn minimal_subscriptions(filters: &BTreeSet<String>) -> Vec<String> {
+    let parsed: Vec<crate::route::TopicFilter> = filters.iter().map(|f| crate::route::TopicFilter::new(f)).collect();
+    parsed
+        .iter()
+        .enumerate()
+        .filter(|(i, filter)| !parsed.iter().enumerate().any(|(j, other)| *i != j && other.covers(filter)))
+        .map(|(_, filter)| filter.as_str().to_owned())
+        .collect()
 }

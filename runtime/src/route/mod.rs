@@ -98,6 +98,26 @@ impl TopicFilter {
         &self.text
     }
 
+    /// Whether every topic `other` matches, this matches too. A broker delivers a message
+    /// once per matching subscription, so weir subscribes only to filters no other covers.
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        // Wildcards at the first level do not match `$SYS/…`-style topics.
+        let dollar = other.levels.first().is_some_and(|l| matches!(l, Level::Exact(e) if e.starts_with('$')));
+        if dollar && matches!(self.levels.first(), Some(Level::One | Level::Rest)) {
+            return false;
+        }
+        let mut theirs = other.levels.iter();
+        for level in &self.levels {
+            match (level, theirs.next()) {
+                (Level::Rest, _) => return true,
+                (Level::One, Some(Level::One | Level::Exact(_))) => {}
+                (Level::Exact(mine), Some(Level::Exact(their))) if mine == their => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+
     pub fn matches(&self, topic: &str) -> bool {
         let mut topic_levels = topic.split('/');
         for level in &self.levels {

@@ -95,3 +95,17 @@ fn multi_byte_characters_where_keywords_would_be_are_errors_not_panics() {
     assert!(parse("FROM /* INTO BrokeredEndpoin\u{e9}(\"/modules/x/inputs/y\")").is_err());
     assert!(parse("FROM /* WHERE $body.\u{e9}t\u{e9} = '\u{e9}' INTO /topics/\u{e9}/{$body.a}").is_ok());
 }
+
+#[test]
+fn filters_cover_what_they_match() {
+    let covers = |a: &str, b: &str| TopicFilter::new(a).covers(&TopicFilter::new(b));
+    assert!(covers("factory/#", "factory/+/telemetry"));
+    assert!(covers("factory/#", "factory"), "`#` also matches the parent level");
+    assert!(covers("factory/+/telemetry", "factory/m1/telemetry"));
+    assert!(covers("+/+/telemetry", "factory/+/telemetry"));
+    assert!(!covers("factory/+/telemetry", "factory/#"));
+    assert!(!covers("factory/+", "factory/m1/telemetry"));
+    assert!(!covers("#", "$SYS/broker/load"), "wildcards at the first level skip $ topics");
+    let filters = ["factory/#", "factory/+/telemetry", "factory/+/alarm", "hall/m1", "$SYS/#"].map(String::from).into_iter().collect();
+    assert_eq!(crate::config::validate::minimal_subscriptions(&filters), ["$SYS/#", "factory/#", "hall/m1"]);
+}
