@@ -72,9 +72,14 @@ pub struct KafkaConfig {
     /// "none", "gzip", "snappy", "lz4" (default) or "zstd".
     #[serde(default = "KafkaConfig::default_compression")]
     pub compression: String,
-    /// How long the producer waits to fill a batch, ms. Default 5.
-    #[serde(default = "KafkaConfig::default_linger_ms")]
+    /// How long the producer waits to fill a batch, ms. Default 0: weir hands the producer
+    /// whole batches and waits for each before the next, so lingering only adds latency.
+    #[serde(default)]
     pub linger_ms: u32,
+    /// Messages weir hands the producer at once, at most: under load the sink takes what is
+    /// waiting, up to this many, and the broker acknowledges them together. Default 4096.
+    #[serde(default = "KafkaConfig::default_batch_messages")]
+    pub batch_messages: usize,
     /// Largest message (payload, key and headers) accepted; bigger ones go to `$deadletter`.
     /// Default 1000000 (Event Hubs' limit is 1 MB).
     #[serde(default = "KafkaConfig::default_max_message_bytes")]
@@ -129,8 +134,8 @@ impl KafkaConfig {
     fn default_compression() -> String {
         "lz4".into()
     }
-    fn default_linger_ms() -> u32 {
-        5
+    fn default_batch_messages() -> usize {
+        4096
     }
     fn default_max_message_bytes() -> usize {
         1_000_000

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use weir_core::connector::Batching;
 use weir_core::{BuildContext, Message, Sink, SinkError, SinkKind};
 
 use super::config::{KafkaConfig, client_config};
@@ -16,6 +17,7 @@ pub struct KafkaSink {
     topic: String,
     key: Option<String>,
     max_message_bytes: usize,
+    batching: Batching,
     brokers: String,
 }
 
@@ -28,7 +30,9 @@ impl SinkKind for KafkaSink {
         let (settings, topic) = config.client_settings(&ctx.base_dir)?;
         let brokers = settings.get("bootstrap.servers").cloned().unwrap_or_default();
         let producer: FutureProducer = client_config(&settings).create().map_err(|err| anyhow::anyhow!("kafka producer for {brokers}: {err}"))?;
-        Ok(Box::new(KafkaSink { producer, topic, key: config.key, max_message_bytes: config.max_message_bytes, brokers }))
+        // Take what is waiting, up to the limits, without waiting for more.
+        let batching = Batching { max_messages: config.batch_messages.max(1), max_bytes: 64 << 20, max_age: Duration::ZERO };
+        Ok(Box::new(KafkaSink { producer, topic, key: config.key, max_message_bytes: config.max_message_bytes, batching, brokers }))
     }
 }
 
@@ -79,6 +83,10 @@ impl Sink for KafkaSink {
             }
         }
         if rejected.is_empty() { Ok(()) } else { Err(SinkError::Rejected(rejected)) }
+    }
+
+    fn batching(&self) -> Option<Batching> {
+        Some(self.batching)
     }
 
     async fn close(&mut self) -> anyhow::Result<()> {
