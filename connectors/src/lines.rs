@@ -61,7 +61,8 @@ mod tests {
         let mut meta = Metadata::new("local".into(), "plant/m1");
         meta.properties.push(Property::new("machine", "m1"));
         meta.correlation_data = Some(bytes::Bytes::from_static(&[0, 1, 2]));
-        let payloads: [&[u8]; 6] = [b"{\"t\": 71.5, \"ok\": [true, null]}", b" 42 ", b"{\n  \"pretty\": 1\n}", b"not json", b"\xff\xfe", b"{\"unterminated\": "];
+        let payloads: [&[u8]; 6] =
+            [b"{\"t\": 71.5, \"ok\": [true, null]}", b" 42 ", b"{\n  \"pretty\": 1\n}", b"not json", b"\xff\xfe", b"{\"unterminated\": "];
         for payload in payloads {
             let message = Message::new(payload.to_vec(), meta.clone(), Ack::none());
             let mut out = Vec::new();

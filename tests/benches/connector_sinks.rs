@@ -72,9 +72,8 @@ async fn kafka(tansu: &Tansu, n: usize, batch: usize) -> (f64, f64) {
             // The same record weir makes: key, the property and the topic as headers.
             let meta = message.meta();
             let key = meta.property("machine").unwrap_or("");
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "machine", value: Some(key) })
-                .insert(Header { key: "mqtt-topic", value: Some(meta.topic.as_str()) });
+            let headers =
+                OwnedHeaders::new().insert(Header { key: "machine", value: Some(key) }).insert(Header { key: "mqtt-topic", value: Some(meta.topic.as_str()) });
             let record = FutureRecord::to(&bare_topic).payload(&message.payload[..]).key(key).headers(headers);
             deliveries.push(producer.send_result(record).map_err(|(err, _)| err).unwrap());
         }
