@@ -128,7 +128,81 @@ pub struct Message {
     pub payload: Bytes,
     meta: Arc<Metadata>,
     pub ack: Ack,
-    decoded: Arc<OnceLock<DecodedBody>>,
+    decoded: Arc<BodyCache>,
+}
+
+/// What has been decoded of a payload, shared by every copy of the message.
+#[derive(Debug, Default)]
+struct BodyCache {
+    /// The whole payload as a JSON tree.
+    tree: OnceLock<DecodedBody>,
+    /// A JSON object's top-level fields (`None`: not an object).
+    fields: OnceLock<Option<BodyFields>>,
+}
+
+/// A JSON object's top-level fields, located in one pass that builds nothing but this
+/// list; each value is decoded the first time something asks for it.
+#[derive(Debug)]
+struct BodyFields(Vec<BodyField>);
+
+#[derive(Debug)]
+struct BodyField {
+    /// Where the name is in the payload, or the name itself when it had escapes.
+    name: Result<std::ops::Range<usize>, Box<str>>,
+    value: std::ops::Range<usize>,
+    decoded: OnceLock<Option<serde_json::Value>>,
+}
+
+impl BodyFields {
+    /// Index `payload` if it is a JSON object.
+    fn index(payload: &[u8]) -> Option<BodyFields> {
+        let mut deserializer = serde_json::Deserializer::from_slice(payload);
+        let fields = serde::de::DeserializeSeed::deserialize(Locate { base: payload.as_ptr() as usize }, &mut deserializer).ok()?;
+        deserializer.end().ok()?;
+        Some(BodyFields(fields))
+    }
+
+    fn get<'a>(&'a self, payload: &[u8], name: &str) -> Option<&'a BodyField> {
+        // With duplicate names the last counts, as in a decoded tree.
+        self.0.iter().rev().find(|field| match &field.name {
+            Ok(range) => &payload[range.clone()] == name.as_bytes(),
+            Err(owned) => &**owned == name,
+        })
+    }
+}
+
+/// Finds a JSON object's fields and where each is in the input, which starts at `base`.
+struct Locate {
+    base: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Locate {
+    type Value = Vec<BodyField>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Locate {
+    type Value = Vec<BodyField>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let span = |text: &str| {
+            let start = text.as_ptr() as usize - self.base;
+            start..start + text.len()
+        };
+        let mut fields = Vec::with_capacity(16);
+        while let Some((name, raw)) = map.next_entry::<std::borrow::Cow<'de, str>, &'de serde_json::value::RawValue>()? {
+            let name = match name {
+                std::borrow::Cow::Borrowed(text) => Ok(span(text)),
+                std::borrow::Cow::Owned(text) => Err(text.into_boxed_str()),
+            };
+            fields.push(BodyField { name, value: span(raw.get()), decoded: OnceLock::new() });
+        }
+        Ok(fields)
+    }
 }
 
 impl Message {
@@ -150,10 +224,24 @@ impl Message {
         Message { payload, meta: self.meta.clone(), ack: self.ack.clone(), decoded: Arc::default() }
     }
 
+    /// A top-level field of a JSON object payload, e.g. `temperature` for
+    /// `$body.temperature`. The object is scanned once (nothing built) and each field decoded
+    /// once, on first use, however many routes ask; cheaper than [`Message::json_body`] when
+    /// conditions look at a few fields. `None` if the payload is not a JSON object or has no
+    /// such field (with duplicate names, the last counts, as in `json_body`).
+    pub fn body_field(&self, name: &str) -> Option<&serde_json::Value> {
+        if let Some(tree) = self.decoded.tree.get() {
+            return tree.as_deref()?.get(name);
+        }
+        let fields = self.decoded.fields.get_or_init(|| BodyFields::index(&self.payload)).as_ref()?;
+        let field = fields.get(&self.payload, name)?;
+        field.decoded.get_or_init(|| serde_json::from_slice(&self.payload[field.value.clone()]).ok()).as_ref()
+    }
+
     /// The payload parsed as JSON, decoded at most once however many routes ask.
     /// `None` if the payload is not JSON.
     pub fn json_body(&self) -> Option<&serde_json::Value> {
-        self.decoded.get_or_init(|| serde_json::from_slice(&self.payload).ok().map(Arc::new)).as_deref()
+        self.decoded.tree.get_or_init(|| serde_json::from_slice(&self.payload).ok().map(Arc::new)).as_deref()
     }
 
     /// The JSON Lines form used by file and blob sinks and dead letters.
@@ -212,6 +300,28 @@ mod opt_base64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_fields_agree_with_the_whole_tree() {
+        let bodies: [&[u8]; 6] = [
+            b"{ \"temperature\" : 71.5, \"machine\": \"m1\", \"nested\": {\"a\": [1, 2]}, \"esc\\u0061ped\": true }",
+            b"{\"dup\": 1, \"dup\": 2}",
+            b"[1, 2, 3]",
+            b"42",
+            b"not json",
+            b"{\"cut\": ",
+        ];
+        for body in bodies {
+            let fresh = || Message::new(body.to_vec(), Metadata::new("s".into(), "t"), Ack::none());
+            let (lazy, eager) = (fresh(), fresh());
+            let tree = eager.json_body().cloned();
+            for name in ["temperature", "machine", "nested", "escaped", "dup", "cut", "missing"] {
+                let expected = tree.as_ref().and_then(|t| t.get(name));
+                assert_eq!(lazy.body_field(name), expected, "{name} in {}", String::from_utf8_lossy(body));
+                assert_eq!(eager.body_field(name), expected, "after the whole tree was decoded");
+            }
+        }
+    }
 
     #[test]
     fn clones_share_payload_and_metadata() {

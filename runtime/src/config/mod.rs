@@ -146,6 +146,11 @@ pub struct RouteTable {
     /// Seconds a message may wait for this route's sink (IoT Edge `timeToLiveSecs`).
     #[serde(default)]
     pub time_to_live: Option<u64>,
+    /// How the condition reads `$body`: "json" (default: as JSON whatever the sender
+    /// declared), "iot-edge" (only with content type application/json, as IoT Edge does) or
+    /// "none" (never; `$body…` is undefined).
+    #[serde(default)]
+    pub decode: crate::route::BodyDecode,
 }
 
 impl RouteSpec {

@@ -121,13 +121,16 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
     let mut writes_local_topics = false;
     for (name, spec) in &pipeline.routes {
         let text = spec.text();
-        let route = match route::parse(text) {
+        let mut route = match route::parse(text) {
             Ok(route) => route,
             Err(err) => {
                 errors.push(loaded.error_in_string(&["routes", name], err.column, err.message));
                 continue;
             }
         };
+        if let super::RouteSpec::Detailed(table) = spec {
+            route.decode = table.decode;
+        }
         let sink_column = text.to_ascii_lowercase().rfind(" into ").map(|i| text[..i + 6].chars().count()).unwrap_or(0);
         match &route.sink {
             RouteSink::Named(sink) if !pipeline.sinks.contains_key(sink) => {

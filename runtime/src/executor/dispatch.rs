@@ -12,7 +12,7 @@ use tracing::debug;
 use weir_core::Message;
 
 use super::deadletter::DeadLetter;
-use crate::route::{Route, RouteSink};
+use crate::route::{Route, RouteIndex, RouteSink};
 use crate::telemetry;
 
 /// Work for a module worker or sink worker.
@@ -50,7 +50,8 @@ pub enum Target {
 /// Routes plus the dead-letter queue: everything needed to send a message on.
 #[derive(Debug)]
 pub struct Dispatcher {
-    pub routes: Vec<CompiledRoute>,
+    routes: Vec<CompiledRoute>,
+    index: RouteIndex,
     pub deadletter: mpsc::Sender<Work>,
 }
 
@@ -58,12 +59,18 @@ pub struct Dispatcher {
 type Deliveries = Vec<(Target, Work, Arc<str>)>;
 
 impl Dispatcher {
+    pub fn new(routes: Vec<CompiledRoute>, deadletter: mpsc::Sender<Work>) -> Self {
+        let index = RouteIndex::new(routes.iter().map(|compiled| &compiled.route));
+        Dispatcher { routes, index, deadletter }
+    }
+
     /// Decide where `message` goes. Messages no route takes are dropped (and counted).
     fn plan(&self, message: Message) -> (Deliveries, Vec<DeadLetter>) {
         let mut deliveries = Vec::new();
         let mut dead = Vec::new();
-        for compiled in &self.routes {
-            if !compiled.route.accepts(&message) {
+        for position in self.index.candidates(&message) {
+            let compiled = &self.routes[position];
+            if !compiled.route.condition_holds(&message) {
                 continue;
             }
             // Never feed a module its own output: `FROM /messages/* INTO BrokeredEndpoint(m)`

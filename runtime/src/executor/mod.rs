@@ -194,7 +194,7 @@ pub async fn run(
             matched: metrics::counter!(crate::telemetry::ROUTE_MATCHED, "route" => route_plan.name.clone()),
         });
     }
-    let dispatcher = Arc::new(Dispatcher { routes, deadletter: deadletter_tx.clone() });
+    let dispatcher = Arc::new(Dispatcher::new(routes, deadletter_tx.clone()));
 
     // Start sinks, then modules, then sources.
     let mut sink_tasks: Vec<(String, mpsc::Sender<Work>, SinkTask)> = Vec::new();

@@ -61,8 +61,13 @@ pub fn eval<'a>(expr: &'a Expr, message: &'a Message) -> Value<'a> {
         Expr::TopicLevel(index) => message.meta().topic.split('/').nth(*index).map(|s| Value::Str(Cow::Borrowed(s))).unwrap_or(Value::Undefined),
         Expr::Property(name) => message.meta().property(name).map(|s| Value::Str(Cow::Borrowed(s))).unwrap_or(Value::Undefined),
         Expr::Body(steps) => {
-            let Some(mut node) = message.json_body() else { return Value::Undefined };
-            for step in steps {
+            // `$body.name…` needs one top-level field: found without decoding the rest.
+            let (first, rest) = match steps.split_first() {
+                Some((PathStep::Field(field), rest)) => (message.body_field(field), rest),
+                _ => (message.json_body(), &steps[..]),
+            };
+            let Some(mut node) = first else { return Value::Undefined };
+            for step in rest {
                 let next = match step {
                     PathStep::Field(field) => node.get(field.as_str()),
                     PathStep::Index(index) => node.get(*index),

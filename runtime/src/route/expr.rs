@@ -22,6 +22,19 @@ pub enum Expr {
     Call(Function, Vec<Expr>),
 }
 
+impl Expr {
+    /// Whether `$body…` appears anywhere in it.
+    pub fn mentions_body(&self) -> bool {
+        match self {
+            Expr::Body(_) => true,
+            Expr::Literal(_) | Expr::System(_) | Expr::TopicLevel(_) | Expr::Property(_) => false,
+            Expr::Not(inner) | Expr::Negate(inner) => inner.mentions_body(),
+            Expr::Binary(_, left, right) => left.mentions_body() || right.mentions_body(),
+            Expr::Call(_, args) => args.iter().any(Expr::mentions_body),
+        }
+    }
+}
+
 /// A system property, resolved from its name when the route is parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SystemProperty {

@@ -6,13 +6,15 @@
 //! - [`expr`]: conditions and template expressions: syntax tree and parser;
 //! - [`eval`]: evaluating them against a message, with IoT Hub's undefined semantics;
 //! - [`explain`]: `weir route explain`: every sub-expression's value and the verdict;
-//! - [`template`]: local-topic sinks with `{…}` expressions (`/topics/alerts/{$body.machine}`).
+//! - [`template`]: local-topic sinks with `{…}` expressions (`/topics/alerts/{$body.machine}`);
+//! - [`index`]: routes grouped by source, so a message meets only the routes that could take it.
 //!
 //! `docs/routes.md` is the user's reference.
 
 pub mod eval;
 pub mod explain;
 pub mod expr;
+pub mod index;
 pub mod lexer;
 pub mod template;
 
@@ -21,6 +23,7 @@ use std::fmt;
 use weir_core::{Message, Metadata};
 
 pub use expr::{Expr, Value};
+pub use index::RouteIndex;
 pub use template::Template;
 
 /// A route error at a character column of the route text (0-based).
@@ -172,12 +175,53 @@ pub struct Route {
     pub source: RouteSource,
     pub condition: Option<Expr>,
     pub sink: RouteSink,
+    /// How the condition sees the body (`decode = …` of a route table).
+    pub decode: BodyDecode,
+}
+
+/// How a route's condition reads `$body`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BodyDecode {
+    /// As JSON whatever the sender declared (weir's default).
+    #[default]
+    Json,
+    /// As JSON only when the content type says `application/json` and a `contentEncoding` /
+    /// `$.ce` property, if present, says UTF-8: exactly what IoT Edge does.
+    IotEdge,
+    /// Never: `$body…` is undefined (binary payloads; nothing is parsed).
+    None,
+}
+
+impl BodyDecode {
+    /// Whether the body of a message with this metadata is decoded.
+    fn allows(self, meta: &Metadata) -> bool {
+        match self {
+            BodyDecode::Json => true,
+            BodyDecode::None => false,
+            BodyDecode::IotEdge => {
+                let json = meta.content_type.as_deref().is_some_and(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+                let encoding = meta.property("contentEncoding").or_else(|| meta.property("$.ce"));
+                json && encoding.is_none_or(|e| e.eq_ignore_ascii_case("utf-8") || e.eq_ignore_ascii_case("utf8"))
+            }
+        }
+    }
 }
 
 impl Route {
     /// Does this route take `message`? (source, then condition; undefined is no).
     pub fn accepts(&self, message: &Message) -> bool {
-        self.source.matches(message.meta()) && self.condition.as_ref().is_none_or(|c| matches!(expr::eval(c, message), Value::Bool(true)))
+        self.source.matches(message.meta()) && self.condition_holds(message)
+    }
+
+    /// The condition alone (true without one); for a message whose source already matched.
+    pub fn condition_holds(&self, message: &Message) -> bool {
+        let Some(condition) = &self.condition else { return true };
+        if self.decode != BodyDecode::Json && condition.mentions_body() && !self.decode.allows(message.meta()) {
+            // The same message with nothing to decode: every `$body…` is undefined.
+            return matches!(expr::eval(condition, &message.derive(bytes::Bytes::new())), Value::Bool(true));
+        }
+        matches!(expr::eval(condition, message), Value::Bool(true))
     }
 }
 
@@ -257,7 +301,7 @@ pub fn parse(text: &str) -> Result<Route, RouteError> {
     let sink_start = into + 4 + (text[into + 4..].len() - text[into + 4..].trim_start().len());
     let sink_text = text[sink_start..].trim_end();
     let sink = parse_sink(sink_text, col(text, sink_start))?;
-    Ok(Route { source, condition, sink })
+    Ok(Route { source, condition, sink, decode: BodyDecode::default() })
 }
 
 fn parse_source(source: &str) -> Result<RouteSource, (usize, String)> {

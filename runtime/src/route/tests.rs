@@ -109,3 +109,21 @@ fn filters_cover_what_they_match() {
     let filters = ["factory/#", "factory/+/telemetry", "factory/+/alarm", "hall/m1", "$SYS/#"].map(String::from).into_iter().collect();
     assert_eq!(crate::config::validate::minimal_subscriptions(&filters), ["$SYS/#", "factory/#", "hall/m1"]);
 }
+
+#[test]
+fn a_route_can_read_the_body_as_iot_edge_does_or_not_at_all() {
+    let text = "FROM /* WHERE $body.temperature > 50 INTO $upstream";
+    let with = |decode: BodyDecode| Route { decode, ..parse(text).expect("parses") };
+    let undeclared = message("factory/m1/telemetry", r#"{"temperature":71}"#, &[]);
+    let mut declared = undeclared.clone();
+    declared.meta_mut().content_type = Some("application/json; charset=utf-8".into());
+    let mut latin1 = declared.clone();
+    latin1.meta_mut().properties.push(Property::new("contentEncoding", "iso-8859-1"));
+    assert!(with(BodyDecode::Json).condition_holds(&undeclared), "weir reads JSON whatever was declared");
+    assert!(!with(BodyDecode::IotEdge).condition_holds(&undeclared), "IoT Edge needs the content type");
+    assert!(with(BodyDecode::IotEdge).condition_holds(&declared));
+    assert!(!with(BodyDecode::IotEdge).condition_holds(&latin1), "and UTF-8 when an encoding is declared");
+    assert!(!with(BodyDecode::None).condition_holds(&declared), "no decoding: $body is undefined");
+    let not_body = Route { decode: BodyDecode::None, ..parse("FROM /* WHERE NOT is_defined($body.temperature) INTO $upstream").expect("parses") };
+    assert!(not_body.condition_holds(&declared));
+}
