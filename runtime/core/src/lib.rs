@@ -3,6 +3,8 @@
 //!
 //! - [`message`]: the [`Message`] that flows through a pipeline (payload bytes plus MQTT 5
 //!   metadata, cheap to clone) and its JSON Lines form.
+//! - `json_fields`: a JSON body's top-level fields located without decoding them, for
+//!   `$body.name` conditions ([`Message::body_field`]).
 //! - [`ack`]: [`Ack`], the acknowledgement a message carries back to its source once every
 //!   sink it was routed to has accepted it.
 //! - [`connector`]: the [`Source`] and [`Sink`] traits and the typed registry that turns a
@@ -13,6 +15,7 @@
 pub mod ack;
 pub mod backoff;
 pub mod connector;
+mod json_fields;
 pub mod message;
 pub mod secret;
 

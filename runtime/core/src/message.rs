@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::ack::Ack;
+use crate::json_fields::BodyFields;
 
 /// MQTT quality of service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -140,71 +141,6 @@ struct BodyCache {
     fields: OnceLock<Option<BodyFields>>,
 }
 
-/// A JSON object's top-level fields, located in one pass that builds nothing but this
-/// list; each value is decoded the first time something asks for it.
-#[derive(Debug)]
-struct BodyFields(Vec<BodyField>);
-
-#[derive(Debug)]
-struct BodyField {
-    /// Where the name is in the payload, or the name itself when it had escapes.
-    name: Result<std::ops::Range<usize>, Box<str>>,
-    value: std::ops::Range<usize>,
-    decoded: OnceLock<Option<serde_json::Value>>,
-}
-
-impl BodyFields {
-    /// Index `payload` if it is a JSON object.
-    fn index(payload: &[u8]) -> Option<BodyFields> {
-        let mut deserializer = serde_json::Deserializer::from_slice(payload);
-        let fields = serde::de::DeserializeSeed::deserialize(Locate { base: payload.as_ptr() as usize }, &mut deserializer).ok()?;
-        deserializer.end().ok()?;
-        Some(BodyFields(fields))
-    }
-
-    fn get<'a>(&'a self, payload: &[u8], name: &str) -> Option<&'a BodyField> {
-        // With duplicate names the last counts, as in a decoded tree.
-        self.0.iter().rev().find(|field| match &field.name {
-            Ok(range) => &payload[range.clone()] == name.as_bytes(),
-            Err(owned) => &**owned == name,
-        })
-    }
-}
-
-/// Finds a JSON object's fields and where each is in the input, which starts at `base`.
-struct Locate {
-    base: usize,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Locate {
-    type Value = Vec<BodyField>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Locate {
-    type Value = Vec<BodyField>;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let span = |text: &str| {
-            let start = text.as_ptr() as usize - self.base;
-            start..start + text.len()
-        };
-        let mut fields = Vec::with_capacity(16);
-        while let Some((name, raw)) = map.next_entry::<std::borrow::Cow<'de, str>, &'de serde_json::value::RawValue>()? {
-            let name = match name {
-                std::borrow::Cow::Borrowed(text) => Ok(span(text)),
-                std::borrow::Cow::Owned(text) => Err(text.into_boxed_str()),
-            };
-            fields.push(BodyField { name, value: span(raw.get()), decoded: OnceLock::new() });
-        }
-        Ok(fields)
-    }
-}
-
 impl Message {
     pub fn new(payload: impl Into<Bytes>, meta: Metadata, ack: Ack) -> Self {
         Message { payload: payload.into(), meta: Arc::new(meta), ack, decoded: Arc::default() }
@@ -233,9 +169,7 @@ impl Message {
         if let Some(tree) = self.decoded.tree.get() {
             return tree.as_deref()?.get(name);
         }
-        let fields = self.decoded.fields.get_or_init(|| BodyFields::index(&self.payload)).as_ref()?;
-        let field = fields.get(&self.payload, name)?;
-        field.decoded.get_or_init(|| serde_json::from_slice(&self.payload[field.value.clone()]).ok()).as_ref()
+        self.decoded.fields.get_or_init(|| BodyFields::index(&self.payload)).as_ref()?.get(&self.payload, name)
     }
 
     /// The payload parsed as JSON, decoded at most once however many routes ask.
