@@ -71,10 +71,14 @@ impl Hub {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The keys of an `iothub` sink or source pointed at this hub.
-    fn connection_keys(&self, extra: &str) -> String {
+    /// The keys of an `iothub` sink or source pointed at this hub, for `device` (its
+    /// connection string goes into an environment variable of its own: tests run in
+    /// parallel in one process).
+    fn connection_keys(&self, device: &str, extra: &str) -> String {
+        let variable = format!("WEIR_TEST_IOTHUB_{}", device.replace('-', "_").to_uppercase());
+        weir_tests::set_test_env(&variable, &format!("HostName=plant7.azure-devices.net;DeviceId={device};SharedAccessKey={KEY}"));
         format!(
-            "connection_string = {{ env = \"WEIR_TEST_IOTHUB\" }}\nurl = \"mqtts://127.0.0.1:{}\"\ntls = {{ ca = {} }}\n{extra}",
+            "connection_string = {{ env = \"{variable}\" }}\nurl = \"mqtts://127.0.0.1:{}\"\ntls = {{ ca = {} }}\n{extra}",
             self.tls_port,
             toml_path(&self.ca)
         )
@@ -87,7 +91,6 @@ async fn telemetry_goes_to_the_device_events_topic_with_a_property_bag() {
     let hub = Hub::start();
     let mut cloud = Subscriber::connect(hub.plain_port, &["devices/#"]).await;
 
-    weir_tests::set_test_env("WEIR_TEST_IOTHUB", &format!("HostName=plant7.azure-devices.net;DeviceId=press-7;SharedAccessKey={KEY}"));
     let toml = format!(
         r#"
 upstream = "hub"
@@ -100,7 +103,7 @@ type = "iothub"
 up = "FROM /topics/plant/# INTO $upstream"
 "#,
         local = local.port,
-        keys = hub.connection_keys("queue = false"),
+        keys = hub.connection_keys("press-7", "queue = false"),
     );
     let pipeline = RunningPipeline::start(&toml).await;
     let properties = PublishProperties { user_properties: vec![("unit".into(), "°C".into()), ("line".into(), "L2".into())], ..Default::default() };
@@ -128,8 +131,7 @@ async fn cloud_to_device_messages_share_the_connection_and_tokens_are_renewed() 
     let hub = Hub::start();
     let mut cloud = Subscriber::connect(hub.plain_port, &["devices/+/messages/events/#"]).await;
     let mut commands = Subscriber::connect(local.port, &["commands/#"]).await;
-    weir_tests::set_test_env("WEIR_TEST_IOTHUB", &format!("HostName=plant7.azure-devices.net;DeviceId=press-9;SharedAccessKey={KEY}"));
-    let keys = hub.connection_keys("token_ttl_secs = 10");
+    let keys = hub.connection_keys("press-9", "token_ttl_secs = 10");
     let toml = format!(
         r#"
 upstream = "hub"
