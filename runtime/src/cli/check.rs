@@ -31,6 +31,14 @@ pub fn check(path: &Path) -> anyhow::Result<Checked> {
     if !errors.is_empty() {
         return Err(crate::config::ConfigErrors(errors).into());
     }
-    eprintln!("{}: ok ({} routes, {} modules, {} sinks)", path.display(), plan.routes.len(), modules.len(), loaded.pipeline.sinks.len());
+    let pipeline = &loaded.pipeline;
+    eprintln!(
+        "{}: ok ({} routes, {} modules, {} sources, {} sinks)",
+        path.display(),
+        plan.routes.len(),
+        modules.len(),
+        pipeline.sources.len(),
+        pipeline.sinks.len()
+    );
     Ok(Checked { loaded, plan, modules, registry })
 }
