@@ -18,7 +18,8 @@
 //! - [`amqp`] (feature `amqp`): RabbitMQ and other AMQP 0-9-1 brokers, sink (publisher
 //!   confirms) and source (acknowledged after the pipeline accepted), lapin;
 //! - [`file`] (feature `file`): a JSON Lines file sink (an "upstream" for the demo and for
-//!   tests before the cloud connectors).
+//!   tests before the cloud connectors);
+//! - [`null`]: a sink that discards (counting only; benchmarks).
 //!
 //! Shared by several: [`lines`] (messages as JSON Lines or raw lines: `file`, `blob`),
 //! [`azure`] (Azure connection strings: `iothub`, `kafka`), [`headers`] (metadata as
@@ -45,12 +46,13 @@ pub mod kafka;
 pub mod lines;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+pub mod null;
 #[cfg(any(feature = "kafka", feature = "amqp"))]
 pub mod template;
 
 /// Every connector type compiled into this binary.
 pub fn registry() -> weir_core::Registry {
-    let registry = weir_core::Registry::default();
+    let registry = weir_core::Registry::default().sink::<null::NullSink>();
     #[cfg(feature = "file")]
     let registry = registry.sink::<file::FileSink>();
     #[cfg(feature = "blob")]

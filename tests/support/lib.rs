@@ -362,6 +362,11 @@ impl WeirProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9: no drain, no clean close.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

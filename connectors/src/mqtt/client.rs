@@ -122,7 +122,8 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
             if let Some(user) = &config.username {
                 options.set_credentials(user.clone(), password.unwrap_or_default());
             }
-            let (client, eventloop) = rumqttc::AsyncClient::new(options, capacity);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(options, capacity);
+            eventloop.set_network_options(network_options());
             (Client::V311(client), EventLoop::V311(Box::new(eventloop)))
         }
         Protocol::V5 => {
@@ -137,6 +138,7 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
             if !config.clean_session {
                 options.set_session_expiry_interval(Some(config.session_expiry_secs));
             }
+            options.set_network_options(network_options());
             if let Some(transport) = transport {
                 options.set_transport(transport);
             }
@@ -147,6 +149,14 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
             (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
         }
     })
+}
+
+/// TCP_NODELAY: a publisher that waits for its acknowledgements before the next batch
+/// would otherwise wait for Nagle's algorithm and the peer's delayed ACK (tens of ms).
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network
 }
 
 impl EventLoop {
