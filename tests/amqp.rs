@@ -14,7 +14,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, 
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use weir_tests::{Mosquitto, RabbitMq, RunningPipeline, Subscriber, publish_v5, user_properties};
+use weir_tests::{Mosquitto, RabbitMq, RunningPipeline, Subscriber, publish_v5, sorted_topics, source_test_pipeline, user_properties};
 
 async fn channel(rabbit: &RabbitMq) -> (Connection, Channel) {
     let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default()).await.unwrap();
@@ -112,27 +112,7 @@ up = "FROM /topics/+/+/telemetry INTO $upstream"
 }
 
 fn source_pipeline(rabbit: &RabbitMq, local: u16, cloud: u16) -> String {
-    format!(
-        r#"
-upstream = "cloud"
-[runtime]
-drain_timeout = "2s"
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-[sources.commands]
-type = "amqp"
-connection = {{ url = "{url}" }}
-queue = "commands"
-[sinks.cloud]
-type = "mqtt"
-connection = {{ url = "mqtt://127.0.0.1:{cloud}", protocol = "5" }}
-queue = false
-[routes]
-local = "FROM /topics/edge/# WHERE $source = 'commands' INTO /topics/from-amqp/{{$topic[1]}}"
-up = "FROM /topics/edge/# WHERE $source = 'commands' INTO $upstream"
-"#,
-        url = rabbit.url(),
-    )
+    source_test_pipeline(local, cloud, &format!("type = \"amqp\"\nconnection = {{ url = \"{}\" }}\nqueue = \"commands\"", rabbit.url()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +126,7 @@ async fn source_acknowledges_only_what_a_sink_accepted() {
     declare_queue(&channel, "commands").await;
     // Published to the default exchange, the routing key is the queue's name; the topic
     // comes from the `mqtt-topic` header, as weir's own AMQP sink writes it.
-    let mut seen = Subscriber::connect(local.port, &["from-amqp/#"]).await;
+    let mut seen = Subscriber::connect(local.port, &["from-source/#"]).await;
 
     // The cloud broker is down: the local route accepts, the upstream cannot, so nothing is acked.
     let pipeline = RunningPipeline::start(&source_pipeline(&rabbit, local.port, cloud_port)).await;
@@ -163,7 +143,7 @@ async fn source_acknowledges_only_what_a_sink_accepted() {
     let local_copies = seen.take(10, Duration::from_secs(30)).await;
     for publish in &local_copies {
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let i: usize = topic.trim_start_matches("from-amqp/cmd").parse().unwrap();
+        let i: usize = topic.trim_start_matches("from-source/cmd").parse().unwrap();
         assert_eq!(String::from_utf8_lossy(&publish.payload), format!("{{\"command\":{i}}}"));
         assert!(user_properties(publish).contains(&("machine".into(), format!("m{i}"))), "{:?}", user_properties(publish));
         assert_eq!(publish.properties.as_ref().and_then(|p| p.content_type.clone()), Some("application/json".into()));
@@ -181,8 +161,7 @@ async fn source_acknowledges_only_what_a_sink_accepted() {
     cloud.start_again();
     let mut upstream = Subscriber::connect(cloud.port, &["edge/#"]).await;
     let pipeline = RunningPipeline::start(&source_pipeline(&rabbit, local.port, cloud_port)).await;
-    let mut topics: Vec<String> = upstream.take(10, Duration::from_secs(30)).await.iter().map(|p| String::from_utf8_lossy(&p.topic).into_owned()).collect();
-    topics.sort();
+    let topics = sorted_topics(&upstream.take(10, Duration::from_secs(30)).await);
     let mut expected: Vec<String> = (0..10).map(|i| format!("edge/cmd{i}")).collect();
     expected.sort();
     assert_eq!(topics, expected);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use weir_tests::{Mosquitto, RunningPipeline, Subscriber, Tansu, publish_v5, user_properties};
+use weir_tests::{Mosquitto, RunningPipeline, Subscriber, Tansu, publish_v5, sorted_topics, source_test_pipeline, user_properties};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_keys_and_headers_arrive_as_sent() {
@@ -61,30 +61,11 @@ up = "FROM /topics/plant/# INTO $upstream"
 }
 
 fn source_pipeline(tansu: &Tansu, local: u16, cloud: u16) -> String {
-    format!(
-        r#"
-upstream = "cloud"
-[runtime]
-drain_timeout = "2s"
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-[sources.commands]
-type = "kafka"
-connection = {{ brokers = "{brokers}" }}
-topics = ["commands"]
-group = "weir-edge"
-start_from = "earliest"
-commit_interval_ms = 200
-[sinks.cloud]
-type = "mqtt"
-connection = {{ url = "mqtt://127.0.0.1:{cloud}", protocol = "5" }}
-queue = false
-[routes]
-local = "FROM /topics/edge/# WHERE $source = 'commands' INTO /topics/from-kafka/{{$topic[1]}}"
-up = "FROM /topics/edge/# WHERE $source = 'commands' INTO $upstream"
-"#,
-        brokers = tansu.bootstrap(),
-    )
+    let source = format!(
+        "type = \"kafka\"\nconnection = {{ brokers = \"{}\" }}\ntopics = [\"commands\"]\ngroup = \"weir-edge\"\nstart_from = \"earliest\"\ncommit_interval_ms = 200",
+        tansu.bootstrap()
+    );
+    source_test_pipeline(local, cloud, &source)
 }
 
 /// The offsets group `weir-edge` has committed on `commands`, summed over partitions.
@@ -119,11 +100,11 @@ async fn source_commits_only_what_a_sink_accepted() {
         producer.send(record, Duration::from_secs(10)).await.map_err(|(err, _)| err).unwrap();
     }
 
-    let mut seen = Subscriber::connect(local.port, &["from-kafka/#"]).await;
+    let mut seen = Subscriber::connect(local.port, &["from-source/#"]).await;
     let pipeline = RunningPipeline::start(&source_pipeline(&tansu, local.port, cloud.port)).await;
     for publish in seen.take(10, Duration::from_secs(60)).await {
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let i: usize = topic.trim_start_matches("from-kafka/cmd").parse().unwrap();
+        let i: usize = topic.trim_start_matches("from-source/cmd").parse().unwrap();
         assert_eq!(String::from_utf8_lossy(&publish.payload), format!("{{\"command\":{i}}}"));
         let properties = user_properties(&publish);
         assert!(properties.contains(&("machine".into(), format!("m{i}"))), "{properties:?}");
@@ -137,8 +118,7 @@ async fn source_commits_only_what_a_sink_accepted() {
     cloud.start_again();
     let mut upstream = Subscriber::connect(cloud.port, &["edge/#"]).await;
     let pipeline = RunningPipeline::start(&source_pipeline(&tansu, local.port, cloud.port)).await;
-    let mut topics: Vec<String> = upstream.take(10, Duration::from_secs(60)).await.iter().map(|p| String::from_utf8_lossy(&p.topic).into_owned()).collect();
-    topics.sort();
+    let topics = sorted_topics(&upstream.take(10, Duration::from_secs(60)).await);
     let mut expected: Vec<String> = (0..10).map(|i| format!("edge/cmd{i}")).collect();
     expected.sort();
     assert_eq!(topics, expected);

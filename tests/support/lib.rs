@@ -532,6 +532,38 @@ out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
     )
 }
 
+/// A pipeline for testing a source: its `[sources.commands]` table as given; what it
+/// brings on `edge/…` is republished locally on `from-source/<level 1>` and sent to an
+/// MQTT "cloud" broker on `cloud` without a queue, so while the cloud is down nothing the
+/// source brought counts as accepted.
+pub fn source_test_pipeline(local: u16, cloud: u16, source: &str) -> String {
+    format!(
+        r#"
+upstream = "cloud"
+[runtime]
+drain_timeout = "2s"
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+[sources.commands]
+{source}
+[sinks.cloud]
+type = "mqtt"
+connection = {{ url = "mqtt://127.0.0.1:{cloud}", protocol = "5" }}
+queue = false
+[routes]
+local = "FROM /topics/edge/# WHERE $source = 'commands' INTO /topics/from-source/{{$topic[1]}}"
+up = "FROM /topics/edge/# WHERE $source = 'commands' INTO $upstream"
+"#
+    )
+}
+
+/// The topics of these messages, sorted.
+pub fn sorted_topics(messages: &[Publish]) -> Vec<String> {
+    let mut topics: Vec<String> = messages.iter().map(|p| String::from_utf8_lossy(&p.topic).into_owned()).collect();
+    topics.sort();
+    topics
+}
+
 /// An MQTT 5 client subscribed to topics, collecting what arrives.
 pub struct Subscriber {
     rx: mpsc::UnboundedReceiver<Publish>,

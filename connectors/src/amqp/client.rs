@@ -10,7 +10,6 @@ use std::path::Path;
 use anyhow::Context as _;
 use bytes::Bytes;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use weir_core::{Message, Metadata, QoS};
 
@@ -19,12 +18,7 @@ use crate::headers;
 
 /// Connect, naming the broker (never the password) and what to check in the error.
 pub async fn connect(config: &AmqpConnection, base: &Path, name: &str) -> anyhow::Result<Connection> {
-    if config.url.contains('@') {
-        // A password in the URL would be clear text in the pipeline file and in logs.
-        anyhow::bail!("put the AMQP user and password in `username` / `password`, not in the URL (`…@{}`)", config.url.split('@').next_back().unwrap_or(""));
-    }
-    let mut uri: AMQPUri =
-        config.url.parse().map_err(|err: String| anyhow::anyhow!("`{}` is not an AMQP URL ({err}); write amqp://host:5672/%2f", config.url))?;
+    let mut uri = config.uri()?;
     if let Some(username) = &config.username {
         uri.authority.userinfo.username.clone_from(username);
     }

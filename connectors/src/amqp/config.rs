@@ -30,6 +30,15 @@ impl AmqpConnection {
     fn default_heartbeat() -> u16 {
         30
     }
+
+    /// The URL, parsed; refused with advice when it is not one or carries credentials
+    /// (they would be clear text in the pipeline file and in logs).
+    pub fn uri(&self) -> anyhow::Result<lapin::uri::AMQPUri> {
+        if self.url.contains('@') {
+            anyhow::bail!("put the AMQP user and password in `username` / `password`, not in the URL (`…@{}`)", self.url.split('@').next_back().unwrap_or(""));
+        }
+        self.url.parse().map_err(|err: String| anyhow::anyhow!("`{}` is not an AMQP URL ({err}); write amqp://host:5672/%2f", self.url))
+    }
 }
 
 fn default_true() -> bool {

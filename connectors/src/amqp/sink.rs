@@ -26,7 +26,7 @@ impl SinkKind for AmqpSink {
     type Config = AmqpSinkConfig;
 
     async fn build(config: AmqpSinkConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
-        config.connection.url.parse::<lapin::uri::AMQPUri>().map_err(|err| anyhow::anyhow!("`{}` is not an AMQP URL ({err})", config.connection.url))?;
+        config.connection.uri()?;
         Ok(Box::new(AmqpSink { config, base_dir: ctx.base_dir.clone(), name: ctx.name.to_string(), open: None }))
     }
 }

@@ -26,7 +26,7 @@ impl SourceKind for AmqpSource {
     type Config = AmqpSourceConfig;
 
     async fn build(config: AmqpSourceConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
-        config.connection.url.parse::<lapin::uri::AMQPUri>().map_err(|err| anyhow::anyhow!("`{}` is not an AMQP URL ({err})", config.connection.url))?;
+        config.connection.uri()?;
         Ok(Box::new(AmqpSource { config, base_dir: ctx.base_dir.clone() }))
     }
 }

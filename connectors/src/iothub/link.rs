@@ -50,7 +50,7 @@ pub fn link(config: &IotHubConfig, base_dir: &Path) -> anyhow::Result<Arc<Device
         Some(PasswordProvider { make: Arc::new(move || for_tokens.token(weir_core::message::now_ms() / 1000 + ttl)), valid_for: Duration::from_secs(ttl) });
     let inbound = Inbound::new(vec![c2d_filter(&device.device)], config.qos);
     // The device id is the client id as is: IoT Hub refuses any other.
-    let publisher = MqttSink::connect_with_inbound(&connection, base_dir, &device.device, "", None, Some(false), Some(inbound.clone()))?;
+    let publisher = MqttSink::connect(&connection, base_dir, &device.device, "", None, Some(false), Some(inbound.clone()))?;
     let link = Arc::new(DeviceLink { device, publisher: tokio::sync::Mutex::new(publisher), inbound });
     links.insert(key, Arc::downgrade(&link));
     Ok(link)

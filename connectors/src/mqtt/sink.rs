@@ -50,27 +50,15 @@ impl SinkKind for MqttSink {
     type Config = MqttSinkConfig;
 
     async fn build(config: MqttSinkConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Sink>> {
-        Ok(Box::new(MqttSink::connect(&config.connection, &ctx.base_dir, &format!("weir-{}", ctx.name), "", config.topic, config.retain)?))
+        Ok(Box::new(MqttSink::connect(&config.connection, &ctx.base_dir, &format!("weir-{}", ctx.name), "", config.topic, config.retain, None)?))
     }
 }
 
 impl MqttSink {
     /// Connect (in the background) to the broker. `topic` may contain `{topic}`. `role`
-    /// is appended to a configured client id (see `client::connect`).
+    /// is appended to a configured client id (see `client::connect`). Publishes from the
+    /// broker go to `inbound` if given (whose listener acknowledges them).
     pub fn connect(
-        connection: &ConnectionConfig,
-        base_dir: &Path,
-        default_client_id: &str,
-        role: &str,
-        topic: Option<String>,
-        retain: Option<bool>,
-    ) -> anyhow::Result<Self> {
-        Self::connect_with_inbound(connection, base_dir, default_client_id, role, topic, retain, None)
-    }
-
-    /// Like [`MqttSink::connect`]; publishes from the broker go to `inbound` (whose listener
-    /// acknowledges them).
-    pub fn connect_with_inbound(
         connection: &ConnectionConfig,
         base_dir: &Path,
         default_client_id: &str,

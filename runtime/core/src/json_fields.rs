@@ -30,7 +30,8 @@ impl BodyFields {
         std::str::from_utf8(payload).ok()?;
         let mut scanner = Scanner { bytes: payload, at: 0 };
         scanner.whitespace();
-        let fields = scanner.top_level_object()?;
+        let mut fields = Vec::with_capacity(16);
+        scanner.object(1, Some(&mut fields))?;
         scanner.whitespace();
         (scanner.at == payload.len()).then_some(BodyFields(fields))
     }
@@ -65,45 +66,11 @@ impl Scanner<'_> {
         }
     }
 
-    fn top_level_object(&mut self) -> Option<Vec<BodyField>> {
-        self.eat(b'{')?;
-        let mut fields = Vec::with_capacity(16);
-        self.whitespace();
-        if self.eat(b'}').is_some() {
-            return Some(fields);
-        }
-        loop {
-            self.whitespace();
-            let (name, escaped) = self.string()?;
-            let name = if escaped {
-                // The quotes are around `name`: let serde_json unescape it.
-                Err(serde_json::from_slice::<String>(&self.bytes[name.start - 1..name.end + 1]).ok()?.into_boxed_str())
-            } else {
-                Ok(name)
-            };
-            self.whitespace();
-            self.eat(b':')?;
-            self.whitespace();
-            let start = self.at;
-            self.value(1)?;
-            fields.push(BodyField { name, value: start..self.at, decoded: OnceLock::new() });
-            self.whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(fields);
-                }
-                _ => return None,
-            }
-        }
-    }
-
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' | b'[' if depth + 1 >= MAX_DEPTH => None,
-            b'{' => self.object(depth + 1),
+            b'{' => self.object(depth + 1, None),
             b'[' => self.array(depth + 1),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -113,7 +80,9 @@ impl Scanner<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Option<()> {
+    /// An object whose members' values are at `depth`; with `fields`, where each member's
+    /// name and value are is recorded there (the top level).
+    fn object(&mut self, depth: usize, mut fields: Option<&mut Vec<BodyField>>) -> Option<()> {
         self.eat(b'{')?;
         self.whitespace();
         if self.eat(b'}').is_some() {
@@ -121,11 +90,21 @@ impl Scanner<'_> {
         }
         loop {
             self.whitespace();
-            self.string()?;
+            let (name, escaped) = self.string()?;
             self.whitespace();
             self.eat(b':')?;
             self.whitespace();
+            let start = self.at;
             self.value(depth)?;
+            if let Some(fields) = fields.as_deref_mut() {
+                let name = if escaped {
+                    // The quotes are around `name`: let serde_json unescape it.
+                    Err(serde_json::from_slice::<String>(&self.bytes[name.start - 1..name.end + 1]).ok()?.into_boxed_str())
+                } else {
+                    Ok(name)
+                };
+                fields.push(BodyField { name, value: start..self.at, decoded: OnceLock::new() });
+            }
             self.whitespace();
             match self.peek()? {
                 b',' => self.at += 1,

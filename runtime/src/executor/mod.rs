@@ -138,7 +138,7 @@ pub async fn run(
     }
     let local_topics = match (&local, plan.writes_local_topics) {
         (Some(connection), true) => {
-            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-out"), "-out", None, None)?;
+            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-out"), "-out", None, None, None)?;
             let (tx, rx) = mpsc::channel(queue_size);
             sink_workers.push(("$local".to_owned(), Box::new(sink) as Box<dyn weir_core::Sink>, rx));
             Some(tx)
@@ -152,7 +152,8 @@ pub async fn run(
         (None, Some(name), _) => (sink_queues.get(name).cloned().with_context(|| format!("dead-letter sink `{name}` is not declared"))?, None),
         (Some(topic), _, Some(connection)) => {
             let (tx, rx) = mpsc::channel(queue_size);
-            let sink = MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), "-deadletter", Some(topic.clone()), Some(false))?;
+            let sink =
+                MqttSink::connect(connection, &loaded.base_dir, &format!("weir-{id}-deadletter"), "-deadletter", Some(topic.clone()), Some(false), None)?;
             (tx, Some((Box::new(sink) as Box<dyn weir_core::Sink>, rx)))
         }
         _ => unreachable!("a local broker is started when dead letters go to a local topic"),
