@@ -27,4 +27,6 @@ fn bad_signatures_are_compile_errors_at_the_signature() {
     expect(14, "the message is taken by shared reference (&)");
     expect(19, "there is no third argument");
     expect(24, "mismatched types");
+    expect(29, "#[weir::aggregate] goes on the accumulator type");
+    expect(33, "NotAnAggregate: Aggregate` is not satisfied");
 }

@@ -6,6 +6,8 @@
 //! - [`wasm`]: the wasm host: engine, modules, instances, host services.
 //! - [`executor`]: runs a pipeline: source tasks, the router, module workers, sink workers,
 //!   dead letters, acknowledgements back to the source, graceful drain.
+//! - [`aggregate`]: windows for aggregate modules: assignment, the worker that runs them
+//!   against the module, and checkpoints that let open windows survive a restart.
 //! - [`queue`]: store-and-forward: the crash-safe on-disk queue in front of a sink.
 //! - [`broker`]: the embedded MQTT broker used when a pipeline names none.
 //! - [`samples`]: reading sample messages (JSON Lines) for `weir filter test`.
@@ -13,6 +15,7 @@
 //! - [`endpoints`]: `/metrics`, `/healthz`, `/readyz` over HTTP for operators.
 //! - [`cli`]: the `weir` command line.
 
+pub mod aggregate;
 pub mod broker;
 pub mod cli;
 pub mod config;

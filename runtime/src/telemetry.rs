@@ -23,6 +23,12 @@ pub const MODULE_DROPPED: &str = "weir_module_dropped_total";
 pub const MODULE_FAILURES: &str = "weir_module_failures_total";
 /// Seconds per module call.
 pub const MODULE_CALL_SECONDS: &str = "weir_module_call_seconds";
+/// Aggregate modules: messages that came after their windows closed, seconds per
+/// checkpoint, open windows, and keys with open windows.
+pub const AGGREGATE_LATE: &str = "weir_aggregate_late_total";
+pub const AGGREGATE_CHECKPOINT_SECONDS: &str = "weir_aggregate_checkpoint_seconds";
+pub const AGGREGATE_OPEN_WINDOWS: &str = "weir_aggregate_open_windows";
+pub const AGGREGATE_KEYS: &str = "weir_aggregate_keys";
 /// Messages and bytes a sink accepted.
 pub const SINK_MESSAGES: &str = "weir_sink_messages_total";
 pub const SINK_BYTES: &str = "weir_sink_bytes_total";

@@ -6,7 +6,7 @@
 //! lands in `$deadletter` instead of vanishing.
 
 use serde::Deserialize;
-use weir::{Error, Message, Result};
+use weir::{Message, Result};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,9 +19,7 @@ pub struct Config {
 
 #[weir::filter]
 pub fn over_limit(msg: &Message, config: &Config) -> Result<bool> {
-    let body: serde_json::Value = msg.json()?;
-    let value = config.field.split('.').try_fold(&body, |node, key| node.get(key)).ok_or_else(|| Error::msg(format!("field `{}` is missing", config.field)))?;
-    let number = value.as_f64().ok_or_else(|| Error::msg(format!("field `{}` is not a number: {value}", config.field)))?;
+    let number = msg.number_at(&config.field)?;
     Ok(if config.inclusive { number >= config.limit } else { number > config.limit })
 }
 

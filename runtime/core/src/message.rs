@@ -150,6 +150,17 @@ impl Message {
         &self.meta
     }
 
+    /// The metadata as a shared handle (cheap to keep).
+    pub fn shared_meta(&self) -> Arc<Metadata> {
+        self.meta.clone()
+    }
+
+    /// The same message without its acknowledgement: for keeping a copy (an aggregate's
+    /// retained messages) without delaying the acknowledgement to the source.
+    pub fn without_ack(&self) -> Message {
+        Message { payload: self.payload.clone(), meta: self.meta.clone(), ack: Ack::none(), decoded: self.decoded.clone() }
+    }
+
     /// Change metadata; copies it only if another holder shares it.
     pub fn meta_mut(&mut self) -> &mut Metadata {
         Arc::make_mut(&mut self.meta)

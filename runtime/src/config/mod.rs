@@ -7,7 +7,8 @@
 //! - [`validate`]: the checks `weir check` runs beyond syntax: routes, references,
 //!   connector tables, module files;
 //! - [`store`]: `[store]` and a sink's `queue` (store-and-forward settings);
-//! - [`units`]: durations (`"500ms"`) and sizes (`"64MiB"`).
+//! - [`units`]: durations (`"500ms"`) and sizes (`"64MiB"`);
+//! - [`window`]: an aggregate module's `window` table.
 //!
 //! Example: `pipelines/demo.toml`.
 
@@ -15,6 +16,7 @@ pub mod load;
 pub mod store;
 pub mod units;
 pub mod validate;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -123,6 +125,9 @@ pub struct ModuleConfig {
     /// Messages per call, at most. Default: `runtime.batch_size`.
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// Aggregate modules: how the host windows their messages (kind, size, key, time).
+    #[serde(default)]
+    pub window: Option<window::WindowConfig>,
 }
 
 /// A route: a string, or a table with priority and time to live (IoT Edge schema 1.1).

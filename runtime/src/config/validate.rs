@@ -23,6 +23,8 @@ pub struct ModulePlan {
     pub config_json: String,
     pub limits: ModuleLimits,
     pub batch_size: usize,
+    /// Aggregate modules: the validated `window` table.
+    pub window: Option<crate::aggregate::AggregateSpec>,
 }
 
 /// A parsed route with its settings.
@@ -102,6 +104,12 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
             ));
         }
         let config_json = serde_json::to_string(&module.config).unwrap_or_else(|_| "{}".to_owned());
+        let window = module.window.as_ref().and_then(|window| {
+            let state_path = store_dir(loaded).join(format!("{name}.window-state"));
+            crate::aggregate::AggregateSpec::from_config(window, state_path)
+                .map_err(|problems| errors.extend(problems.into_iter().map(|(key, message)| loaded.error(&["modules", name, "window", key], message))))
+                .ok()
+        });
         let defaults = ModuleLimits::default();
         modules.push(ModulePlan {
             name: name.clone(),
@@ -113,6 +121,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
                 deadline: module.deadline.map(|d| d.0).unwrap_or(defaults.deadline),
             },
             batch_size: module.batch_size.unwrap_or(pipeline.runtime.batch_size).max(1),
+            window,
         });
     }
 
@@ -178,8 +187,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
 fn queues(loaded: &LoadedPipeline, errors: &mut Vec<ConfigError>) -> BTreeMap<String, QueueSettings> {
     let pipeline = &loaded.pipeline;
     let store = &pipeline.store;
-    let default_dir = format!("{}.queue", loaded.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default().trim_end_matches(".toml"));
-    let store_dir = loaded.base_dir.join(store.dir.clone().unwrap_or_else(|| default_dir.into()));
+    let store_dir = store_dir(loaded);
     let mut queues = BTreeMap::new();
     for (name, table) in &pipeline.sinks {
         let spec = match table.queue.clone().map(|value| value.try_into::<QueueSpec>()) {
@@ -216,6 +224,12 @@ fn queues(loaded: &LoadedPipeline, errors: &mut Vec<ConfigError>) -> BTreeMap<St
         );
     }
     queues
+}
+
+/// `[store] dir`: sink queues and aggregate window state live here.
+pub fn store_dir(loaded: &LoadedPipeline) -> PathBuf {
+    let default_dir = format!("{}.queue", loaded.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default().trim_end_matches(".toml"));
+    loaded.base_dir.join(loaded.pipeline.store.dir.clone().unwrap_or_else(|| default_dir.into()))
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -1,7 +1,8 @@
 //! Runs a pipeline.
 //!
 //! - [`dispatch`]: route evaluation and delivery to queues (no central router task);
-//! - [`module_worker`]: one thread per module, calling it a batch at a time;
+//! - [`module_worker`]: one thread per module, calling it a batch at a time (aggregate
+//!   modules get [`crate::aggregate::worker`] instead);
 //! - [`sink_worker`]: delivering to a sink: batches, retries, dead-letters rejections;
 //! - [`queued`]: a sink behind a store-and-forward queue: writer thread and forwarder task;
 //! - [`deadletter`]: what a dead letter carries;
@@ -26,10 +27,11 @@ use tracing::{info, warn};
 use weir_connectors::mqtt::{ConnectionConfig, MqttSink, MqttSource, Protocol};
 use weir_core::{BuildContext, Registry, Source, SourceContext};
 
+use crate::aggregate::worker::AggregateWorker;
 use crate::config::LoadedPipeline;
 use crate::config::validate::{Plan, module_error};
 use crate::route::RouteSink;
-use crate::wasm::{EngineSettings, LoadedModule, WasmEngine};
+use crate::wasm::{EngineSettings, LoadedModule, ModuleKind, WasmEngine};
 use dispatch::{CompiledRoute, Dispatcher, Target, Work};
 use module_worker::ModuleWorker;
 use queued::{Forwarder, QueueWriter};
@@ -61,6 +63,21 @@ pub fn load_modules(engine: &WasmEngine, loaded: &LoadedPipeline, plan: &Plan) -
     let mut errors = Vec::new();
     for spec in &plan.modules {
         match LoadedModule::load(engine, &spec.name, &spec.path, spec.kind, spec.config_json.clone(), spec.limits) {
+            Ok(module) if module.kind == ModuleKind::Aggregate && spec.window.is_none() => errors.push(module_error(
+                loaded,
+                &spec.name,
+                "path",
+                format!(
+                    "module `{}` is an aggregate: give it a window table, e.g. [modules.{}.window] kind = \"tumbling\", size = \"10s\", key = \"$body.machine\"",
+                    spec.name, spec.name
+                ),
+            )),
+            Ok(module) if module.kind != ModuleKind::Aggregate && spec.window.is_some() => errors.push(module_error(
+                loaded,
+                &spec.name,
+                "window",
+                format!("only aggregate modules have windows; module `{}` is a {}", spec.name, module.kind),
+            )),
             Ok(module) => modules.push(module),
             Err(err) => {
                 let key = if format!("{err:#}").contains("kind") { "kind" } else { "path" };
@@ -225,8 +242,16 @@ pub async fn run(
     for module in modules {
         let name = module.name.to_string();
         let (rx, batch_size) = module_receivers.remove(&name).context("module queue")?;
-        let worker = ModuleWorker { module, queue: rx, dispatcher: dispatcher.clone(), batch_size };
-        module_threads.insert(name.clone(), worker.spawn().with_context(|| format!("starting the worker thread of module `{name}`"))?);
+        let window = plan.modules.iter().find(|m| m.name == name).and_then(|m| m.window.clone());
+        let thread = match window {
+            Some(spec) => {
+                let max_held = settings.in_flight / 2;
+                let runtime = tokio::runtime::Handle::current();
+                AggregateWorker { module, spec, queue: rx, dispatcher: dispatcher.clone(), batch_size, max_held, runtime }.spawn()
+            }
+            None => ModuleWorker { module, queue: rx, dispatcher: dispatcher.clone(), batch_size }.spawn(),
+        };
+        module_threads.insert(name.clone(), thread.with_context(|| format!("starting the worker thread of module `{name}`"))?);
     }
 
     let source_shutdown = CancellationToken::new();

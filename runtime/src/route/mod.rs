@@ -255,6 +255,13 @@ fn find_keyword(text: &str, keyword: &str, from: usize) -> Option<usize> {
     None
 }
 
+/// Parse one expression of the route language on its own (an aggregate's key or event
+/// time, say); error columns count from the start of `text`.
+pub fn parse_expression(text: &str) -> Result<Expr, RouteError> {
+    let tokens = lexer::tokenize(text, 0)?;
+    expr::Parser::new(&tokens, text.chars().count()).parse_all()
+}
+
 /// Parse a route string.
 pub fn parse(text: &str) -> Result<Route, RouteError> {
     let start = text.len() - text.trim_start().len();

@@ -77,10 +77,12 @@ impl BatchResult {
 
 /// A running instance. Not shared: each module worker owns its instances.
 pub struct ModuleInstance {
-    module: LoadedModule,
-    store: Store<InstanceState>,
-    call: Func,
-    buffers: BatchBuffers,
+    pub(super) module: LoadedModule,
+    pub(super) store: Store<InstanceState>,
+    pub(super) call: Func,
+    pub(super) buffers: BatchBuffers,
+    /// The other functions of `weir:module/aggregate` (aggregate modules only).
+    pub(super) aggregate: Option<super::aggregate::AggregateFuncs>,
 }
 
 impl fmt::Debug for ModuleInstance {
@@ -110,7 +112,11 @@ impl ModuleInstance {
             Ok((Err(message),)) => return Err(Failure { reason: FailureReason::Init, detail: format!("init failed: {message}") }),
             Err(err) => return Err(classify(&store, err, "init")),
         }
-        Ok(ModuleInstance { module: module.clone(), store, call, buffers: BatchBuffers::default() })
+        let aggregate = match &module.aggregate_exports {
+            Some(exports) => Some(exports.funcs(&instance, &mut store)?),
+            None => None,
+        };
+        Ok(ModuleInstance { module: module.clone(), store, call, buffers: BatchBuffers::default(), aggregate })
     }
 
     pub fn module(&self) -> &LoadedModule {
@@ -126,9 +132,10 @@ impl ModuleInstance {
             ModuleKind::Filter => self.call_typed::<Vec<Result<bool, String>>>(input, refs).map(BatchResult::Filter),
             ModuleKind::Map => self.call_typed::<Vec<Result<OutputMessage, String>>>(input, refs).map(BatchResult::Map),
             ModuleKind::FlatMap => self.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, refs).map(BatchResult::FlatMap),
-            ModuleKind::Aggregate => {
-                Err(Failure { reason: FailureReason::Contract, detail: "aggregate modules are called by the window runner, not per batch".into() })
-            }
+            ModuleKind::Aggregate => Err(Failure {
+                reason: FailureReason::Contract,
+                detail: "aggregate modules are called through their windows (wasm::aggregate), not per batch".into(),
+            }),
         };
         self.buffers = buffers;
         let result = result?;
@@ -151,11 +158,11 @@ impl ModuleInstance {
     }
 }
 
-fn contract(err: wasmtime::Error, what: &str) -> Failure {
+pub(super) fn contract(err: wasmtime::Error, what: &str) -> Failure {
     Failure { reason: FailureReason::Contract, detail: format!("`{what}` does not have the signature of weir:module@0.1: {err:#}") }
 }
 
-fn classify(store: &Store<InstanceState>, err: wasmtime::Error, during: &str) -> Failure {
+pub(super) fn classify(store: &Store<InstanceState>, err: wasmtime::Error, during: &str) -> Failure {
     let reason = if store.data().limits.hit {
         FailureReason::MemoryCap
     } else if matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {

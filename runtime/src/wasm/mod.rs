@@ -6,12 +6,15 @@
 //!   it exports, and its limits.
 //! - [`instance`]: [`ModuleInstance`], one live instance: calls a batch under a deadline and
 //!   a memory cap, and classifies failures so the caller can dead-letter and recycle.
+//! - [`aggregate`]: the calls of an aggregate module (open, accumulate, merge, snapshot,
+//!   close), each taking a list of windows.
 //! - [`abi`]: the records that cross the boundary, borrowed on the way in so a payload is
 //!   copied once, straight into guest memory.
 //! - [`host`]: the host services a module imports (log, metrics, clock, config) and the
 //!   WASI context, which grants nothing by default.
 
 pub mod abi;
+pub mod aggregate;
 pub mod engine;
 mod host;
 pub mod instance;

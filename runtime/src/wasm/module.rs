@@ -77,6 +77,7 @@ pub struct LoadedModule {
     pub(crate) pre: InstancePre<InstanceState>,
     pub(crate) init_export: ComponentExportIndex,
     pub(crate) call_export: ComponentExportIndex,
+    pub(crate) aggregate_exports: Option<super::aggregate::AggregateExports>,
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -130,6 +131,15 @@ impl LoadedModule {
             ModuleKind::Aggregate => find("aggregate", "accumulate")?,
             other => find(other.interface(), other.interface())?,
         };
+        let aggregate_exports = match kind {
+            ModuleKind::Aggregate => Some(super::aggregate::AggregateExports {
+                open: find("aggregate", "open")?,
+                merge: find("aggregate", "merge")?,
+                snapshot: find("aggregate", "snapshot")?,
+                close: find("aggregate", "close")?,
+            }),
+            _ => None,
+        };
         let pre = engine
             .linker
             .instantiate_pre(&component)
@@ -145,6 +155,7 @@ impl LoadedModule {
             pre,
             init_export,
             call_export,
+            aggregate_exports,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! The attribute macros of weir-sdk. Each turns one plain function into a weir module:
 //! it generates the export side of the WIT world for its kind (reusing weir-sdk's import
 //! bindings), an `init` that deserialises the typed config once, and the batch loop.
+//! `#[weir::aggregate]` goes on an accumulator type instead and generates the window calls
+//! around weir-sdk's `Windows`.
 //! A function whose signature does not fit is a compile error pointing at the signature.
 
 use proc_macro::TokenStream;
@@ -28,6 +30,110 @@ pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::FlatMap, attr, item)
+}
+
+/// `#[weir::aggregate]` on a type that implements `weir::Aggregate`: the host keeps one
+/// value of it per open window (see the pipeline's `window` table).
+#[proc_macro_attribute]
+pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = Tokens::from(attr);
+        return syn::Error::new(attr.span(), "#[weir::aggregate] takes no arguments").to_compile_error().into();
+    }
+    let item = parse_macro_input!(item as syn::Item);
+    let name = match &item {
+        syn::Item::Struct(item) if item.generics.params.is_empty() => item.ident.clone(),
+        syn::Item::Enum(item) if item.generics.params.is_empty() => item.ident.clone(),
+        syn::Item::Struct(syn::ItemStruct { generics, .. }) | syn::Item::Enum(syn::ItemEnum { generics, .. }) => {
+            let err = syn::Error::new(generics.span(), "#[weir::aggregate] goes on a type without generic parameters").to_compile_error();
+            return quote!(#item #err).into();
+        }
+        other => {
+            let err = syn::Error::new(
+                other.span(),
+                "#[weir::aggregate] goes on the accumulator type (a struct or enum that implements weir::Aggregate), e.g. `#[weir::aggregate] #[derive(Default, Serialize, Deserialize)] struct Average { sum: f64, count: u64 }`",
+            )
+            .to_compile_error();
+            return quote!(#other #err).into();
+        }
+    };
+    let module_name = syn::Ident::new(&format!("__weir_{}_aggregate", name.to_string().to_lowercase()), Span::call_site());
+    let check = quote_spanned!(name.span()=> const _: fn() = || {
+        fn implements_weir_aggregate<T: ::weir::Aggregate>() {}
+        implements_weir_aggregate::<#name>();
+    };);
+    let wit = WIT;
+    quote! {
+        #item
+
+        #check
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unused_imports, clippy::all)]
+        mod #module_name {
+            use super::*;
+
+            ::weir::__private::wit_bindgen::generate!({
+                inline: #wit,
+                world: "aggregate-module",
+                runtime_path: "::weir::__private::wit_bindgen::rt",
+                with: {
+                    "weir:module/types@0.1.0": ::weir::__private::types,
+                    "weir:module/log@0.1.0": ::weir::__private::log,
+                    "weir:module/metrics@0.1.0": ::weir::__private::metrics,
+                    "weir:module/clock@0.1.0": ::weir::__private::clock,
+                    "weir:module/config@0.1.0": ::weir::__private::config,
+                },
+            });
+
+            use exports::weir::module::aggregate as contract;
+            type Windows = ::weir::__private::Windows<super::#name>;
+
+            ::std::thread_local! {
+                static WINDOWS: ::std::cell::RefCell<Windows> = ::std::cell::RefCell::new(::std::default::Default::default());
+            }
+
+            fn with<R>(f: impl FnOnce(&mut Windows) -> R) -> R {
+                WINDOWS.with(|windows| f(&mut windows.borrow_mut()))
+            }
+
+            struct Component;
+
+            impl exports::weir::module::module::Guest for Component {
+                fn init() -> ::std::result::Result<(), ::std::string::String> {
+                    with(|windows| windows.init())
+                }
+            }
+
+            impl contract::Guest for Component {
+                fn open(openings: ::std::vec::Vec<contract::Opening>) -> ::std::result::Result<(), ::std::string::String> {
+                    with(|windows| openings.into_iter().try_for_each(|opening| windows.open(opening.window.id, opening.snapshot)))
+                }
+                fn accumulate(
+                    batch: ::weir::__private::types::Batch,
+                    ids: ::std::vec::Vec<u64>,
+                ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
+                    with(|windows| windows.accumulate(&batch, &ids))
+                }
+                fn merge(target: u64, source: u64) -> ::std::result::Result<(), ::std::string::String> {
+                    with(|windows| windows.merge(target, source))
+                }
+                fn snapshot(ids: ::std::vec::Vec<u64>) -> ::std::result::Result<::std::vec::Vec<::std::vec::Vec<u8>>, ::std::string::String> {
+                    with(|windows| windows.snapshot(&ids))
+                }
+                fn close(
+                    closing: ::std::vec::Vec<contract::Window>,
+                ) -> ::std::result::Result<::std::vec::Vec<::std::vec::Vec<::weir::__private::types::OutputMessage>>, ::std::string::String> {
+                    let closing = closing.into_iter().map(|w| (w.id, ::weir::Window { key: w.key, start_ms: w.start_ms, end_ms: w.end_ms })).collect();
+                    with(|windows| windows.close(closing))
+                }
+            }
+
+            export!(Component);
+        }
+    }
+    .into()
 }
 
 #[derive(Clone, Copy)]

@@ -16,6 +16,9 @@
 //! - `#[weir::filter]`: `fn(&Message[, &Config]) -> Result<bool>`: keep (`true`) or drop.
 //! - `#[weir::map]`: `fn(&Message[, &Config]) -> Result<Output>`: one in, one out.
 //! - `#[weir::flat_map]`: `fn(&Message[, &Config]) -> Result<Vec<Output>>`: zero or more out.
+//! - `#[weir::aggregate]` on a type that implements [`Aggregate`] (accumulate, merge, emit):
+//!   the host runs the windows (see the pipeline's `window` table) and keeps one value of the
+//!   type per open window.
 //!
 //! The optional second argument is the module's `config` table from the pipeline TOML,
 //! deserialised once when the instance starts; a config that does not fit fails at start
@@ -23,7 +26,7 @@
 //! message to `$deadletter` with the error text as the reason; the batch goes on.
 //!
 //! Modules: [`log`] (logging through the host), [`metrics`], [`clock`], and the message
-//! types [`Message`], [`Output`], [`Property`].
+//! types [`Message`], [`Output`], [`Property`]; for aggregates [`Aggregate`], [`Window`].
 
 mod bindings {
     wit_bindgen::generate!({
@@ -34,11 +37,13 @@ mod bindings {
     });
 }
 
+mod aggregate;
 pub mod log;
 mod message;
 
+pub use aggregate::{Aggregate, NoConfig, Window};
 pub use message::{Error, Message, Output, Property, QoS, Result};
-pub use weir_sdk_macros::{filter, flat_map, map};
+pub use weir_sdk_macros::{aggregate, filter, flat_map, map};
 
 /// Host metrics for this module.
 pub mod metrics {
@@ -63,6 +68,7 @@ pub mod clock {
 /// What the macros expand to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::aggregate::Windows;
     pub use crate::bindings::weir::module::{clock, config, log, metrics, types};
     pub use crate::message::messages;
     pub use serde_json;

@@ -159,6 +159,14 @@ impl<'a> Message<'a> {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(self.payload()).map_err(|err| Error(format!("payload is not the JSON expected: {err}")))
     }
+
+    /// The number at a dotted path of a JSON payload (`temperature`, `sensors.t1`). The
+    /// error says whether the payload is not JSON, the field is missing or not a number.
+    pub fn number_at(&self, path: &str) -> Result<f64> {
+        let body: serde_json::Value = self.json()?;
+        let value = path.split('.').try_fold(&body, |node, key| node.get(key)).ok_or_else(|| Error(format!("field `{path}` is missing")))?;
+        value.as_f64().ok_or_else(|| Error(format!("field `{path}` is not a number: {value}")))
+    }
 }
 
 impl fmt::Debug for Message<'_> {

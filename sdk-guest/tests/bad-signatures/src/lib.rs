@@ -24,3 +24,10 @@ fn too_many(_msg: &Message, _a: &u8, _b: &u8) -> Result<Vec<Output>> {
 fn wrong_return(_msg: &Message) -> Result<String> {
     Ok(String::new())
 }
+
+#[weir::aggregate]
+fn not_a_type() {}
+
+#[weir::aggregate]
+#[derive(Default)]
+struct NotAnAggregate;

@@ -1,0 +1,566 @@
+//! The aggregate worker: one OS thread per aggregate module, owning its instance.
+//!
+//! Per batch: each message's key and time come from the window table's expressions, the
+//! table says which windows it belongs to, and the resulting steps become few calls to the
+//! module: one `open` for every new window, one `accumulate` for the whole batch, one
+//! `snapshot` and one `close` for every window that ends (a merge, for sessions, is made
+//! when it comes up, after what precedes it). Late messages and those the table or the
+//! module refuse go to `$deadletter` (or the `late` output) with the reason.
+//!
+//! Durability: a message's acknowledgement is held until a checkpoint holds the state that
+//! counts it; a closed window stays in the checkpoint until every sink accepted its results.
+//! So a crash loses nothing: unacknowledged messages are redelivered, unaccepted results are
+//! emitted again at start. The price is possible duplication, described in
+//! `docs/aggregates.md`. A failed call (trap, deadline, error) sends the batch to
+//! `$deadletter`, replaces the instance and restores every window from the last checkpoint;
+//! the messages held since then are not acknowledged, so their source redelivers them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+use weir_core::message::now_ms;
+use weir_core::{Ack, AckOutcome, Message, Metadata, ModuleOutput, Property};
+
+use super::AggregateSpec;
+use super::checkpoint::{Checkpoint, WindowState};
+use super::windows::{Refused, Step, TableState, Window, WindowId, WindowTable};
+use crate::executor::deadletter::DeadLetter;
+use crate::executor::dispatch::{Dispatcher, Work};
+use crate::queue::record;
+use crate::telemetry;
+use crate::wasm::abi::OutputMessage;
+use crate::wasm::aggregate::{Opening, WindowRef};
+use crate::wasm::{Failure, LoadedModule, ModuleInstance};
+
+pub struct AggregateWorker {
+    pub module: LoadedModule,
+    pub spec: AggregateSpec,
+    pub queue: mpsc::Receiver<Work>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub batch_size: usize,
+    /// Held acknowledgements that force a checkpoint (half the sources' in-flight window,
+    /// so sources never stall waiting for one).
+    pub max_held: usize,
+    /// The runtime whose timer paces the worker's clock ticks.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// What the worker keeps about one open window besides the module's state.
+struct Slot {
+    /// The module's state at the last checkpoint (what a replaced instance starts from).
+    checkpointed: Option<Vec<u8>>,
+    /// Accumulated into since the last checkpoint.
+    dirty: bool,
+    /// The newest message's metadata: its topic and source go on the window's results.
+    last: Option<Arc<Metadata>>,
+}
+
+/// Calls gathered from the table's steps: opens, then accumulations, then closes.
+#[derive(Default)]
+struct Calls {
+    opens: Vec<Window>,
+    messages: Vec<Message>,
+    windows: Vec<u64>,
+    /// The batch index each accumulated message came from (`None`: a retained message).
+    origins: Vec<Option<usize>>,
+    closes: Vec<Window>,
+}
+
+impl Calls {
+    fn is_empty(&self) -> bool {
+        self.opens.is_empty() && self.messages.is_empty() && self.closes.is_empty()
+    }
+}
+
+impl AggregateWorker {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("weir-aggregate-{}", self.module.name)).spawn(move || self.run())
+    }
+
+    fn run(self) {
+        let AggregateWorker { module, spec, mut queue, dispatcher, batch_size, max_held, runtime } = self;
+        let tick = Duration::from_millis(100).min(spec.checkpoint_interval);
+        let mut runner = AggregateRunner::new(module, spec, dispatcher, max_held);
+        runner.restore();
+        let mut batch = Vec::with_capacity(batch_size);
+        loop {
+            let mut stop = false;
+            match runtime.block_on(async { tokio::time::timeout(tick, queue.recv()).await }) {
+                Err(_) => {}
+                Ok(Some(Work::Message { message, .. })) => batch.push(message),
+                Ok(Some(Work::Stop) | None) => stop = true,
+            }
+            while !stop && batch.len() < batch_size {
+                match queue.try_recv() {
+                    Ok(Work::Message { message, .. }) => batch.push(message),
+                    Ok(Work::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                runner.process(std::mem::take(&mut batch));
+            }
+            runner.advance();
+            if stop {
+                runner.checkpoint();
+                break;
+            }
+            runner.maybe_checkpoint();
+        }
+        info!(module = %runner.name, windows = runner.slots.len(), "aggregate worker stopped; open windows saved");
+    }
+}
+
+/// An aggregate module's windows and instance, driven by [`AggregateWorker`] (or a benchmark).
+pub struct AggregateRunner {
+    name: Arc<str>,
+    module: LoadedModule,
+    spec: AggregateSpec,
+    dispatcher: Arc<Dispatcher>,
+    max_held: usize,
+    instance: Option<ModuleInstance>,
+    table: WindowTable<Message>,
+    slots: HashMap<WindowId, Slot, foldhash::fast::RandomState>,
+    /// Closed windows whose results are not accepted yet, with their last state.
+    emitted: HashMap<WindowId, (Window, WindowState)>,
+    accepted_tx: std_mpsc::Sender<WindowId>,
+    accepted_rx: std_mpsc::Receiver<WindowId>,
+    /// Acknowledgements released by the next checkpoint.
+    held: Vec<Ack>,
+    changed: bool,
+    last_checkpoint: Instant,
+    steps: Vec<Step<Message>>,
+}
+
+impl AggregateRunner {
+    /// Not started yet: call [`AggregateRunner::restore`] first.
+    pub fn new(module: LoadedModule, spec: AggregateSpec, dispatcher: Arc<Dispatcher>, max_held: usize) -> Self {
+        let (accepted_tx, accepted_rx) = std_mpsc::channel();
+        AggregateRunner {
+            name: module.name.clone(),
+            table: WindowTable::new(spec.table),
+            module,
+            spec,
+            dispatcher,
+            max_held: max_held.max(1),
+            instance: None,
+            slots: HashMap::default(),
+            emitted: HashMap::new(),
+            accepted_tx,
+            accepted_rx,
+            held: Vec::new(),
+            changed: false,
+            last_checkpoint: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Start the instance and continue from the checkpoint, if there is one.
+    pub fn restore(&mut self) {
+        let path = &self.spec.state_path;
+        let checkpoint = match Checkpoint::read(path) {
+            Ok(checkpoint) => checkpoint,
+            Err(err) => {
+                let aside = path.with_extension(format!("damaged-{}", now_ms()));
+                let moved = std::fs::rename(path, &aside).is_ok();
+                error!(module = %self.name, error = %format!("{err:#}"), moved_to = %aside.display(), moved, "window state unreadable; starting with empty windows");
+                None
+            }
+        };
+        if let Some(checkpoint) = checkpoint {
+            let windows = checkpoint.windows.len();
+            self.table.import(decode_table(checkpoint.table));
+            for state in checkpoint.windows {
+                let last = Arc::new(Metadata::new(state.source.clone(), state.topic.clone()));
+                self.slots.insert(state.id, Slot { checkpointed: state.state, dirty: false, last: Some(last) });
+            }
+            self.emitted = checkpoint.emitted.into_iter().map(|(window, state)| (window.id, (window, state))).collect();
+            info!(module = %self.name, windows, unaccepted_results = self.emitted.len(), "continuing open windows from {}", path.display());
+        }
+        self.start_instance();
+        // Results that no sink had accepted before the stop: emit them again.
+        if !self.emitted.is_empty()
+            && let Some(instance) = self.instance.as_mut()
+        {
+            let pending: Vec<(Window, WindowState)> = self.emitted.values().cloned().collect();
+            let openings: Vec<Opening<'_>> = pending.iter().map(|(w, s)| Opening { window: window_ref(w), snapshot: s.state.as_deref() }).collect();
+            let refs: Vec<WindowRef<'_>> = pending.iter().map(|(w, _)| window_ref(w)).collect();
+            match instance.open_windows(&openings).and_then(|()| instance.close_windows(&refs)) {
+                Ok(outputs) => {
+                    for ((window, state), outputs) in pending.iter().zip(outputs) {
+                        let last = Arc::new(Metadata::new(state.source.clone(), state.topic.clone()));
+                        self.emit(window, Some(&last), outputs);
+                    }
+                }
+                Err(failure) => {
+                    error!(module = %self.name, %failure, "could not emit the results left from before the stop; they stay saved for the next start")
+                }
+            }
+        }
+        self.changed = true;
+    }
+
+    /// A fresh instance with every open window restored from its last checkpointed state.
+    fn start_instance(&mut self) {
+        let mut instance = match ModuleInstance::start(&self.module) {
+            Ok(instance) => instance,
+            Err(failure) => {
+                error!(module = %self.name, %failure, "aggregate instance could not start; its messages go to $deadletter until it can");
+                self.instance = None;
+                return;
+            }
+        };
+        let windows: Vec<Window> = self.table.open_windows().map(|open| open.window.clone()).collect();
+        let openings: Vec<Opening<'_>> =
+            windows.iter().map(|w| Opening { window: window_ref(w), snapshot: self.slots.get(&w.id).and_then(|s| s.checkpointed.as_deref()) }).collect();
+        if !openings.is_empty()
+            && let Err(failure) = instance.open_windows(&openings)
+        {
+            error!(module = %self.name, %failure, "restoring the open windows failed; starting them empty");
+            match ModuleInstance::start(&self.module) {
+                Ok(fresh) => instance = fresh,
+                Err(_) => return,
+            }
+            let empty: Vec<Opening<'_>> = windows.iter().map(|w| Opening { window: window_ref(w), snapshot: None }).collect();
+            if instance.open_windows(&empty).is_err() {
+                return;
+            }
+        }
+        for slot in self.slots.values_mut() {
+            slot.dirty = false;
+        }
+        self.instance = Some(instance);
+    }
+
+    /// Assign a batch to windows and fold it in (one call for all new windows, one for all
+    /// messages, one each for snapshots and closes).
+    pub fn process(&mut self, batch: Vec<Message>) {
+        metrics::counter!(telemetry::MODULE_IN, "module" => self.name.to_string()).increment(batch.len() as u64);
+        if self.instance.is_none() {
+            self.start_instance();
+        }
+        if self.instance.is_none() {
+            for message in batch {
+                self.dead_letter(message, "init", "the module instance could not start (see the log)".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        let now = now_ms();
+        let mut done = vec![false; batch.len()];
+        let mut calls = Calls::default();
+        for (index, message) in batch.iter().enumerate() {
+            let assigned = self.spec.key_of(message).and_then(|key| Ok((key, self.spec.time_of(message, now)?)));
+            let (key, time) = match assigned {
+                Ok(assigned) => assigned,
+                Err(reason) => {
+                    done[index] = true;
+                    self.dead_letter(message.clone(), "window", reason);
+                    continue;
+                }
+            };
+            match self.table.assign(&key, time, message.without_ack(), &mut self.steps) {
+                Ok(()) => {
+                    if message.ack.is_tracked() {
+                        self.held.push(message.ack.clone());
+                    }
+                    if let Err(failure) = self.plan(Some((index, message)), &mut calls, &batch, &mut done) {
+                        return self.recover(failure, &batch, &done);
+                    }
+                }
+                Err(refused) => {
+                    done[index] = true;
+                    self.refuse(message.clone(), refused);
+                }
+            }
+        }
+        self.changed = true;
+        if let Err(failure) = self.flush(&mut calls, &batch, &mut done) {
+            self.recover(failure, &batch, &done);
+        }
+    }
+
+    /// Close what the clock or watermark has passed.
+    pub fn advance(&mut self) {
+        self.table.advance(now_ms(), &mut self.steps);
+        if self.steps.is_empty() || self.instance.is_none() {
+            return;
+        }
+        let mut calls = Calls::default();
+        let result = self.plan(None, &mut calls, &[], &mut []).and_then(|()| self.flush(&mut calls, &[], &mut []));
+        self.changed = true;
+        if let Err(failure) = result {
+            self.recover(failure, &[], &[]);
+        }
+    }
+
+    /// Turn the table's steps into calls; a merge is made at once, after what precedes it.
+    fn plan(&mut self, current: Option<(usize, &Message)>, calls: &mut Calls, batch: &[Message], done: &mut [bool]) -> Result<(), Failure> {
+        let mut steps = std::mem::take(&mut self.steps);
+        for step in steps.drain(..) {
+            match step {
+                Step::Open(window) => {
+                    self.slots.insert(window.id, Slot { checkpointed: None, dirty: true, last: None });
+                    calls.opens.push(window);
+                }
+                Step::Accumulate { window, item } => {
+                    // The current message, or (sliding windows) one retained from before.
+                    let origin = current.filter(|(_, message)| std::ptr::eq(message.meta(), item.meta())).map(|(index, _)| index);
+                    if let Some(slot) = self.slots.get_mut(&window) {
+                        slot.dirty = true;
+                        if !slot.last.as_deref().is_some_and(|last| std::ptr::eq(last, item.meta())) {
+                            slot.last = Some(item.shared_meta());
+                        }
+                    }
+                    calls.messages.push(item);
+                    calls.windows.push(window);
+                    calls.origins.push(origin);
+                }
+                Step::Merge { target, source } => {
+                    self.flush(calls, batch, done)?;
+                    self.live()?.merge_windows(target, source)?;
+                    let gone = self.slots.remove(&source);
+                    if let Some(slot) = self.slots.get_mut(&target) {
+                        slot.dirty = true;
+                        if slot.last.is_none() {
+                            slot.last = gone.and_then(|g| g.last);
+                        }
+                    }
+                }
+                Step::Close(window) => calls.closes.push(window),
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+
+    fn live(&mut self) -> Result<&mut ModuleInstance, Failure> {
+        self.instance.as_mut().ok_or_else(|| Failure { reason: crate::wasm::FailureReason::Init, detail: "no live instance".into() })
+    }
+
+    /// Make the gathered calls: open, accumulate, then snapshot and close.
+    fn flush(&mut self, calls: &mut Calls, batch: &[Message], done: &mut [bool]) -> Result<(), Failure> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let calls = std::mem::take(calls);
+        let instance = self.live()?;
+        if !calls.opens.is_empty() {
+            let openings: Vec<Opening<'_>> = calls.opens.iter().map(|w| Opening { window: window_ref(w), snapshot: None }).collect();
+            instance.open_windows(&openings)?;
+        }
+        if !calls.messages.is_empty() {
+            let results = instance.accumulate(&calls.messages, &calls.windows)?;
+            for (result, origin) in results.into_iter().zip(&calls.origins) {
+                if let (Err(reason), Some(index)) = (result, origin)
+                    && !std::mem::replace(&mut done[*index], true)
+                {
+                    self.dead_letter(batch[*index].clone(), "rejected", reason);
+                }
+            }
+        }
+        if !calls.closes.is_empty() {
+            self.close(&calls.closes)?;
+        }
+        Ok(())
+    }
+
+    /// Snapshot (so the result survives a crash until it is accepted), close and emit.
+    fn close(&mut self, windows: &[Window]) -> Result<(), Failure> {
+        let dirty: Vec<u64> = windows.iter().filter(|w| self.slots.get(&w.id).is_none_or(|s| s.dirty)).map(|w| w.id).collect();
+        let instance = self.live()?;
+        let mut states: HashMap<u64, Vec<u8>> =
+            if dirty.is_empty() { HashMap::new() } else { dirty.iter().copied().zip(instance.snapshot_windows(&dirty)?).collect() };
+        let refs: Vec<WindowRef<'_>> = windows.iter().map(window_ref).collect();
+        let outputs = instance.close_windows(&refs)?;
+        for (window, outputs) in windows.iter().zip(outputs) {
+            let slot = self.slots.remove(&window.id);
+            let last = slot.as_ref().and_then(|s| s.last.clone());
+            let state = states.remove(&window.id).or_else(|| slot.and_then(|s| s.checkpointed));
+            let (topic, source) = topic_and_source(last.as_deref());
+            self.emitted.insert(window.id, (window.clone(), WindowState { id: window.id, state, topic, source }));
+            self.emit(window, last.as_deref(), outputs);
+        }
+        Ok(())
+    }
+
+    /// Route a closed window's results; it leaves the checkpoint once they are accepted.
+    fn emit(&mut self, window: &Window, last: Option<&Metadata>, outputs: Vec<OutputMessage>) {
+        if outputs.is_empty() {
+            self.emitted.remove(&window.id);
+            return;
+        }
+        metrics::counter!(telemetry::MODULE_OUT, "module" => self.name.to_string()).increment(outputs.len() as u64);
+        let tx = self.accepted_tx.clone();
+        let id = window.id;
+        let ack = Ack::new(move |outcome| {
+            if outcome == AckOutcome::Accepted {
+                let _ = tx.send(id);
+            }
+        });
+        for output in outputs {
+            let message = self.result_message(window, last, output, ack.clone());
+            self.dispatcher.dispatch_blocking(message);
+        }
+    }
+
+    fn result_message(&self, window: &Window, last: Option<&Metadata>, output: OutputMessage, ack: Ack) -> Message {
+        let (topic, source) = topic_and_source(last);
+        let mut meta = Metadata::new(source, output.topic.unwrap_or(topic));
+        meta.origin = Some(ModuleOutput { module: self.name.clone(), output: Arc::from(output.output.as_deref().unwrap_or("out")) });
+        meta.content_type = output.content_type;
+        meta.properties = output.properties.unwrap_or_default().into_iter().map(|p| Property::new(p.name, p.value)).collect();
+        meta.properties.push(Property::new("window_key", window.key.to_string()));
+        meta.properties.push(Property::new("window_start", window.start_ms.to_string()));
+        meta.properties.push(Property::new("window_end", window.end_ms.to_string()));
+        Message::new(Bytes::from(output.payload), meta, ack)
+    }
+
+    fn refuse(&self, mut message: Message, refused: Refused) {
+        match (&refused, &self.spec.late_output) {
+            (Refused::Late { .. }, Some(output)) => {
+                metrics::counter!(telemetry::AGGREGATE_LATE, "module" => self.name.to_string()).increment(1);
+                let meta = message.meta_mut();
+                meta.origin = Some(ModuleOutput { module: self.name.clone(), output: output.clone() });
+                meta.properties.push(Property::new("weir-late-reason", refused.to_string()));
+                self.dispatcher.dispatch_blocking(message);
+            }
+            (Refused::Late { .. }, None) => {
+                metrics::counter!(telemetry::AGGREGATE_LATE, "module" => self.name.to_string()).increment(1);
+                self.dead_letter(message, "late", refused.to_string());
+            }
+            (Refused::KeyLimit { .. }, _) => self.dead_letter(message, "key-limit", refused.to_string()),
+        }
+    }
+
+    fn dead_letter(&self, message: Message, reason: &'static str, detail: String) {
+        self.dispatcher.dead_letter_blocking(DeadLetter::new(message, reason, detail).module(&self.name));
+    }
+
+    /// A call failed: the batch to `$deadletter`, a new instance from the last checkpoint,
+    /// and the messages held since then left unacknowledged for their source to redeliver.
+    fn recover(&mut self, failure: Failure, batch: &[Message], done: &[bool]) {
+        warn!(module = %self.name, reason = failure.reason.as_str(), detail = %failure.detail, batch = batch.len(),
+            "aggregate call failed; batch to $deadletter, instance replaced, windows restored from the last checkpoint");
+        metrics::counter!(telemetry::MODULE_FAILURES, "module" => self.name.to_string(), "reason" => failure.reason.as_str()).increment(1);
+        for (message, done) in batch.iter().zip(done) {
+            if !done {
+                self.dead_letter(message.clone(), failure.reason.as_str(), failure.detail.clone());
+            }
+        }
+        for ack in self.held.drain(..) {
+            ack.fail();
+        }
+        self.steps.clear();
+        self.instance = None;
+        self.start_instance();
+    }
+
+    /// Checkpoint if the interval has passed or too many acknowledgements are held.
+    pub fn maybe_checkpoint(&mut self) {
+        let due = self.changed && self.last_checkpoint.elapsed() >= self.spec.checkpoint_interval;
+        if due || self.held.len() >= self.max_held {
+            self.checkpoint();
+        }
+    }
+
+    /// Save every window's state; then release the held acknowledgements.
+    pub fn checkpoint(&mut self) {
+        while let Ok(id) = self.accepted_rx.try_recv() {
+            self.emitted.remove(&id);
+            self.changed = true;
+        }
+        if !self.changed && self.held.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let dirty: Vec<u64> = self.slots.iter().filter(|(_, slot)| slot.dirty).map(|(id, _)| *id).collect();
+        if !dirty.is_empty() {
+            let snapshot = match self.live() {
+                Ok(instance) => instance.snapshot_windows(&dirty),
+                Err(failure) => Err(failure),
+            };
+            match snapshot {
+                Ok(states) => {
+                    for (id, state) in dirty.into_iter().zip(states) {
+                        if let Some(slot) = self.slots.get_mut(&id) {
+                            slot.checkpointed = Some(state);
+                            slot.dirty = false;
+                        }
+                    }
+                }
+                Err(failure) => return self.recover(failure, &[], &[]),
+            }
+        }
+        let windows = self
+            .slots
+            .iter()
+            .map(|(id, slot)| {
+                let (topic, source) = topic_and_source(slot.last.as_deref());
+                WindowState { id: *id, state: slot.checkpointed.clone(), topic, source }
+            })
+            .collect();
+        let checkpoint = Checkpoint { table: encode_table(self.table.export()), windows, emitted: self.emitted.values().cloned().collect() };
+        match checkpoint.write(&self.spec.state_path) {
+            Ok(()) => {
+                self.held.clear();
+                self.changed = false;
+            }
+            Err(err) => {
+                error!(module = %self.name, error = %format!("{err:#}"), "cannot save the window state; acknowledgements are held until it can be saved")
+            }
+        }
+        self.last_checkpoint = Instant::now();
+        metrics::histogram!(telemetry::AGGREGATE_CHECKPOINT_SECONDS, "module" => self.name.to_string()).record(started.elapsed().as_secs_f64());
+        metrics::gauge!(telemetry::AGGREGATE_OPEN_WINDOWS, "module" => self.name.to_string()).set(self.slots.len() as f64);
+        metrics::gauge!(telemetry::AGGREGATE_KEYS, "module" => self.name.to_string()).set(self.table.key_count() as f64);
+    }
+}
+
+fn window_ref(window: &Window) -> WindowRef<'_> {
+    WindowRef { id: window.id, key: &window.key, start_ms: window.start_ms, end_ms: window.end_ms }
+}
+
+fn topic_and_source(last: Option<&Metadata>) -> (String, Arc<str>) {
+    match last {
+        Some(meta) => (meta.topic.clone(), meta.source.clone()),
+        None => (String::new(), Arc::from("")),
+    }
+}
+
+/// Retained messages (sliding windows) as queue records.
+fn encode_table(state: TableState<Message>) -> TableState<Vec<u8>> {
+    let keys = state
+        .keys
+        .into_iter()
+        .map(|(key, windows, retained)| {
+            let retained = retained
+                .into_iter()
+                .map(|(at, message)| {
+                    let mut bytes = Vec::new();
+                    record::encode(&mut bytes, &message, at, 0);
+                    (at, bytes)
+                })
+                .collect();
+            (key, windows, retained)
+        })
+        .collect();
+    TableState { next_id: state.next_id, newest_ms: state.newest_ms, keys }
+}
+
+fn decode_table(state: TableState<Vec<u8>>) -> TableState<Message> {
+    let keys = state
+        .keys
+        .into_iter()
+        .map(|(key, windows, retained)| {
+            let retained = retained.into_iter().filter_map(|(at, bytes)| record::decode(&Bytes::from(bytes)).ok().map(|r| (at, r.message))).collect();
+            (key, windows, retained)
+        })
+        .collect();
+    TableState { next_id: state.next_id, newest_ms: state.newest_ms, keys }
+}
