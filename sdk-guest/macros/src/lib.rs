@@ -62,7 +62,7 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
         fn implements_weir_aggregate<T: ::weir::Aggregate>() {}
         implements_weir_aggregate::<#name>();
     };);
-    let wit = WIT;
+    let bindings = export_bindings("aggregate-module");
     quote! {
         #item
 
@@ -74,18 +74,7 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
         mod #module_name {
             use super::*;
 
-            ::weir::__private::wit_bindgen::generate!({
-                inline: #wit,
-                world: "aggregate-module",
-                runtime_path: "::weir::__private::wit_bindgen::rt",
-                with: {
-                    "weir:module/types@0.1.0": ::weir::__private::types,
-                    "weir:module/log@0.1.0": ::weir::__private::log,
-                    "weir:module/metrics@0.1.0": ::weir::__private::metrics,
-                    "weir:module/clock@0.1.0": ::weir::__private::clock,
-                    "weir:module/config@0.1.0": ::weir::__private::config,
-                },
-            });
+            #bindings
 
             use exports::weir::module::aggregate as contract;
             type Windows = ::weir::__private::Windows<super::#name>;
@@ -134,6 +123,25 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     .into()
+}
+
+/// The export side of `world`, reusing weir-sdk's bindings of the shared imports.
+fn export_bindings(world: &str) -> Tokens {
+    let wit = WIT;
+    quote! {
+        ::weir::__private::wit_bindgen::generate!({
+            inline: #wit,
+            world: #world,
+            runtime_path: "::weir::__private::wit_bindgen::rt",
+            with: {
+                "weir:module/types@0.1.0": ::weir::__private::types,
+                "weir:module/log@0.1.0": ::weir::__private::log,
+                "weir:module/metrics@0.1.0": ::weir::__private::metrics,
+                "weir:module/clock@0.1.0": ::weir::__private::clock,
+                "weir:module/config@0.1.0": ::weir::__private::config,
+            },
+        });
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -271,7 +279,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
         None => (quote!(), quote!(Ok(())), quote!(), quote_spanned!(return_span=> let result: #expected = super::#name(message);)),
     };
     let module_name = syn::Ident::new(&format!("__weir_{}_module", name), Span::call_site());
-    let wit = WIT;
+    let bindings = export_bindings(world);
     Ok(quote! {
         #function
 
@@ -283,18 +291,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
         mod #module_name {
             use super::*;
 
-            ::weir::__private::wit_bindgen::generate!({
-                inline: #wit,
-                world: #world,
-                runtime_path: "::weir::__private::wit_bindgen::rt",
-                with: {
-                    "weir:module/types@0.1.0": ::weir::__private::types,
-                    "weir:module/log@0.1.0": ::weir::__private::log,
-                    "weir:module/metrics@0.1.0": ::weir::__private::metrics,
-                    "weir:module/clock@0.1.0": ::weir::__private::clock,
-                    "weir:module/config@0.1.0": ::weir::__private::config,
-                },
-            });
+            #bindings
 
             struct Component;
             #config_static
