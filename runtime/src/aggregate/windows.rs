@@ -121,6 +121,18 @@ pub struct TableState<T> {
     pub keys: Vec<SavedKey<T>>,
 }
 
+impl<T> TableState<T> {
+    /// The same state with every retained message converted (dropped where `convert` gives `None`).
+    pub fn map_retained<U>(self, mut convert: impl FnMut(u64, T) -> Option<U>) -> TableState<U> {
+        let keys = self
+            .keys
+            .into_iter()
+            .map(|(key, windows, retained)| (key, windows, retained.into_iter().filter_map(|(at, item)| Some((at, convert(at, item)?))).collect()))
+            .collect();
+        TableState { next_id: self.next_id, newest_ms: self.newest_ms, keys }
+    }
+}
+
 #[derive(Debug)]
 pub struct WindowTable<T> {
     settings: TableSettings,

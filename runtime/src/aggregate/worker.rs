@@ -535,32 +535,13 @@ fn topic_and_source(last: Option<&Metadata>) -> (String, Arc<str>) {
 
 /// Retained messages (sliding windows) as queue records.
 fn encode_table(state: TableState<Message>) -> TableState<Vec<u8>> {
-    let keys = state
-        .keys
-        .into_iter()
-        .map(|(key, windows, retained)| {
-            let retained = retained
-                .into_iter()
-                .map(|(at, message)| {
-                    let mut bytes = Vec::new();
-                    record::encode(&mut bytes, &message, at, 0);
-                    (at, bytes)
-                })
-                .collect();
-            (key, windows, retained)
-        })
-        .collect();
-    TableState { next_id: state.next_id, newest_ms: state.newest_ms, keys }
+    state.map_retained(|at, message| {
+        let mut bytes = Vec::new();
+        record::encode(&mut bytes, &message, at, 0);
+        Some(bytes)
+    })
 }
 
 fn decode_table(state: TableState<Vec<u8>>) -> TableState<Message> {
-    let keys = state
-        .keys
-        .into_iter()
-        .map(|(key, windows, retained)| {
-            let retained = retained.into_iter().filter_map(|(at, bytes)| record::decode(&Bytes::from(bytes)).ok().map(|r| (at, r.message))).collect();
-            (key, windows, retained)
-        })
-        .collect();
-    TableState { next_id: state.next_id, newest_ms: state.newest_ms, keys }
+    state.map_retained(|_, bytes| record::decode(&Bytes::from(bytes)).ok().map(|record| record.message))
 }

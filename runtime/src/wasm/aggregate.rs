@@ -7,7 +7,7 @@ use weir_core::Message;
 
 use super::abi::{BatchRef, OutputMessage};
 use super::host::InstanceState;
-use super::instance::{Failure, FailureReason, ModuleInstance, classify, contract};
+use super::instance::{Failure, FailureReason, ModuleInstance, classify, contract, one_result_each};
 
 /// `weir:module/aggregate.window`, borrowed.
 #[derive(ComponentType, Lower, Clone, Copy, Debug)]
@@ -92,27 +92,18 @@ impl ModuleInstance {
     /// Fold `batch[i]` into window `windows[i]`; one result per message.
     pub fn accumulate(&mut self, batch: &[Message], windows: &[u64]) -> Result<Vec<Result<(), String>>, Failure> {
         self.aggregate_funcs()?;
-        self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
-        let mut buffers = std::mem::take(&mut self.buffers);
-        let refs = buffers.fill(batch);
-        let result = self.accumulate_typed(refs, windows);
-        self.buffers = buffers;
-        let result = result?;
-        if result.len() != batch.len() {
-            return Err(Failure {
-                reason: FailureReason::Contract,
-                detail: format!("accumulate returned {} results for a batch of {}", result.len(), batch.len()),
-            });
-        }
-        Ok(result)
-    }
-
-    fn accumulate_typed(&mut self, batch: BatchRef<'_>, windows: &[u64]) -> Result<Vec<Result<(), String>>, Failure> {
-        let func = self.call.typed::<(BatchRef<'_>, &[u64]), (Vec<Result<(), String>>,)>(&self.store).map_err(|err| contract(err, "aggregate.accumulate"))?;
-        match func.call(&mut self.store, (batch, windows)) {
-            Ok((results,)) => Ok(results),
-            Err(err) => Err(classify(&self.store, err, "accumulate")),
-        }
+        let results = self.with_batch(batch, |instance, refs| {
+            let func = instance
+                .call
+                .typed::<(BatchRef<'_>, &[u64]), (Vec<Result<(), String>>,)>(&instance.store)
+                .map_err(|err| contract(err, "aggregate.accumulate"))?;
+            match func.call(&mut instance.store, (refs, windows)) {
+                Ok((results,)) => Ok(results),
+                Err(err) => Err(classify(&instance.store, err, "accumulate")),
+            }
+        })?;
+        one_result_each("accumulate results", results.len(), batch.len())?;
+        Ok(results)
     }
 
     /// Fold window `source` into `target`.
@@ -138,9 +129,7 @@ impl ModuleInstance {
     pub fn close_windows(&mut self, windows: &[WindowRef<'_>]) -> Result<Vec<Vec<OutputMessage>>, Failure> {
         let func = self.aggregate_funcs()?.close;
         let outputs: Vec<Vec<OutputMessage>> = self.call_aggregate(func, "close", (windows,))?;
-        if outputs.len() != windows.len() {
-            return Err(Failure { reason: FailureReason::Contract, detail: format!("close returned {} results for {} windows", outputs.len(), windows.len()) });
-        }
+        one_result_each("close results", outputs.len(), windows.len())?;
         Ok(outputs)
     }
 }

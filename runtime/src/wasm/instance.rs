@@ -125,24 +125,26 @@ impl ModuleInstance {
 
     /// Call the module's kind on a batch. `Err` means the instance is unusable: drop it.
     pub fn call(&mut self, input: &str, batch: &[Message]) -> Result<BatchResult, Failure> {
-        self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
-        let mut buffers = std::mem::take(&mut self.buffers);
-        let refs = buffers.fill(batch);
-        let result = match self.module.kind {
-            ModuleKind::Filter => self.call_typed::<Vec<Result<bool, String>>>(input, refs).map(BatchResult::Filter),
-            ModuleKind::Map => self.call_typed::<Vec<Result<OutputMessage, String>>>(input, refs).map(BatchResult::Map),
-            ModuleKind::FlatMap => self.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, refs).map(BatchResult::FlatMap),
+        let result = self.with_batch(batch, |instance, refs| match instance.module.kind {
+            ModuleKind::Filter => instance.call_typed::<Vec<Result<bool, String>>>(input, refs).map(BatchResult::Filter),
+            ModuleKind::Map => instance.call_typed::<Vec<Result<OutputMessage, String>>>(input, refs).map(BatchResult::Map),
+            ModuleKind::FlatMap => instance.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, refs).map(BatchResult::FlatMap),
             ModuleKind::Aggregate => Err(Failure {
                 reason: FailureReason::Contract,
                 detail: "aggregate modules are called through their windows (wasm::aggregate), not per batch".into(),
             }),
-        };
-        self.buffers = buffers;
-        let result = result?;
-        if result.len() != batch.len() {
-            return Err(Failure { reason: FailureReason::Contract, detail: format!("returned {} results for a batch of {}", result.len(), batch.len()) });
-        }
+        })?;
+        one_result_each("results", result.len(), batch.len())?;
         Ok(result)
+    }
+
+    /// Lay `batch` out in the reused buffers and make `call` with it, under the deadline.
+    pub(super) fn with_batch<R>(&mut self, batch: &[Message], call: impl FnOnce(&mut Self, BatchRef<'_>) -> Result<R, Failure>) -> Result<R, Failure> {
+        self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let result = call(self, buffers.fill(batch));
+        self.buffers = buffers;
+        result
     }
 
     fn call_typed<R>(&mut self, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
@@ -156,6 +158,11 @@ impl ModuleInstance {
             Err(err) => Err(classify(&self.store, err, "call")),
         }
     }
+}
+
+/// A module must answer once per message (or window) it was given.
+pub(super) fn one_result_each(what: &str, got: usize, expected: usize) -> Result<(), Failure> {
+    if got == expected { Ok(()) } else { Err(Failure { reason: FailureReason::Contract, detail: format!("returned {got} {what} where {expected} were due (one per message or window)") }) }
 }
 
 pub(super) fn contract(err: wasmtime::Error, what: &str) -> Failure {
