@@ -68,15 +68,12 @@ impl AggregateSpec {
             }
         };
         let time_size = |errors: &mut Vec<SpecError>| match config.size {
-            Some(WindowSize::Time(d)) => duration("size", Some(d), errors),
             Some(WindowSize::Messages(n)) => {
                 errors.push(("size", format!("a {} window's size is a duration such as \"10s\", not {n}", kind_name(config.kind))));
                 1
             }
-            None => {
-                errors.push(("size", format!("{} windows need `size`, e.g. size = \"10s\"", kind_name(config.kind))));
-                1
-            }
+            Some(WindowSize::Time(d)) => duration("size", Some(d), errors),
+            None => duration("size", None, errors),
         };
         let kind = match config.kind {
             WindowKindName::Tumbling => WindowKind::Tumbling { size: time_size(&mut errors) },
