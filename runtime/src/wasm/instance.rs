@@ -162,7 +162,11 @@ impl ModuleInstance {
 
 /// A module must answer once per message (or window) it was given.
 pub(super) fn one_result_each(what: &str, got: usize, expected: usize) -> Result<(), Failure> {
-    if got == expected { Ok(()) } else { Err(Failure { reason: FailureReason::Contract, detail: format!("returned {got} {what} where {expected} were due (one per message or window)") }) }
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Failure { reason: FailureReason::Contract, detail: format!("returned {got} {what} where {expected} were due (one per message or window)") })
+    }
 }
 
 pub(super) fn contract(err: wasmtime::Error, what: &str) -> Failure {
