@@ -67,6 +67,48 @@ fn python_threshold_filter_passes_the_same_cases() {
     threshold_cases(&module("python_threshold"));
 }
 
+/// A filter reads each message's metadata where the host laid it out (weir-sdk's `raw`
+/// view): every field must come through exactly, for every message of a batch.
+#[test]
+fn a_filter_sees_every_piece_of_metadata() {
+    let engine = engine();
+    let module = load(&engine, &module("chaos"), serde_json::json!({}), ModuleLimits::default());
+    let mut instance = ModuleInstance::start(&module).unwrap();
+    let source: std::sync::Arc<str> = "plant".into();
+    let full = |i: u32| {
+        let mut meta = Metadata::new(source.clone(), format!("factory/m{i}/telemetry"));
+        meta.properties = vec![weir_core::Property::new("site", format!("s{i}")), weir_core::Property::new("site", "again")];
+        meta.content_type = Some("application/json".into());
+        meta.correlation_data = Some(Bytes::from(format!("corr-{i}")));
+        meta.response_topic = Some(format!("replies/{i}"));
+        meta.expiry_secs = Some(600 + i);
+        meta.qos = weir_core::QoS::ExactlyOnce;
+        meta.retain = true;
+        meta.ingest_time_ms = 1_700_000_000_123 + u64::from(i);
+        Message::new(Bytes::from_static(b"describe"), meta, Ack::none())
+    };
+    let bare = Message::new(Bytes::from_static(b"describe"), Metadata::new("other".into(), ""), Ack::none());
+    let batch = vec![full(1), bare, full(2)];
+    let BatchResult::Filter(results) = instance.call("in", &batch).unwrap() else { panic!("not a filter result") };
+    let expected = |i: u32| {
+        format!(
+            "topic=factory/m{i}/telemetry properties=[site=s{i},site=again] content-type=Some(\"application/json\") correlation=Some(\"corr-{i}\") \
+             response-topic=Some(\"replies/{i}\") expiry=Some({}) qos=2 retain=true ingest={} source=plant",
+            600 + i,
+            1_700_000_000_123 + u64::from(i)
+        )
+    };
+    let bare_ingest = batch[1].meta().ingest_time_ms;
+    assert_eq!(results[0], Err(expected(1)));
+    assert_eq!(
+        results[1],
+        Err(format!(
+            "topic= properties=[] content-type=None correlation=None response-topic=None expiry=None qos=0 retain=false ingest={bare_ingest} source=other"
+        ))
+    );
+    assert_eq!(results[2], Err(expected(2)));
+}
+
 #[test]
 fn map_and_flat_map() {
     let engine = engine();

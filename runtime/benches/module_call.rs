@@ -12,10 +12,12 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use weir::wasm::{BatchResult, EngineSettings, LoadedModule, ModuleInstance, ModuleLimits, WasmEngine};
 use weir_core::{Ack, Message, Metadata, Property};
 
+/// Messages as a source makes them: every message shares its source's name.
 fn batch(size: usize, payload: usize) -> Vec<Message> {
+    let source: std::sync::Arc<str> = "bench".into();
     (0..size)
         .map(|i| {
-            let mut meta = Metadata::new("bench".into(), format!("factory/m{}/telemetry", i % 8));
+            let mut meta = Metadata::new(source.clone(), format!("factory/m{}/telemetry", i % 8));
             meta.properties.push(Property::new("site", "plant-7"));
             meta.content_type = Some("application/json".into());
             Message::new(Bytes::from(vec![b'x'; payload]), meta, Ack::none())

@@ -1,10 +1,12 @@
 //! Chaos: a filter that misbehaves on command, so tests can show weir survives it.
 //! The payload says what to do: `trap` (panics, which traps), `loop` (spins until the
-//! host's deadline stops it), `hog` (allocates without bound until the memory cap), and
-//! anything else is kept. Config `fail_init = true` makes `init` fail.
+//! host's deadline stops it), `hog` (allocates without bound until the memory cap),
+//! `describe` (rejects the message with everything the module sees of its metadata as the
+//! reason, so a test can check what crosses the boundary), and anything else is kept.
+//! Config `fail_init = true` makes `init` fail.
 
 use serde::Deserialize;
-use weir::{Message, Result};
+use weir::{Message, QoS, Result};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,29 @@ pub fn misbehave(msg: &Message, config: &Config) -> Result<bool> {
                 std::hint::black_box(&hoard);
             }
         }
+        b"describe" => Err(weir::Error::msg(describe(msg))),
         _ => Ok(true),
     }
+}
+
+/// Every piece of metadata of `msg`, in a fixed order.
+pub fn describe(msg: &Message) -> String {
+    let properties: Vec<String> = msg.properties().map(|(name, value)| format!("{name}={value}")).collect();
+    format!(
+        "topic={} properties=[{}] content-type={:?} correlation={:?} response-topic={:?} expiry={:?} qos={} retain={} ingest={} source={}",
+        msg.topic(),
+        properties.join(","),
+        msg.content_type(),
+        msg.correlation_data().map(String::from_utf8_lossy),
+        msg.response_topic(),
+        msg.expiry_secs(),
+        match msg.qos() {
+            QoS::AtMostOnce => 0,
+            QoS::AtLeastOnce => 1,
+            QoS::ExactlyOnce => 2,
+        },
+        msg.retain(),
+        msg.ingest_time_ms(),
+        msg.source(),
+    )
 }

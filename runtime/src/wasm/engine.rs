@@ -73,6 +73,11 @@ impl WasmEngine {
             // Guards sized for a small edge box: bounds checks instead of 4 GiB reservations.
             .memory_reservation(settings.max_memory_bytes as u64)
             .memory_guard_size(64 << 10);
+        // `WEIR_WASM_PERFMAP=1` writes /tmp/perf-<pid>.map so that `perf report` names the
+        // functions of compiled modules (how docs/benchmarks.md profiles the call path).
+        if std::env::var_os("WEIR_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(dir) = &settings.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating the module cache directory {}", dir.display()))?;
             let mut cache = CacheConfig::new();

@@ -40,6 +40,8 @@ mod bindings {
 mod aggregate;
 pub mod log;
 mod message;
+#[doc(hidden)]
+pub mod raw;
 
 pub use aggregate::{Aggregate, NoConfig, Window};
 pub use message::{Error, Message, Output, Property, QoS, Result};
@@ -70,7 +72,8 @@ pub mod clock {
 pub mod __private {
     pub use crate::aggregate::Windows;
     pub use crate::bindings::weir::module::{clock, config, log, metrics, types};
-    pub use crate::message::messages;
+    pub use crate::message::{messages, raw_messages};
+
     pub use serde_json;
     pub use wit_bindgen;
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bindings::weir::module::types as wit;
+use crate::raw::{RawBatch, RawHeader, RawProperty};
 pub use wit::{Property, Qos as QoS};
 
 /// Why a module could not handle a message; becomes the dead-letter reason.
@@ -49,8 +50,105 @@ pub struct Message<'a> {
 
 #[derive(Clone, Copy)]
 enum Repr<'a> {
-    Batch { data: &'a [u8], header: &'a wit::Message, properties: &'a [wit::PropertySpan] },
+    Batch { data: &'a [u8], header: Header<'a>, properties: Properties<'a> },
     Test { payload: &'a [u8], topic: &'a str, properties: &'a [(&'a str, &'a str)] },
+}
+
+/// A message's header: lifted by wit-bindgen (map, flat-map, aggregate) or read in place
+/// where the host laid it out (filters, see [`raw`](crate::raw)).
+#[derive(Clone, Copy)]
+enum Header<'a> {
+    Lifted(&'a wit::Message),
+    Raw(&'a RawHeader),
+}
+
+#[derive(Clone, Copy)]
+enum Properties<'a> {
+    Lifted(&'a [wit::PropertySpan]),
+    Raw(&'a [RawProperty]),
+}
+
+impl<'a> Properties<'a> {
+    fn spans(self) -> impl Iterator<Item = (wit::Span, wit::Span)> + 'a {
+        let (lifted, raw) = match self {
+            Properties::Lifted(list) => (list, &[][..]),
+            Properties::Raw(list) => (&[][..], list),
+        };
+        lifted.iter().map(|p| (p.name, p.value)).chain(raw.iter().map(|p| (p.name(), p.value())))
+    }
+}
+
+impl Header<'_> {
+    #[inline]
+    fn payload(self) -> wit::Span {
+        match self {
+            Header::Lifted(h) => h.payload,
+            Header::Raw(h) => h.payload(),
+        }
+    }
+    #[inline]
+    fn topic(self) -> wit::Span {
+        match self {
+            Header::Lifted(h) => h.topic,
+            Header::Raw(h) => h.topic(),
+        }
+    }
+    #[inline]
+    fn content_type(self) -> Option<wit::Span> {
+        match self {
+            Header::Lifted(h) => h.content_type,
+            Header::Raw(h) => h.content_type(),
+        }
+    }
+    #[inline]
+    fn correlation_data(self) -> Option<wit::Span> {
+        match self {
+            Header::Lifted(h) => h.correlation_data,
+            Header::Raw(h) => h.correlation_data(),
+        }
+    }
+    #[inline]
+    fn response_topic(self) -> Option<wit::Span> {
+        match self {
+            Header::Lifted(h) => h.response_topic,
+            Header::Raw(h) => h.response_topic(),
+        }
+    }
+    #[inline]
+    fn expiry_secs(self) -> Option<u32> {
+        match self {
+            Header::Lifted(h) => h.expiry_secs,
+            Header::Raw(h) => h.expiry_secs(),
+        }
+    }
+    #[inline]
+    fn qos(self) -> QoS {
+        match self {
+            Header::Lifted(h) => h.qos,
+            Header::Raw(h) => h.qos(),
+        }
+    }
+    #[inline]
+    fn retain(self) -> bool {
+        match self {
+            Header::Lifted(h) => h.retain,
+            Header::Raw(h) => h.retain(),
+        }
+    }
+    #[inline]
+    fn ingest_time_ms(self) -> u64 {
+        match self {
+            Header::Lifted(h) => h.ingest_time_ms,
+            Header::Raw(h) => h.ingest_time_ms(),
+        }
+    }
+    #[inline]
+    fn source(self) -> wit::Span {
+        match self {
+            Header::Lifted(h) => h.source,
+            Header::Raw(h) => h.source(),
+        }
+    }
 }
 
 fn bytes(data: &[u8], span: wit::Span) -> &[u8] {
@@ -62,13 +160,23 @@ fn text(data: &[u8], span: wit::Span) -> &str {
     std::str::from_utf8(bytes(data, span)).unwrap_or_default()
 }
 
-/// The messages of a batch, in order (used by the attribute macros).
+/// The messages of a batch lifted by wit-bindgen, in order (used by the attribute macros).
 pub fn messages(batch: &wit::Batch) -> impl ExactSizeIterator<Item = Message<'_>> {
     let data = batch.data.as_slice();
     batch.messages.iter().map(move |header| {
         let start = header.properties_start as usize;
         let properties = batch.properties.get(start..start.saturating_add(header.properties_len as usize)).unwrap_or_default();
-        Message { repr: Repr::Batch { data, header, properties } }
+        Message { repr: Repr::Batch { data, header: Header::Lifted(header), properties: Properties::Lifted(properties) } }
+    })
+}
+
+/// The messages of a batch read in place (used by `#[weir::filter]`), in order.
+pub fn raw_messages(batch: &RawBatch) -> impl ExactSizeIterator<Item = Message<'_>> {
+    let data = batch.data.as_slice();
+    batch.headers.iter().map(move |header| {
+        let (start, len) = header.properties();
+        let properties = batch.properties.get(start..start.saturating_add(len)).unwrap_or_default();
+        Message { repr: Repr::Batch { data, header: Header::Raw(header), properties: Properties::Raw(properties) } }
     })
 }
 
@@ -86,7 +194,7 @@ impl<'a> Message<'a> {
         }
     }
 
-    fn header(&self) -> Option<(&'a [u8], &'a wit::Message)> {
+    fn header(&self) -> Option<(&'a [u8], Header<'a>)> {
         match self.repr {
             Repr::Batch { data, header, .. } => Some((data, header)),
             Repr::Test { .. } => None,
@@ -95,7 +203,7 @@ impl<'a> Message<'a> {
 
     pub fn payload(&self) -> &'a [u8] {
         match self.repr {
-            Repr::Batch { data, header, .. } => bytes(data, header.payload),
+            Repr::Batch { data, header, .. } => bytes(data, header.payload()),
             Repr::Test { payload, .. } => payload,
         }
     }
@@ -103,7 +211,7 @@ impl<'a> Message<'a> {
     /// The broker topic it was published to.
     pub fn topic(&self) -> &'a str {
         match self.repr {
-            Repr::Batch { data, header, .. } => text(data, header.topic),
+            Repr::Batch { data, header, .. } => text(data, header.topic()),
             Repr::Test { topic, .. } => topic,
         }
     }
@@ -119,7 +227,7 @@ impl<'a> Message<'a> {
             Repr::Batch { data, properties, .. } => (Some((data, properties)), None),
             Repr::Test { properties, .. } => (None, Some(properties)),
         };
-        let from_batch = batch.into_iter().flat_map(|(data, spans)| spans.iter().map(move |p| (text(data, p.name), text(data, p.value))));
+        let from_batch = batch.into_iter().flat_map(|(data, spans)| spans.spans().map(move |(name, value)| (text(data, name), text(data, value))));
         from_batch.chain(pairs.into_iter().flat_map(|pairs| pairs.iter().copied()))
     }
 
@@ -129,30 +237,30 @@ impl<'a> Message<'a> {
     }
 
     pub fn content_type(&self) -> Option<&'a str> {
-        self.header().and_then(|(data, h)| h.content_type.map(|s| text(data, s)))
+        self.header().and_then(|(data, h)| h.content_type().map(|s| text(data, s)))
     }
     pub fn correlation_data(&self) -> Option<&'a [u8]> {
-        self.header().and_then(|(data, h)| h.correlation_data.map(|s| bytes(data, s)))
+        self.header().and_then(|(data, h)| h.correlation_data().map(|s| bytes(data, s)))
     }
     pub fn response_topic(&self) -> Option<&'a str> {
-        self.header().and_then(|(data, h)| h.response_topic.map(|s| text(data, s)))
+        self.header().and_then(|(data, h)| h.response_topic().map(|s| text(data, s)))
     }
     pub fn expiry_secs(&self) -> Option<u32> {
-        self.header().and_then(|(_, h)| h.expiry_secs)
+        self.header().and_then(|(_, h)| h.expiry_secs())
     }
     pub fn qos(&self) -> QoS {
-        self.header().map(|(_, h)| h.qos).unwrap_or(QoS::AtLeastOnce)
+        self.header().map(|(_, h)| h.qos()).unwrap_or(QoS::AtLeastOnce)
     }
     pub fn retain(&self) -> bool {
-        self.header().is_some_and(|(_, h)| h.retain)
+        self.header().is_some_and(|(_, h)| h.retain())
     }
     /// When weir received it, in milliseconds since the Unix epoch.
     pub fn ingest_time_ms(&self) -> u64 {
-        self.header().map(|(_, h)| h.ingest_time_ms).unwrap_or(0)
+        self.header().map(|(_, h)| h.ingest_time_ms()).unwrap_or(0)
     }
     /// The pipeline source it came from.
     pub fn source(&self) -> &'a str {
-        self.header().map(|(data, h)| text(data, h.source)).unwrap_or("test")
+        self.header().map(|(data, h)| text(data, h.source())).unwrap_or("test")
     }
 
     /// The payload parsed as JSON into `T`. The error says why it is not.

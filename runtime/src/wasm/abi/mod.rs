@@ -6,8 +6,6 @@
 //! buffers are reused from call to call. Outputs are owned and become `Bytes` without
 //! another copy.
 
-use std::sync::Arc;
-
 use wasmtime::component::{ComponentType, Lift, Lower};
 use weir_core::message::QoS;
 
@@ -18,7 +16,7 @@ pub struct Span {
     pub len: u32,
 }
 
-/// Lowered in bulk by [`bulk`].
+/// Laid out in its canonical ABI bytes by [`bulk`]; the derive type-checks it against the WIT.
 #[derive(ComponentType, Clone, Copy, Debug)]
 #[component(record)]
 pub struct PropertySpan {
@@ -49,7 +47,8 @@ impl From<QoS> for Qos {
 }
 
 /// `weir:module/types.message`: one message's fields as spans of the batch data.
-/// Lowered in bulk by [`bulk`], not field by field (see there).
+/// Laid out in its canonical ABI bytes by [`bulk`], not lowered field by field (see there);
+/// the derive type-checks it against the WIT.
 #[derive(ComponentType, Clone, Copy, Debug)]
 #[component(record)]
 pub struct MessageHeader {
@@ -79,33 +78,36 @@ pub struct MessageHeader {
 #[component(record)]
 pub struct BatchRef<'a> {
     pub data: BatchData<'a>,
-    pub messages: &'a [MessageHeader],
-    pub properties: &'a [PropertySpan],
+    pub messages: Records<'a, MessageHeader>,
+    pub properties: Records<'a, PropertySpan>,
 }
 
 /// The batch's `data` (a `list<u8>`): every payload, then the metadata bytes. Payloads are
 /// copied once, from the messages' shared buffers straight into guest memory (see [`bulk`]).
 pub struct BatchData<'a> {
     pub(crate) messages: &'a [weir_core::Message],
+    /// The payloads' total length: where the metadata starts.
+    pub(crate) payload_bytes: usize,
     pub(crate) metadata: &'a [u8],
 }
 
-impl BatchData<'_> {
-    pub fn len(&self) -> usize {
-        self.messages.iter().map(|m| m.payload.len()).sum::<usize>() + self.metadata.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// A `list<T>` already laid out in `T`'s canonical ABI bytes (see [`bulk`]): lowering it is
+/// one copy into guest memory.
+pub struct Records<'a, T> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) count: usize,
+    _record: std::marker::PhantomData<T>,
 }
 
 /// Reusable buffers a batch's headers and metadata are laid out in.
 #[derive(Debug, Default)]
 pub struct BatchBuffers {
     metadata: Vec<u8>,
-    messages: Vec<MessageHeader>,
-    properties: Vec<PropertySpan>,
+    /// `list<message>` in canonical ABI bytes.
+    messages: Vec<u8>,
+    /// `list<property-span>` in canonical ABI bytes.
+    properties: Vec<u8>,
+    property_count: usize,
 }
 
 impl BatchBuffers {
@@ -121,33 +123,35 @@ impl BatchBuffers {
         self.metadata.clear();
         self.messages.clear();
         self.properties.clear();
+        self.property_count = 0;
         let base: usize = batch.iter().map(|m| m.payload.len()).sum();
         let mut payload_offset = 0usize;
         // Most batches come from one source: write its name once.
-        let mut last_source: Option<(Arc<str>, Span)> = None;
+        let mut last_source: Option<(&str, Span)> = None;
         for message in batch {
             let meta = message.meta();
             let payload = Span { offset: payload_offset as u32, len: message.payload.len() as u32 };
             payload_offset += message.payload.len();
             let topic = self.push(base, meta.topic.as_bytes());
-            let properties_start = self.properties.len() as u32;
+            let properties_start = self.property_count as u32;
             for property in &meta.properties {
                 let name = self.push(base, property.name.as_bytes());
                 let value = self.push(base, property.value.as_bytes());
-                self.properties.push(PropertySpan { name, value });
+                self.properties.extend_from_slice(&PropertySpan { name, value }.abi_bytes());
             }
+            self.property_count += meta.properties.len();
             let content_type = meta.content_type.as_deref().map(|s| self.push(base, s.as_bytes()));
             let correlation_data = meta.correlation_data.as_deref().map(|b| self.push(base, b));
             let response_topic = meta.response_topic.as_deref().map(|s| self.push(base, s.as_bytes()));
-            let source = match &last_source {
-                Some((name, span)) if Arc::ptr_eq(name, &meta.source) => *span,
+            let source = match last_source {
+                Some((name, span)) if std::ptr::eq(name, &*meta.source) || name == &*meta.source => span,
                 _ => {
                     let span = self.push(base, meta.source.as_bytes());
-                    last_source = Some((meta.source.clone(), span));
+                    last_source = Some((&meta.source, span));
                     span
                 }
             };
-            self.messages.push(MessageHeader {
+            let header = MessageHeader {
                 payload,
                 topic,
                 properties_start,
@@ -160,13 +164,21 @@ impl BatchBuffers {
                 retain: meta.retain,
                 ingest_time_ms: meta.ingest_time_ms,
                 source,
-            });
+            };
+            self.messages.extend_from_slice(&header.abi_bytes());
         }
-        BatchRef { data: BatchData { messages: batch, metadata: &self.metadata }, messages: &self.messages, properties: &self.properties }
+        BatchRef {
+            data: BatchData { messages: batch, payload_bytes: base, metadata: &self.metadata },
+            messages: Records { bytes: &self.messages, count: batch.len(), _record: std::marker::PhantomData },
+            properties: Records { bytes: &self.properties, count: self.property_count, _record: std::marker::PhantomData },
+        }
     }
 }
 
 mod bulk;
+mod verdicts;
+
+pub use verdicts::Verdicts;
 
 #[derive(ComponentType, Lift, Clone, Debug)]
 #[component(record)]
