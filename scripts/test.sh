@@ -3,13 +3,14 @@
 #   - Debian packages: mosquitto (real broker for the end-to-end tests), rabbitmq-server (the
 #     AMQP connector's tests; the tests start their own node, not the system service), and
 #     libssl-dev and npm if the machine lacks them;
-#   - npm packages azurite and @azure/storage-blob (the blob sink's tests), and tansu (a
-#     Kafka-compatible broker, cargo install), in $WEIR_TOOLS;
+#   - npm packages azurite and @azure/storage-blob (the blob sink's tests), node-red (the
+#     relay benchmark's smoke run), and tansu (a Kafka-compatible broker, cargo install), in
+#     $WEIR_TOOLS;
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
-#     the SDK's and the example modules' own unit tests, every workspace test, and 30 s
-#     of fuzzing the route language (cargo-fuzz, installed once).
+#     the SDK's and the example modules' own unit tests, every workspace test, a smoke run
+#     of the relay benchmark, and 30 s of fuzzing the route language (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,9 @@ if [[ ! -x "$WEIR_TOOLS/node/node_modules/.bin/azurite-blob" || ! -d "$WEIR_TOOL
     (cd "$WEIR_TOOLS/node" && npm install --no-audit --no-fund --silent azurite@3 @azure/storage-blob@12 >/dev/null)
 fi
 
+# Node-RED, for the relay benchmark's smoke run below (its R6 case).
+scripts/install-node-red.sh
+
 scripts/build-filters.sh
 
 cargo fmt --all --check
@@ -55,6 +59,10 @@ CARGO_TARGET_DIR=filters/target cargo test --quiet --manifest-path sdk-guest/rus
 cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
+
+# A smoke run of the relay benchmark (every case, few messages, the debug build): keeps it
+# working; no figure is judged here (docs/benchmarks.md has the real runs).
+cargo test -p weir-tests --bench relay 2>&1 | tail -n 20
 
 # A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
 # flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.

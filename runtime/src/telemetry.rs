@@ -7,8 +7,6 @@ use tracing_subscriber::EnvFilter;
 
 /// Messages received from a source.
 pub const SOURCE_MESSAGES: &str = "weir_source_messages_total";
-/// QoS 0 messages dropped because the pipeline was full (best effort by definition).
-pub const SOURCE_DROPPED: &str = "weir_source_dropped_total";
 /// Messages a route sent on.
 pub const ROUTE_MATCHED: &str = "weir_route_matched_total";
 /// Messages a route dropped because they were older than its `time_to_live`.

@@ -1,18 +1,23 @@
-//! The relay benchmarks of the performance issue, R1 and R1b, and two readings (R9 idle
-//! memory, startup to ready). Run with `scripts/bench-relay.sh` (it builds the release
-//! binary this measures). Everything on loopback, side by side in one run:
+//! The performance issue's benchmark, one command (`scripts/bench-relay.sh`, which builds
+//! the release binary this measures and installs Node-RED). Everything on loopback, side by
+//! side in one run, each consumer's CPU time read from /proc:
 //!
-//! - publisher: an rumqttc MQTT 5 client in this process sending N messages of the given
-//!   size as fast as the broker takes them (`mosquitto_pub -l` lost two thirds of a QoS 1
-//!   run when its input ended);
-//! - plain: `mosquitto_sub` subscribed to the same topic, counting what arrives;
-//! - R1: `weir run` (MQTT source → pass-through WASM filter → null sink), counted from its
-//!   /metrics (`weir_sink_messages_total`);
-//! - R1b: weir republishing each message to a local topic, counted by `mosquitto_sub`.
+//! - R1: publisher → Mosquitto → weir (MQTT source → pass-through WASM filter → null sink),
+//!   against publisher → Mosquitto → `mosquitto_sub`; QoS 0 and 1, 64 and 256 B;
+//! - R1b: the same with weir republishing to a local topic (counted by `mosquitto_sub`);
+//! - R8: latency weir adds (publish → weir → subscriber minus publish → subscriber) at half
+//!   the R1b rate ([`latency`]);
+//! - R6: the threshold job as a Node-RED flow against weir with the WASM threshold filter:
+//!   throughput and p99 latency ([`node_red`]);
+//! - R9: idle RSS with one module, and what each further idle module instance adds; startup
+//!   to ready with the module already compiled.
 //!
-//! Each consumer's throughput is messages received / (last arrival − publisher start), and
-//! per CPU-second its own CPU time (utime + stime from /proc) over the run. Results and
-//! method: `docs/benchmarks.md`.
+//! The publisher is an rumqttc MQTT 5 client in this process sending as fast as the broker
+//! takes (`mosquitto_pub -l` lost two thirds of a QoS 1 run when its input ended). A
+//! consumer's throughput is messages received / (last arrival − publisher start).
+//! `WEIR_BENCH_MESSAGES` sets messages per throughput case (default 100000);
+//! `WEIR_BENCH_SMOKE=1` runs every case once with few messages and no Node-RED (CI keeps the
+//! benchmark working that way; no figure is judged). Results and method: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -21,9 +26,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use latency::Latencies;
+use node_red::NodeRed;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use weir_tests::{Mosquitto, WeirProcess, free_port, metric, module, publish_v5_qos, scrape_metrics, toml_path};
+
+mod latency;
+mod node_red;
 
 /// User + system CPU seconds of a running process.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -38,11 +48,11 @@ fn rss_kib(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
-/// The messages: JSON readings padded to `size` bytes.
-fn payloads(n: usize, size: usize) -> Vec<Vec<u8>> {
+/// The messages: JSON readings padded to `size` bytes, `temperature(i)` degrees each.
+fn payloads(n: usize, size: usize, temperature: impl Fn(usize) -> u32) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
-            let head = format!("{{\"seq\":{i},\"temperature\":80,\"pad\":\"");
+            let head = format!("{{\"seq\":{i},\"temperature\":{},\"pad\":\"", temperature(i));
             let pad = size.saturating_sub(head.len() + 2);
             format!("{head}{}\"}}", "x".repeat(pad)).into_bytes()
         })
@@ -107,22 +117,45 @@ struct Outcome {
     per_cpu_second: f64,
 }
 
-fn plain(broker: &Mosquitto, qos: u8, lines: &[Vec<u8>], n: usize) -> Outcome {
+impl Outcome {
+    fn new(received: usize, started: Instant, last: Instant, cpu: f64) -> Outcome {
+        let seconds = (last - started).as_secs_f64().max(1e-6);
+        Outcome { received, per_second: received as f64 / seconds, per_cpu_second: received as f64 / cpu.max(0.01) }
+    }
+}
+
+/// `mosquitto_sub` on the input topic, as the plain consumer.
+fn plain(broker: &Mosquitto, qos: u8, lines: &[Vec<u8>]) -> Outcome {
     let (mut child, seen) = subscriber(broker.port, "bench/in", qos);
     let cpu_before = cpu_seconds(child.id());
     let started = publish(broker.port, qos, lines);
-    let received = settle(n, || seen.lock().unwrap().0);
+    let received = settle(lines.len(), || seen.lock().unwrap().0);
     let cpu = cpu_seconds(child.id()) - cpu_before;
     let last = seen.lock().unwrap().1.unwrap_or(started);
     let _ = child.kill();
     let _ = child.wait();
-    let seconds = (last - started).as_secs_f64().max(1e-6);
-    Outcome { received, per_second: received as f64 / seconds, per_cpu_second: received as f64 / cpu.max(0.01) }
+    Outcome::new(received, started, last, cpu)
 }
 
-fn pipeline(dir: &Path, broker: u16, qos: u8, metrics: u16, republish: bool) -> std::path::PathBuf {
-    let out = if republish { "/topics/out/{$topic[1]}" } else { "$upstream" };
-    let text = format!(
+/// What weir runs between its MQTT source (`bench/#`) and its sink.
+#[derive(Clone, Copy, PartialEq)]
+enum Job {
+    /// The pass-through filter, then the null sink.
+    PassThrough,
+    /// The pass-through filter, then republished to `out/<level 1>`.
+    Republish,
+    /// The threshold filter (temperature over 70), then republished to `out/<level 1>`.
+    Threshold,
+}
+
+/// The pipeline for `job`, with `idle` more pass-through modules that see no traffic.
+fn pipeline(dir: &Path, broker: u16, qos: u8, metrics: u16, job: Job, idle: usize) -> std::path::PathBuf {
+    let (wasm, config) = match job {
+        Job::Threshold => ("threshold", "config = { field = \"temperature\", limit = 70 }"),
+        Job::PassThrough | Job::Republish => ("pass_through", ""),
+    };
+    let out = if job == Job::PassThrough { "$upstream" } else { "/topics/out/{$topic[1]}" };
+    let mut text = format!(
         r#"
 upstream = "discard"
 [runtime]
@@ -130,37 +163,48 @@ http_listen = "127.0.0.1:{metrics}"
 [broker]
 url = "mqtt://127.0.0.1:{broker}"
 qos = {qos}
-[modules.pass]
-path = {pass}
+[modules.job]
+path = {path}
 kind = "filter"
+{config}
 [sinks.discard]
 type = "null"
 queue = false
 [routes]
-in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/pass/inputs/in")'
-out = 'FROM /messages/modules/pass/outputs/* INTO {out}'
+in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/job/inputs/in")'
+out = 'FROM /messages/modules/job/outputs/* INTO {out}'
 "#,
-        pass = toml_path(&module("pass_through")),
+        path = toml_path(&module(wasm)),
     );
-    let path = dir.join(format!("relay-{qos}-{republish}.toml"));
+    for i in 0..idle {
+        text.push_str(&format!(
+            "idle{i} = 'FROM /topics/idle/{i} INTO BrokeredEndpoint(\"/modules/idle{i}/inputs/in\")'\n\
+             idle{i}_out = 'FROM /messages/modules/idle{i}/outputs/* INTO $upstream'\n"
+        ));
+    }
+    for i in 0..idle {
+        text.push_str(&format!("[modules.idle{i}]\npath = {}\nkind = \"filter\"\n", toml_path(&module("pass_through"))));
+    }
+    let path = dir.join(format!("relay-{qos}-{}-{idle}.toml", job as u8));
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn weir(broker: &Mosquitto, dir: &Path, qos: u8, lines: &[Vec<u8>], n: usize, republish: bool) -> Outcome {
+/// weir doing `job` on `lines`; `expected` is how many should come out.
+fn weir(broker: &Mosquitto, dir: &Path, qos: u8, lines: &[Vec<u8>], expected: usize, job: Job) -> Outcome {
     let metrics = free_port();
-    let process = WeirProcess::start(&pipeline(dir, broker.port, qos, metrics, republish));
+    let process = WeirProcess::start(&pipeline(dir, broker.port, qos, metrics, job, 0));
     let pid = process.pid().unwrap();
     let count = || metric(&scrape_metrics(metrics), "weir_sink_messages_total", &["sink=\"discard\""]).unwrap_or(0.0) as usize;
-    let subscriber = republish.then(|| subscriber(broker.port, "out/#", qos));
+    let subscriber = (job != Job::PassThrough).then(|| subscriber(broker.port, "out/#", qos));
     let cpu_before = cpu_seconds(pid);
     let started = publish(broker.port, qos, lines);
     let (received, last) = match &subscriber {
-        Some((_, seen)) => (settle(n, || seen.lock().unwrap().0), seen.lock().unwrap().1.unwrap_or(started)),
+        Some((_, seen)) => (settle(expected, || seen.lock().unwrap().0), seen.lock().unwrap().1.unwrap_or(started)),
         None => {
             let mut last = started;
             let mut previous = 0;
-            let received = settle(n, || {
+            let received = settle(expected, || {
                 let now = count();
                 if now != previous {
                     (previous, last) = (now, Instant::now());
@@ -175,8 +219,21 @@ fn weir(broker: &Mosquitto, dir: &Path, qos: u8, lines: &[Vec<u8>], n: usize, re
         let _ = child.kill();
         let _ = child.wait();
     }
-    let seconds = (last - started).as_secs_f64().max(1e-6);
-    Outcome { received, per_second: received as f64 / seconds, per_cpu_second: received as f64 / cpu.max(0.01) }
+    Outcome::new(received, started, last, cpu)
+}
+
+/// Node-RED doing the threshold job on `lines`.
+fn node_red_run(broker: &Mosquitto, lines: &[Vec<u8>], expected: usize) -> Outcome {
+    let node_red = NodeRed::start(broker.port, "bench/in", "out/node-red", "temperature", 70.0);
+    let (mut child, seen) = subscriber(broker.port, "out/#", 1);
+    let cpu_before = cpu_seconds(node_red.pid());
+    let started = publish(broker.port, 1, lines);
+    let received = settle(expected, || seen.lock().unwrap().0);
+    let cpu = cpu_seconds(node_red.pid()) - cpu_before;
+    let last = seen.lock().unwrap().1.unwrap_or(started);
+    let _ = child.kill();
+    let _ = child.wait();
+    Outcome::new(received, started, last, cpu)
 }
 
 /// The broker; `WEIR_BENCH_NODELAY=1` sets Mosquitto's `set_tcp_nodelay true` (its default
@@ -189,37 +246,117 @@ fn broker() -> Mosquitto {
     Mosquitto::start_with(free_port(), &extra)
 }
 
+fn row(name: &str, o: &Outcome, ratio: f64) {
+    println!("{:<30} {:>10} {:>12.0} {:>14.0} {:>7.2}", name, o.received, o.per_second, o.per_cpu_second, ratio);
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn latency_row(name: &str, l: &Latencies) {
+    println!("{:<30} {:>6}/{:<6} p50 {:>9.0} µs  p99 {:>9.0} µs", name, l.received(), l.sent, micros(l.percentile(50.0)), micros(l.percentile(99.0)));
+}
+
+/// Latencies through weir doing `job`, publishing on `bench/in` and watching `out/#`.
+fn weir_latency(dir: &Path, lines: &[Vec<u8>], rate: f64, job: Job) -> Latencies {
+    let broker = broker();
+    let _weir = WeirProcess::start(&pipeline(dir, broker.port, 1, free_port(), job, 0));
+    latency::measure(broker.port, "bench/in", "out/#", lines, rate)
+}
+
+/// Idle RSS with one module, and with `extra` more.
+fn idle_rss(dir: &Path, extra: usize) -> (u64, u64) {
+    let broker = Mosquitto::start();
+    let rss = |idle| {
+        let process = WeirProcess::start(&pipeline(dir, broker.port, 1, free_port(), Job::PassThrough, idle));
+        std::thread::sleep(Duration::from_secs(1));
+        rss_kib(process.pid().unwrap())
+    };
+    (rss(0), rss(extra))
+}
+
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        return;
-    }
-    let n: usize = std::env::var("WEIR_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    // `cargo bench` passes `--bench`; `cargo test` runs this as a smoke (few messages).
+    let smoke = !std::env::args().any(|arg| arg == "--bench") || std::env::var("WEIR_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let n: usize = if smoke { 2_000 } else { std::env::var("WEIR_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000) };
     let dir = tempfile::tempdir().unwrap();
-    println!("relay: {n} messages per case, publisher rumqttc (MQTT 5), broker Mosquitto, all on loopback");
-    println!("{:<28} {:>10} {:>12} {:>14} {:>7}", "case", "received", "msg/s", "msg/CPU-s", "ratio");
+    println!("relay: {n} messages per case, publisher rumqttc (MQTT 5), broker Mosquitto, all on loopback{}", if smoke { " (smoke run)" } else { "" });
+    println!("{:<30} {:>10} {:>12} {:>14} {:>7}", "case", "received", "msg/s", "msg/CPU-s", "ratio");
+    let mut republish_rate = 0.0;
     for qos in [0u8, 1] {
         for size in [64usize, 256] {
-            let lines = payloads(n, size);
+            let lines = payloads(n, size, |_| 80);
             let broker = broker();
-            let base = plain(&broker, qos, &lines, n);
-            let r1 = weir(&broker, dir.path(), qos, &lines, n, false);
-            let r1b = weir(&broker, dir.path(), qos, &lines, n, true);
-            let row = |name: &str, o: &Outcome, ratio: f64| {
-                println!("{:<28} {:>10} {:>12.0} {:>14.0} {:>7.2}", name, o.received, o.per_second, o.per_cpu_second, ratio)
-            };
+            let base = plain(&broker, qos, &lines);
+            let r1 = weir(&broker, dir.path(), qos, &lines, n, Job::PassThrough);
+            let r1b = weir(&broker, dir.path(), qos, &lines, n, Job::Republish);
             row(&format!("plain sub  QoS {qos} {size:>3} B"), &base, 1.0);
             row(&format!("R1  weir   QoS {qos} {size:>3} B"), &r1, r1.per_second / base.per_second);
             row(&format!("R1b weir   QoS {qos} {size:>3} B"), &r1b, r1b.per_second / base.per_second);
+            if qos == 1 && size == 64 {
+                republish_rate = r1b.per_second;
+            }
         }
     }
-    // R9 and startup: the demo-like relay pipeline, idle, modules compiled (second start).
+
+    // R8: at half the rate weir republished at above.
+    let rate = (republish_rate / 2.0).max(100.0);
+    let count = if smoke { 500 } else { ((rate * 10.0) as usize).clamp(5_000, 100_000) };
+    let lines = payloads(count, 64, |_| 80);
+    println!("R8 latency, QoS 1, 64 B, {count} messages at {rate:.0} msg/s (half the R1b rate):");
+    let base = {
+        let broker = broker();
+        latency::measure(broker.port, "bench/in", "bench/in", &lines, rate)
+    };
+    let through = weir_latency(dir.path(), &lines, rate, Job::Republish);
+    latency_row("  broker alone", &base);
+    latency_row("  broker → weir → broker", &through);
+    println!(
+        "  extra weir adds: p50 {:.0} µs, p99 {:.0} µs",
+        micros(through.percentile(50.0)) - micros(base.percentile(50.0)),
+        micros(through.percentile(99.0)) - micros(base.percentile(99.0))
+    );
+
+    // R6: the threshold job, half the readings over the limit.
+    let lines = payloads(n, 64, |i| if i % 2 == 0 { 80 } else { 65 });
+    let expected = n.div_ceil(2);
+    let (red, ours) = {
+        let broker = broker();
+        (node_red_run(&broker, &lines, expected), weir(&broker, dir.path(), 1, &lines, expected, Job::Threshold))
+    };
+    println!("R6 threshold job, QoS 1, 64 B, {n} readings (half over the limit); msg/s counts readings in:");
+    let scaled = |o: &Outcome| Outcome { received: o.received, per_second: o.per_second * 2.0, per_cpu_second: o.per_cpu_second * 2.0 };
+    row("  Node-RED flow", &scaled(&red), 1.0);
+    row("  weir + WASM threshold", &scaled(&ours), ours.per_second / red.per_second.max(1e-9));
+    // Outputs per second are half the readings per second: this is half the slower one's maximum.
+    let rate = red.per_second.min(ours.per_second).max(100.0);
+    let count = if smoke { 500 } else { ((rate * 10.0) as usize).clamp(5_000, 50_000) };
+    let lines = payloads(count, 64, |i| if i % 2 == 0 { 80 } else { 65 });
+    let red_latency = {
+        let broker = broker();
+        let _node_red = NodeRed::start(broker.port, "bench/in", "out/node-red", "temperature", 70.0);
+        latency::measure(broker.port, "bench/in", "out/#", &lines, rate)
+    };
+    let weir_latency = weir_latency(dir.path(), &lines, rate, Job::Threshold);
+    println!("  latency of kept readings, {count} readings at {rate:.0}/s (half the slower one's maximum):");
+    latency_row("  Node-RED flow", &red_latency);
+    latency_row("  weir + WASM threshold", &weir_latency);
+    println!("  p99 weir / Node-RED: {:.2}", micros(weir_latency.percentile(99.0)) / micros(red_latency.percentile(99.0)).max(1e-9));
+
+    // R9 and startup: idle, modules compiled (second start).
+    let extra = 10;
+    let (one, more) = idle_rss(dir.path(), extra);
+    println!(
+        "R9 idle RSS, one pass-through module: {one} KiB; with {extra} more: {more} KiB, {} KiB per idle instance",
+        (more.saturating_sub(one)) / extra as u64
+    );
     let broker = Mosquitto::start();
-    let path = pipeline(dir.path(), broker.port, 1, free_port(), false);
+    let path = pipeline(dir.path(), broker.port, 1, free_port(), Job::PassThrough, 0);
     drop(WeirProcess::start(&path)); // compiles and caches the module
     let started = Instant::now();
     let process = WeirProcess::start(&path);
     let ready = started.elapsed();
-    std::thread::sleep(Duration::from_secs(1));
+    drop(process);
     println!("startup to ready (module cached, polled every 20 ms): {} ms", ready.as_millis());
-    println!("R9 idle RSS, one pass-through module: {} KiB", rss_kib(process.pid().unwrap()));
 }
