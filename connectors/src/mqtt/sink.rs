@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use weir_core::connector::Batching;
+use weir_core::connector::Pending;
 use weir_core::{Backoff, BuildContext, Message, QoS, Sink, SinkError, SinkKind};
 
 use super::client::{self, Client, Event};
@@ -18,6 +18,20 @@ use super::inbound::Inbound;
 /// accepted (and is retried: at least once, duplicates possible).
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why publishing cannot go on, and what to check.
+fn unavailable(state: &Mutex<ConnectionState>, url: &str, what: &str) -> SinkError {
+    let state = state.lock().map(|s| (s.connected, s.last_error.clone())).unwrap_or((false, None));
+    let detail = match state {
+        (true, _) => "the broker is connected but did not acknowledge in time".to_owned(),
+        (false, Some(err)) => format!("not connected: {err}"),
+        (false, None) => "not connected yet".to_owned(),
+    };
+    SinkError::Unavailable(anyhow::anyhow!("MQTT broker {url}: {what}: {detail}. Check that the broker runs and accepts this client"))
+}
+
+/// Batches on their way at once (see `pipeline_depth`).
+const PIPELINE_DEPTH: usize = 4;
+
 /// Publishes each message; a batch is accepted when the broker has acknowledged all of it.
 pub struct MqttSink {
     client: Client,
@@ -25,8 +39,6 @@ pub struct MqttSink {
     qos: QoS,
     topic: Option<String>,
     retain: Option<bool>,
-    /// Messages per batch: the connection's in-flight window (`max_inflight`).
-    batch_messages: usize,
     waiters: Arc<Mutex<Waiters>>,
     state: Arc<Mutex<ConnectionState>>,
     driver: JoinHandle<()>,
@@ -81,17 +93,7 @@ impl MqttSink {
         };
         let (waiters, state) = (driver.waiters.clone(), driver.state.clone());
         let driver = tokio::spawn(driver.run(eventloop));
-        Ok(MqttSink {
-            client,
-            url: connection.url.clone(),
-            qos: connection.qos,
-            topic,
-            retain,
-            batch_messages: usize::from(connection.max_inflight.max(1)),
-            waiters,
-            state,
-            driver,
-        })
+        Ok(MqttSink { client, url: connection.url.clone(), qos: connection.qos, topic, retain, waiters, state, driver })
     }
 
     /// The connection's client (to subscribe and acknowledge on it).
@@ -107,13 +109,53 @@ impl MqttSink {
     }
 
     fn unavailable(&self, what: &str) -> SinkError {
-        let state = self.state.lock().map(|s| (s.connected, s.last_error.clone())).unwrap_or((false, None));
-        let detail = match state {
-            (true, _) => "the broker is connected but did not acknowledge in time".to_owned(),
-            (false, Some(err)) => format!("not connected: {err}"),
-            (false, None) => "not connected yet".to_owned(),
-        };
-        SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: {what}: {detail}. Check that the broker runs and accepts this client", self.url))
+        unavailable(&self.state, &self.url, what)
+    }
+
+    /// Publish a batch; what it returns resolves once the broker acknowledged all of it.
+    async fn publish(&mut self, batch: &[Message]) -> Result<Pending, SinkError> {
+        // While disconnected, publishing would only park the batch inside the client, to go
+        // out whenever the broker is back (however old it is by then): say so now instead,
+        // so the caller keeps it (a queue re-checks its time to live before the next try).
+        if !self.state.lock().map(|s| s.connected).unwrap_or(false) {
+            return Err(self.unavailable("cannot publish"));
+        }
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        for (index, message) in batch.iter().enumerate() {
+            let topic = self.topic_for(message);
+            if let Err(reason) = valid_topic(&topic) {
+                rejected.push((index, reason));
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut waiters) = self.waiters.lock() {
+                waiters.unsent.push_back(tx);
+            }
+            let retain = self.retain.unwrap_or(message.meta().retain);
+            if let Err(err) = self.client.publish(&topic, message.payload.clone(), message.meta(), self.qos, retain).await {
+                if let Ok(mut waiters) = self.waiters.lock() {
+                    waiters.unsent.pop_back();
+                }
+                return Err(SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: publish failed: {err}", self.url)));
+            }
+            pending.push(rx);
+        }
+        let (state, url) = (self.state.clone(), self.url.clone());
+        Ok(Box::pin(async move {
+            let all = async {
+                for rx in pending {
+                    rx.await.map_err(|_| ())?;
+                }
+                Ok::<(), ()>(())
+            };
+            match tokio::time::timeout(ACCEPT_TIMEOUT, all).await {
+                Ok(Ok(())) if rejected.is_empty() => Ok(()),
+                Ok(Ok(())) => Err(SinkError::Rejected(rejected)),
+                Ok(Err(())) => Err(unavailable(&state, &url, "the connection task ended")),
+                Err(_) => Err(unavailable(&state, &url, "no acknowledgement within 30 s")),
+            }
+        }))
     }
 }
 
@@ -243,54 +285,19 @@ fn valid_topic(topic: &str) -> Result<(), String> {
 #[async_trait]
 impl Sink for MqttSink {
     async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
-        // While disconnected, publishing would only park the batch inside the client, to go
-        // out whenever the broker is back (however old it is by then): say so now instead,
-        // so the caller keeps it (a queue re-checks its time to live before the next try).
-        if !self.state.lock().map(|s| s.connected).unwrap_or(false) {
-            return Err(self.unavailable("cannot publish"));
-        }
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut rejected = Vec::new();
-        for (index, message) in batch.iter().enumerate() {
-            let topic = self.topic_for(message);
-            if let Err(reason) = valid_topic(&topic) {
-                rejected.push((index, reason));
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut waiters) = self.waiters.lock() {
-                waiters.unsent.push_back(tx);
-            }
-            let retain = self.retain.unwrap_or(message.meta().retain);
-            if let Err(err) = self.client.publish(&topic, message.payload.clone(), message.meta(), self.qos, retain).await {
-                if let Ok(mut waiters) = self.waiters.lock() {
-                    waiters.unsent.pop_back();
-                }
-                return Err(SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: publish failed: {err}", self.url)));
-            }
-            pending.push(rx);
-        }
-        let all = async {
-            for rx in pending {
-                rx.await.map_err(|_| ())?;
-            }
-            Ok::<(), ()>(())
-        };
-        match tokio::time::timeout(ACCEPT_TIMEOUT, all).await {
-            Ok(Ok(())) if rejected.is_empty() => Ok(()),
-            Ok(Ok(())) => Err(SinkError::Rejected(rejected)),
-            Ok(Err(())) => Err(self.unavailable("the connection task ended")),
-            Err(_) => Err(self.unavailable("no acknowledgement within 30 s")),
-        }
+        self.publish(batch).await?.await
     }
 
-    /// A batch is accepted only when the broker has acknowledged all of it, one round trip
-    /// per batch: under load, take everything waiting, up to the in-flight window, so that
-    /// round trip is shared by many messages (with the runtime's 64 a QoS 1 republish ran at
-    /// 2,600 msg/s against a broker that delays its PUBACKs; see docs/benchmarks.md). Never
-    /// waits for more: a lone message goes at once.
-    fn batching(&self) -> Option<Batching> {
-        Some(Batching { max_messages: self.batch_messages, max_bytes: 64 << 20, max_age: Duration::ZERO })
+    /// PUBACKs come back in order on one connection, so several batches can be on their
+    /// way: the next one is published while earlier ones wait for their acknowledgements.
+    /// Without this a QoS 1 republish waited a round trip per batch, and a broker that
+    /// delays small packets (Mosquitto's default, Nagle) made that round trip 40 ms.
+    fn pipeline_depth(&self) -> usize {
+        PIPELINE_DEPTH
+    }
+
+    async fn send(&mut self, batch: &[Message]) -> Option<Result<Pending, SinkError>> {
+        Some(self.publish(batch).await)
     }
 
     async fn close(&mut self) -> anyhow::Result<()> {

@@ -88,6 +88,9 @@ pub struct Batching {
     pub max_age: std::time::Duration,
 }
 
+/// A batch sent and waiting for the destination to accept it (see [`Sink::send`]).
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send>>;
+
 /// A destination for messages.
 #[async_trait]
 pub trait Sink: Send + 'static {
@@ -96,6 +99,22 @@ pub trait Sink: Send + 'static {
 
     /// Batches bigger or older than the runtime's default (`runtime.batch_size`, no waiting).
     fn batching(&self) -> Option<Batching> {
+        None
+    }
+
+    /// Batches this sink can have on their way at once. Above 1, a sink without a queue
+    /// gets [`Sink::send`] instead of `deliver`, and the next batch goes out while earlier
+    /// ones wait for their acceptance (a round trip per batch otherwise bounds throughput and
+    /// adds latency). A batch that fails is retried after the ones sent before it, so a
+    /// failure may reorder it behind later batches; nothing is acknowledged early.
+    fn pipeline_depth(&self) -> usize {
+        1
+    }
+
+    /// Send a batch and return what resolves once it is accepted (for sinks whose
+    /// [`Sink::pipeline_depth`] is above 1). `None`: the sink cannot send this way, or not now;
+    /// the runtime then uses `deliver`.
+    async fn send(&mut self, _batch: &[Message]) -> Option<Result<Pending, SinkError>> {
         None
     }
 

@@ -6,11 +6,13 @@
 //!   the driver. A message is acknowledged (once its other copies are done) only after the
 //!   sink accepted it; what shutdown abandons stays unacknowledged at its source.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use weir_core::connector::Pending;
 use weir_core::{Backoff, Message, Sink, SinkError};
 
 use super::deadletter::{self, DeadLetter};
@@ -75,12 +77,31 @@ impl SinkDriver {
     /// One try. On `Unavailable`, the caller waits the delay it says and tries again
     /// (a queue's forwarder re-reads the batch first, so expired messages drop out).
     pub async fn attempt(&mut self, batch: &[Message]) -> Attempt {
-        let name = self.name.to_string();
         // Shutdown may stop waiting for a destination that does not answer.
         let outcome = tokio::select! {
             outcome = self.sink.deliver(batch) => outcome,
             () = self.abandon.cancelled() => return Attempt::Done(Delivered::Abandoned),
         };
+        self.settle(batch, outcome).await
+    }
+
+    /// Finish a pipelined batch whose acceptance came back; retries it while the
+    /// destination is unavailable, like [`SinkDriver::deliver`].
+    async fn finish(&mut self, batch: &[Message], outcome: Result<(), SinkError>) -> Delivered {
+        match self.settle(batch, outcome).await {
+            Attempt::Done(delivered) => delivered,
+            Attempt::Unavailable(delay) => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => self.deliver(batch).await,
+                    () = self.abandon.cancelled() => Delivered::Abandoned,
+                }
+            }
+        }
+    }
+
+    /// Count, dead-letter what was rejected, or say when to try again.
+    async fn settle(&mut self, batch: &[Message], outcome: Result<(), SinkError>) -> Attempt {
+        let name = self.name.to_string();
         match outcome {
             Ok(()) => {
                 self.succeeded();
@@ -145,14 +166,62 @@ pub struct SinkWorker {
     pub batch_size: usize,
 }
 
+/// What the worker does next.
+enum Next {
+    Received(usize),
+    Finished(Result<(), SinkError>),
+}
+
+/// A message that shutdown kept from its sink stays unacknowledged at its source.
+fn abandon_if(delivered: Delivered, sink: &str, batch: &[Message]) {
+    if delivered == Delivered::Abandoned {
+        for message in batch {
+            message.ack.fail();
+        }
+        warn!(sink, batch = batch.len(), "shutting down with undelivered messages; they stay unacknowledged at their source");
+    }
+}
+
 impl SinkWorker {
+    /// Wait for every batch in flight, oldest first.
+    async fn finish_all(&mut self, in_flight: &mut VecDeque<(Vec<Message>, Pending)>) {
+        while let Some((batch, pending)) = in_flight.pop_front() {
+            let outcome = pending.await;
+            let delivered = self.driver.finish(&batch, outcome).await;
+            abandon_if(delivered, &self.driver.name, &batch);
+        }
+    }
+
     pub async fn run(mut self) {
         let batching = self.driver.sink.batching();
         let max = batching.map(|b| b.max_messages).unwrap_or(self.batch_size).max(1);
+        let depth = self.driver.sink.pipeline_depth().max(1);
+        // Batches sent and waiting for their acceptance (pipelined sinks only), oldest first.
+        let mut in_flight: VecDeque<(Vec<Message>, Pending)> = VecDeque::new();
         let mut work = Vec::with_capacity(max.min(4096));
         loop {
-            if self.queue.recv_many(&mut work, max).await == 0 {
-                break;
+            // Take new work, or finish the oldest batch in flight: when the pipeline is full,
+            // or when it comes back before more work does.
+            let full = in_flight.len() >= depth;
+            let next = match in_flight.front_mut() {
+                Some((_, pending)) if full => Next::Finished(pending.await),
+                Some((_, pending)) => tokio::select! {
+                    biased;
+                    outcome = pending => Next::Finished(outcome),
+                    received = self.queue.recv_many(&mut work, max) => Next::Received(received),
+                },
+                None => Next::Received(self.queue.recv_many(&mut work, max).await),
+            };
+            match next {
+                Next::Finished(outcome) => {
+                    if let Some((batch, _)) = in_flight.pop_front() {
+                        let delivered = self.driver.finish(&batch, outcome).await;
+                        abandon_if(delivered, &self.driver.name, &batch);
+                    }
+                    continue;
+                }
+                Next::Received(0) => break,
+                Next::Received(_) => {}
             }
             // A sink that wants bigger batches: wait for more, up to its age limit.
             if let Some(batching) = batching.filter(|b| !b.max_age.is_zero()) {
@@ -174,16 +243,24 @@ impl SinkWorker {
                     Work::Stop => None,
                 })
                 .collect();
-            if !batch.is_empty() && self.driver.deliver(&batch).await == Delivered::Abandoned {
-                for message in &batch {
-                    message.ack.fail();
+            if !batch.is_empty() {
+                let sent = if depth > 1 { self.driver.sink.send(&batch).await } else { None };
+                match sent {
+                    Some(Ok(pending)) => in_flight.push_back((batch, pending)),
+                    // Not pipelined, or the sink could not send: the batches before it finish
+                    // first (keeping their order), then it goes the ordinary way, with retries.
+                    Some(Err(_)) | None => {
+                        self.finish_all(&mut in_flight).await;
+                        let delivered = self.driver.deliver(&batch).await;
+                        abandon_if(delivered, &self.driver.name, &batch);
+                    }
                 }
-                warn!(sink = %self.driver.name, batch = batch.len(), "shutting down with undelivered messages; they stay unacknowledged at their source");
             }
             if stop_at.is_some() {
                 break;
             }
         }
+        self.finish_all(&mut in_flight).await;
         self.driver.close().await;
     }
 }

@@ -53,7 +53,7 @@ impl Verdicts {
         };
         cx.consume_fuel_array(len, std::mem::size_of::<Verdict>())?;
         let memory = cx.memory();
-        if ptr % 4 != 0 {
+        if !ptr.is_multiple_of(4) {
             wasmtime::bail!("list pointer is not aligned");
         }
         let Some(bytes) = len.checked_mul(VERDICT_SIZE).and_then(|size| memory.get(ptr..ptr.checked_add(size)?)) else {
