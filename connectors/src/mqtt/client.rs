@@ -133,6 +133,9 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
                 .set_clean_start(config.clean_session)
                 .set_manual_acks(manual_acks)
                 .set_receive_maximum(Some(config.max_inflight.max(1)))
+                // rumqttc sizes its table of unacknowledged publishes by this limit; without
+                // it the table has 65,536 slots (14 MB, every byte touched) per connection.
+                .set_outgoing_inflight_upper_limit(config.max_inflight.max(1))
                 .set_max_packet_size(Some(256 << 20))
                 .set_request_channel_capacity(capacity);
             if !config.clean_session {

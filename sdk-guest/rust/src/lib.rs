@@ -27,6 +27,8 @@
 //!
 //! Modules: [`log`] (logging through the host), [`metrics`], [`clock`], and the message
 //! types [`Message`], [`Output`], [`Property`]; for aggregates [`Aggregate`], [`Window`].
+//! Behind the macros: `raw` (a filter's call at the canonical ABI level: the batch read where
+//! the host put it, verdicts written straight into the list the host reads).
 
 mod bindings {
     wit_bindgen::generate!({
