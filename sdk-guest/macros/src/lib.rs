@@ -282,22 +282,9 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
     };
     let module_name = syn::Ident::new(&format!("__weir_{}_module", name), Span::call_site());
     let bindings = export_bindings(world);
-    if let Kind::Filter = kind {
-        return Ok(filter_exports(function, &module_name, &bindings, &config_static, &config_init, &config_get, &call));
-    }
-    Ok(quote! {
-        #function
-
-        // The exports exist only in the wasm build; on the host the function stays a plain
-        // function, so authors unit-test it with `cargo test`.
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        #[allow(unused_imports, clippy::all)]
-        mod #module_name {
-            use super::*;
-
-            #bindings
-
+    let exports = match kind {
+        Kind::Filter => filter_exports(&config_static, &config_init, &config_get, &call),
+        Kind::Map | Kind::FlatMap => quote! {
             struct Component;
             #config_static
 
@@ -321,25 +308,9 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
             }
 
             export!(Component);
-        }
-    })
-}
-
-/// A filter's exports, written at the canonical ABI level over weir-sdk's `raw` module: the
-/// batch is read where the host put it and the verdicts are written straight into the list
-/// the host reads (see sdk-guest/rust/src/raw.rs). `generate!` still embeds the world, so
-/// the component's type is the contract's; `init` is exported the same way because
-/// wit-bindgen's `export!` exports a world's functions all together.
-fn filter_exports(
-    function: &ItemFn,
-    module_name: &syn::Ident,
-    bindings: &Tokens,
-    config_static: &Tokens,
-    config_init: &Tokens,
-    config_get: &Tokens,
-    call: &Tokens,
-) -> Tokens {
-    quote! {
+        },
+    };
+    Ok(quote! {
         #function
 
         // The exports exist only in the wasm build; on the host the function stays a plain
@@ -352,55 +323,66 @@ fn filter_exports(
 
             #bindings
 
-            #config_static
+            #exports
+        }
+    })
+}
 
-            fn init() -> ::std::result::Result<(), ::std::string::String> {
-                #config_init
-            }
+/// A filter's exports, written at the canonical ABI level over weir-sdk's `raw` module: the
+/// batch is read where the host put it and the verdicts are written straight into the list
+/// the host reads (see sdk-guest/rust/src/raw.rs). `generate!` still embeds the world, so
+/// the component's type is the contract's; `init` is exported the same way because
+/// wit-bindgen's `export!` exports a world's functions all together.
+fn filter_exports(config_static: &Tokens, config_init: &Tokens, config_get: &Tokens, call: &Tokens) -> Tokens {
+    quote! {
+        #config_static
 
-            #[unsafe(export_name = "weir:module/module@0.1.0#init")]
-            unsafe extern "C" fn export_init() -> *mut u8 {
-                ::weir::__private::wit_bindgen::rt::run_ctors_once();
-                ::weir::raw::return_unit_result(init())
-            }
+        fn init() -> ::std::result::Result<(), ::std::string::String> {
+            #config_init
+        }
 
-            #[unsafe(export_name = "cabi_post_weir:module/module@0.1.0#init")]
-            unsafe extern "C" fn post_init(area: *mut u8) {
-                // SAFETY: `area` is what `export_init` returned; the host calls this once after reading it.
-                unsafe { ::weir::raw::free_unit_result(area) }
-            }
+        #[unsafe(export_name = "weir:module/module@0.1.0#init")]
+        unsafe extern "C" fn export_init() -> *mut u8 {
+            ::weir::__private::wit_bindgen::rt::run_ctors_once();
+            ::weir::raw::return_unit_result(init())
+        }
 
-            #[unsafe(export_name = "weir:module/filter@0.1.0#filter")]
-            unsafe extern "C" fn export_filter(
-                input: *mut u8,
-                input_len: usize,
-                data: *mut u8,
-                data_len: usize,
-                messages: *mut u8,
-                count: usize,
-                properties: *mut u8,
-                property_count: usize,
-            ) -> *mut u8 {
-                ::weir::__private::wit_bindgen::rt::run_ctors_once();
-                // SAFETY: these are the flattened `input: string, batch: batch` parameters of
-                // `weir:module/filter.filter`, allocated by the host through `cabi_realloc`.
-                let batch = unsafe {
-                    ::weir::raw::drop_string(input, input_len);
-                    ::weir::raw::RawBatch::from_call(data, data_len, messages, count, properties, property_count)
-                };
-                #config_get
-                ::weir::raw::return_verdicts(::weir::__private::raw_messages(&batch).map(|message| {
-                    let message = &message;
-                    #call
-                    result.map_err(::weir::Error::into_reason)
-                }))
-            }
+        #[unsafe(export_name = "cabi_post_weir:module/module@0.1.0#init")]
+        unsafe extern "C" fn post_init(area: *mut u8) {
+            // SAFETY: `area` is what `export_init` returned; the host calls this once after reading it.
+            unsafe { ::weir::raw::free_unit_result(area) }
+        }
 
-            #[unsafe(export_name = "cabi_post_weir:module/filter@0.1.0#filter")]
-            unsafe extern "C" fn post_filter(area: *mut u8) {
-                // SAFETY: `area` is what `export_filter` returned; the host calls this once after reading it.
-                unsafe { ::weir::raw::free_verdicts(area) }
-            }
+        #[unsafe(export_name = "weir:module/filter@0.1.0#filter")]
+        unsafe extern "C" fn export_filter(
+            input: *mut u8,
+            input_len: usize,
+            data: *mut u8,
+            data_len: usize,
+            messages: *mut u8,
+            count: usize,
+            properties: *mut u8,
+            property_count: usize,
+        ) -> *mut u8 {
+            ::weir::__private::wit_bindgen::rt::run_ctors_once();
+            // SAFETY: these are the flattened `input: string, batch: batch` parameters of
+            // `weir:module/filter.filter`, allocated by the host through `cabi_realloc`.
+            let batch = unsafe {
+                ::weir::raw::drop_string(input, input_len);
+                ::weir::raw::RawBatch::from_call(data, data_len, messages, count, properties, property_count)
+            };
+            #config_get
+            ::weir::raw::return_verdicts(::weir::__private::raw_messages(&batch).map(|message| {
+                let message = &message;
+                #call
+                result.map_err(::weir::Error::into_reason)
+            }))
+        }
+
+        #[unsafe(export_name = "cabi_post_weir:module/filter@0.1.0#filter")]
+        unsafe extern "C" fn post_filter(area: *mut u8) {
+            // SAFETY: `area` is what `export_filter` returned; the host calls this once after reading it.
+            unsafe { ::weir::raw::free_verdicts(area) }
         }
     }
 }

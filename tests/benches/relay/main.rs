@@ -236,12 +236,15 @@ fn node_red_run(broker: &Mosquitto, lines: &[Vec<u8>], expected: usize) -> Outco
     Outcome::new(received, started, last, cpu)
 }
 
-/// The broker; `WEIR_BENCH_NODELAY=1` sets Mosquitto's `set_tcp_nodelay true` (its default
-/// is off, so its small PUBACKs can wait for Nagle and the peer's delayed ACK).
+/// The broker, with Mosquitto's defaults unless `WEIR_BENCH_MOSQUITTO` adds configuration
+/// lines (`;`-separated), e.g. `set_tcp_nodelay true` (off by default, so its small PUBACKs
+/// can wait for Nagle and the peer's delayed ACK) or `max_inflight_messages 1000` (20 by
+/// default: unacknowledged QoS 1 messages it sends one client).
 fn broker() -> Mosquitto {
     let mut extra = "allow_anonymous true\n".to_owned();
-    if std::env::var("WEIR_BENCH_NODELAY").is_ok_and(|v| v == "1") {
-        extra.push_str("set_tcp_nodelay true\n");
+    for line in std::env::var("WEIR_BENCH_MOSQUITTO").unwrap_or_default().split(';').filter(|l| !l.trim().is_empty()) {
+        extra.push_str(line.trim());
+        extra.push('\n');
     }
     Mosquitto::start_with(free_port(), &extra)
 }
