@@ -87,7 +87,8 @@ impl SinkDriver {
 
     /// Finish a pipelined batch whose acceptance came back; retries it while the
     /// destination is unavailable, like [`SinkDriver::deliver`].
-    async fn finish(&mut self, batch: &[Message], outcome: Result<(), SinkError>) -> Delivered {
+    async fn finish(&mut self, batch: &[Message], outcome: Option<Result<(), SinkError>>) -> Delivered {
+        let Some(outcome) = outcome else { return Delivered::Abandoned };
         match self.settle(batch, outcome).await {
             Attempt::Done(delivered) => delivered,
             Attempt::Unavailable(delay) => {
@@ -166,10 +167,19 @@ pub struct SinkWorker {
     pub batch_size: usize,
 }
 
+/// Wait for a pipelined batch's acceptance; `None` when shutdown stops waiting first.
+async fn accepted(abandon: &CancellationToken, pending: &mut Pending) -> Option<Result<(), SinkError>> {
+    tokio::select! {
+        outcome = pending => Some(outcome),
+        () = abandon.cancelled() => None,
+    }
+}
+
 /// What the worker does next.
 enum Next {
     Received(usize),
-    Finished(Result<(), SinkError>),
+    /// The oldest batch in flight was accepted (or not); `None`: shutdown stopped waiting.
+    Finished(Option<Result<(), SinkError>>),
 }
 
 /// A message that shutdown kept from its sink stays unacknowledged at its source.
@@ -185,8 +195,8 @@ fn abandon_if(delivered: Delivered, sink: &str, batch: &[Message]) {
 impl SinkWorker {
     /// Wait for every batch in flight, oldest first.
     async fn finish_all(&mut self, in_flight: &mut VecDeque<(Vec<Message>, Pending)>) {
-        while let Some((batch, pending)) = in_flight.pop_front() {
-            let outcome = pending.await;
+        while let Some((batch, mut pending)) = in_flight.pop_front() {
+            let outcome = accepted(&self.driver.abandon, &mut pending).await;
             let delivered = self.driver.finish(&batch, outcome).await;
             abandon_if(delivered, &self.driver.name, &batch);
         }
@@ -204,10 +214,10 @@ impl SinkWorker {
             // or when it comes back before more work does.
             let full = in_flight.len() >= depth;
             let next = match in_flight.front_mut() {
-                Some((_, pending)) if full => Next::Finished(pending.await),
+                Some((_, pending)) if full => Next::Finished(accepted(&self.driver.abandon, pending).await),
                 Some((_, pending)) => tokio::select! {
                     biased;
-                    outcome = pending => Next::Finished(outcome),
+                    outcome = accepted(&self.driver.abandon, pending) => Next::Finished(outcome),
                     received = self.queue.recv_many(&mut work, max) => Next::Received(received),
                 },
                 None => Next::Received(self.queue.recv_many(&mut work, max).await),
@@ -244,7 +254,8 @@ impl SinkWorker {
                 })
                 .collect();
             if !batch.is_empty() {
-                let sent = if depth > 1 { self.driver.sink.send(&batch).await } else { None };
+                let pipelined = depth > 1 && !self.driver.abandon.is_cancelled();
+                let sent = if pipelined { self.driver.sink.send(&batch).await } else { None };
                 match sent {
                     Some(Ok(pending)) => in_flight.push_back((batch, pending)),
                     // Not pipelined, or the sink could not send: the batches before it finish
