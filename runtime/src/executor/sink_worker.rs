@@ -3,8 +3,10 @@
 //! - [`SinkDriver`]: hands a batch to a sink, retries while the destination is unavailable,
 //!   dead-letters what the sink rejects. Used directly, and by a queue's forwarder.
 //! - [`SinkWorker`]: a sink without a queue: batches from the sink's channel go straight to
-//!   the driver. A message is acknowledged (once its other copies are done) only after the
-//!   sink accepted it; what shutdown abandons stays unacknowledged at its source.
+//!   the driver, or, for a sink that pipelines ([`Sink::pipeline_depth`]), several at once,
+//!   each finished in order when its acceptance comes back. A message is acknowledged (once
+//!   its other copies are done) only after the sink accepted it; what shutdown abandons
+//!   stays unacknowledged at its source.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
