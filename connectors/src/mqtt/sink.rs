@@ -108,17 +108,13 @@ impl MqttSink {
         }
     }
 
-    fn unavailable(&self, what: &str) -> SinkError {
-        unavailable(&self.state, &self.url, what)
-    }
-
     /// Publish a batch; what it returns resolves once the broker acknowledged all of it.
     async fn publish(&mut self, batch: &[Message]) -> Result<Pending, SinkError> {
         // While disconnected, publishing would only park the batch inside the client, to go
         // out whenever the broker is back (however old it is by then): say so now instead,
         // so the caller keeps it (a queue re-checks its time to live before the next try).
         if !self.state.lock().map(|s| s.connected).unwrap_or(false) {
-            return Err(self.unavailable("cannot publish"));
+            return Err(unavailable(&self.state, &self.url, "cannot publish"));
         }
         let mut pending = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();

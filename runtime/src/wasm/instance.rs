@@ -53,6 +53,12 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// What each kind's call returns, as lifted from the module. `start` type-checks the call
+/// against these and `call` relies on that check (see `call_typed`): both name them here.
+type FilterReturn = Verdicts;
+type MapReturn = Vec<Result<OutputMessage, String>>;
+type FlatMapReturn = Vec<Result<Vec<OutputMessage>, String>>;
+
 /// Per-message results of one call, in batch order.
 #[derive(Debug)]
 pub enum BatchResult {
@@ -108,9 +114,9 @@ impl ModuleInstance {
         let init = init.typed::<(), (Result<(), String>,)>(&store).map_err(|err| contract(err, "init"))?;
         // The call's signature is checked once here; `call_typed` relies on it.
         match module.kind {
-            ModuleKind::Filter => call.typed::<(&str, BatchRef<'_>), (Verdicts,)>(&store).map(drop),
-            ModuleKind::Map => call.typed::<(&str, BatchRef<'_>), (Vec<Result<OutputMessage, String>>,)>(&store).map(drop),
-            ModuleKind::FlatMap => call.typed::<(&str, BatchRef<'_>), (Vec<Result<Vec<OutputMessage>, String>>,)>(&store).map(drop),
+            ModuleKind::Filter => call.typed::<(&str, BatchRef<'_>), (FilterReturn,)>(&store).map(drop),
+            ModuleKind::Map => call.typed::<(&str, BatchRef<'_>), (MapReturn,)>(&store).map(drop),
+            ModuleKind::FlatMap => call.typed::<(&str, BatchRef<'_>), (FlatMapReturn,)>(&store).map(drop),
             ModuleKind::Aggregate => Ok(()),
         }
         .map_err(|err| contract(err, module.kind.interface()))?;
@@ -134,9 +140,9 @@ impl ModuleInstance {
     /// Call the module's kind on a batch. `Err` means the instance is unusable: drop it.
     pub fn call(&mut self, input: &str, batch: &[Message]) -> Result<BatchResult, Failure> {
         let result = self.with_batch(batch, |instance, refs| match instance.module.kind {
-            ModuleKind::Filter => instance.call_typed::<Verdicts>(input, refs).map(|verdicts| BatchResult::Filter(verdicts.0)),
-            ModuleKind::Map => instance.call_typed::<Vec<Result<OutputMessage, String>>>(input, refs).map(BatchResult::Map),
-            ModuleKind::FlatMap => instance.call_typed::<Vec<Result<Vec<OutputMessage>, String>>>(input, refs).map(BatchResult::FlatMap),
+            ModuleKind::Filter => instance.call_typed::<FilterReturn>(input, refs).map(|verdicts| BatchResult::Filter(verdicts.0)),
+            ModuleKind::Map => instance.call_typed::<MapReturn>(input, refs).map(BatchResult::Map),
+            ModuleKind::FlatMap => instance.call_typed::<FlatMapReturn>(input, refs).map(BatchResult::FlatMap),
             ModuleKind::Aggregate => Err(Failure {
                 reason: FailureReason::Contract,
                 detail: "aggregate modules are called through their windows (wasm::aggregate), not per batch".into(),
@@ -155,7 +161,7 @@ impl ModuleInstance {
         result
     }
 
-    /// `R` must be the result type `start` checked for this module's kind.
+    /// `R` must be the kind's `*Return` type, which `start` checked.
     #[allow(unsafe_code)]
     fn call_typed<R>(&mut self, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
     where

@@ -26,7 +26,7 @@ use wasmtime::component::{ComponentType, Lower};
 use super::{BatchData, MessageHeader, PropertySpan, Qos, Records, Span};
 
 const MESSAGE_SIZE: usize = 88;
-const PROPERTY_SIZE: usize = 16;
+pub(super) const PROPERTY_SIZE: usize = 16;
 
 const _: () = assert!(<MessageHeader as ComponentType>::SIZE32 == MESSAGE_SIZE);
 const _: () = assert!(<MessageHeader as ComponentType>::ALIGN32 == 8);

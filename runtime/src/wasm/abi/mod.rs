@@ -107,7 +107,6 @@ pub struct BatchBuffers {
     messages: Vec<u8>,
     /// `list<property-span>` in canonical ABI bytes.
     properties: Vec<u8>,
-    property_count: usize,
 }
 
 impl BatchBuffers {
@@ -123,7 +122,6 @@ impl BatchBuffers {
         self.metadata.clear();
         self.messages.clear();
         self.properties.clear();
-        self.property_count = 0;
         let base: usize = batch.iter().map(|m| m.payload.len()).sum();
         let mut payload_offset = 0usize;
         // Most batches come from one source: write its name once.
@@ -133,13 +131,12 @@ impl BatchBuffers {
             let payload = Span { offset: payload_offset as u32, len: message.payload.len() as u32 };
             payload_offset += message.payload.len();
             let topic = self.push(base, meta.topic.as_bytes());
-            let properties_start = self.property_count as u32;
+            let properties_start = (self.properties.len() / PROPERTY_SIZE) as u32;
             for property in &meta.properties {
                 let name = self.push(base, property.name.as_bytes());
                 let value = self.push(base, property.value.as_bytes());
                 self.properties.extend_from_slice(&PropertySpan { name, value }.abi_bytes());
             }
-            self.property_count += meta.properties.len();
             let content_type = meta.content_type.as_deref().map(|s| self.push(base, s.as_bytes()));
             let correlation_data = meta.correlation_data.as_deref().map(|b| self.push(base, b));
             let response_topic = meta.response_topic.as_deref().map(|s| self.push(base, s.as_bytes()));
@@ -170,13 +167,15 @@ impl BatchBuffers {
         BatchRef {
             data: BatchData { messages: batch, payload_bytes: base, metadata: &self.metadata },
             messages: Records { bytes: &self.messages, count: batch.len(), _record: std::marker::PhantomData },
-            properties: Records { bytes: &self.properties, count: self.property_count, _record: std::marker::PhantomData },
+            properties: Records { bytes: &self.properties, count: self.properties.len() / PROPERTY_SIZE, _record: std::marker::PhantomData },
         }
     }
 }
 
 mod bulk;
 mod verdicts;
+
+use bulk::PROPERTY_SIZE;
 
 pub use verdicts::Verdicts;
 
