@@ -1,7 +1,8 @@
 //! Aggregate modules end to end, through a real Mosquitto and the real `averages` module:
 //!
 //! - event-time tumbling windows per machine, with out-of-order and late data: the results
-//!   equal averages computed by hand, the late reading goes to `$deadletter` with the reason;
+//!   equal averages computed by hand, the late reading and one the module rejects go to
+//!   `$deadletter` with their reasons;
 //! - a restart in the middle of a window, graceful and kill -9: the window's result equals
 //!   the one without a restart (the window state comes back from its checkpoint, and what
 //!   was not checkpointed was not acknowledged, so the broker redelivers it);
@@ -96,6 +97,8 @@ async fn event_time_averages_match_hand_computed_ones_and_late_data_is_dead_lett
             reading("m2", 2_000, 50.0),
             reading("m1", 9_000, 80.0),
             reading("m1", 5_000, 75.0),  // out of order, same window
+            // No temperature: the module rejects it; its window is left as it was.
+            ("factory/m1/telemetry".into(), json!({ "machine": "m1", "ts": 6_000, "pressure": 1.2 }).to_string().into_bytes(), PublishProperties::default()),
             reading("m2", 12_000, 60.0), // next window
             reading("m1", 10_500, 90.0), // watermark 12 s: [0, 10 s) closes for both machines
         ],
@@ -110,6 +113,11 @@ async fn event_time_averages_match_hand_computed_ones_and_late_data_is_dead_lett
     assert_eq!(first[0].topic, format!("averages/{}", body(&first[0])["key"].as_str().unwrap()).as_bytes());
     let properties = user_properties(&first[0]);
     assert!(properties.iter().any(|(name, value)| name == "window_end" && value == "10000"), "{properties:?}");
+    let rejected = dead.take(1, Duration::from_secs(20)).await;
+    assert_eq!(body(&rejected[0])["ts"], 6_000);
+    let reasons = user_properties(&rejected[0]);
+    assert!(reasons.contains(&("weir-dl-reason".to_owned(), "rejected".to_owned())), "{reasons:?}");
+    assert!(reasons.contains(&("weir-dl-detail".to_owned(), "field `temperature` is missing".to_owned())), "{reasons:?}");
 
     // 3 s is behind the watermark (12 s, no allowed lateness) and its window has closed.
     publish_v5(broker.port, vec![reading("m1", 3_000, 10.0), reading("m1", 25_000, 100.0)]).await;

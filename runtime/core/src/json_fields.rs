@@ -30,10 +30,13 @@ impl BodyFields {
         std::str::from_utf8(payload).ok()?;
         let mut scanner = Scanner { bytes: payload, at: 0 };
         scanner.whitespace();
-        let mut fields = Vec::with_capacity(16);
-        scanner.object(1, Some(&mut fields))?;
+        let mut record = Record::All(Vec::with_capacity(16));
+        scanner.object(1, &mut record)?;
         scanner.whitespace();
-        (scanner.at == payload.len()).then_some(BodyFields(fields))
+        match record {
+            Record::All(fields) if scanner.at == payload.len() => Some(BodyFields(fields)),
+            _ => None,
+        }
     }
 
     /// The field's decoded value (with duplicate names the last counts, as in a tree).
@@ -44,6 +47,32 @@ impl BodyFields {
         })?;
         field.decoded.get_or_init(|| serde_json::from_slice(&payload[field.value.clone()]).ok()).as_ref()
     }
+}
+
+/// A top-level member of the JSON object `payload` whose value is a string without escapes,
+/// borrowed from the payload: one validating pass that builds and decodes nothing else.
+/// `None` if the payload is not a valid JSON object, has no such member, or its value is
+/// anything else (with duplicate names the last counts, as in a tree).
+pub(crate) fn plain_string_field<'p>(payload: &'p [u8], name: &str) -> Option<&'p str> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut scanner = Scanner { bytes: payload, at: 0 };
+    scanner.whitespace();
+    let mut record = Record::One { name, value: None };
+    scanner.object(1, &mut record)?;
+    scanner.whitespace();
+    let Record::One { value: Some(value), .. } = record else { return None };
+    let quoted = text.get(value).filter(|_| scanner.at == payload.len())?;
+    quoted.strip_prefix('"')?.strip_suffix('"').filter(|inner| !inner.contains('\\'))
+}
+
+/// What a scan of an object keeps of its members.
+enum Record<'n> {
+    /// Nothing (nested objects).
+    Nothing,
+    /// Every member.
+    All(Vec<BodyField>),
+    /// Where the value of the last member called `name` is.
+    One { name: &'n str, value: Option<Range<usize>> },
 }
 
 struct Scanner<'a> {
@@ -70,7 +99,7 @@ impl Scanner<'_> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' | b'[' if depth + 1 >= MAX_DEPTH => None,
-            b'{' => self.object(depth + 1, None),
+            b'{' => self.object(depth + 1, &mut Record::Nothing),
             b'[' => self.array(depth + 1),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -80,9 +109,9 @@ impl Scanner<'_> {
         }
     }
 
-    /// An object whose members' values are at `depth`; with `fields`, where each member's
-    /// name and value are is recorded there (the top level).
-    fn object(&mut self, depth: usize, mut fields: Option<&mut Vec<BodyField>>) -> Option<()> {
+    /// An object whose members' values are at `depth`; what is kept of its members is
+    /// `record`'s choice (something at the top level, nothing below).
+    fn object(&mut self, depth: usize, record: &mut Record<'_>) -> Option<()> {
         self.eat(b'{')?;
         self.whitespace();
         if self.eat(b'}').is_some() {
@@ -96,14 +125,20 @@ impl Scanner<'_> {
             self.whitespace();
             let start = self.at;
             self.value(depth)?;
-            if let Some(fields) = fields.as_deref_mut() {
-                let name = if escaped {
-                    // The quotes are around `name`: let serde_json unescape it.
-                    Err(serde_json::from_slice::<String>(&self.bytes[name.start - 1..name.end + 1]).ok()?.into_boxed_str())
-                } else {
-                    Ok(name)
-                };
-                fields.push(BodyField { name, value: start..self.at, decoded: OnceLock::new() });
+            // The quotes are around `name`: serde_json unescapes it.
+            let unescaped = |name: &Range<usize>| serde_json::from_slice::<String>(&self.bytes[name.start - 1..name.end + 1]).ok();
+            match record {
+                Record::Nothing => {}
+                Record::All(fields) => {
+                    let name = if escaped { Err(unescaped(&name)?.into_boxed_str()) } else { Ok(name) };
+                    fields.push(BodyField { name, value: start..self.at, decoded: OnceLock::new() });
+                }
+                Record::One { name: wanted, value } => {
+                    let matches = if escaped { unescaped(&name)? == *wanted } else { &self.bytes[name] == wanted.as_bytes() };
+                    if matches {
+                        *value = Some(start..self.at);
+                    }
+                }
             }
             self.whitespace();
             match self.peek()? {
@@ -142,6 +177,8 @@ impl Scanner<'_> {
         let start = self.at;
         let mut escaped = false;
         loop {
+            // Ordinary characters in one sweep; what ends it is looked at below.
+            self.at += self.bytes.get(self.at..)?.iter().position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
             match self.peek()? {
                 b'"' => {
                     self.at += 1;
@@ -241,6 +278,14 @@ mod tests {
         let serde = serde_json::from_slice::<serde_json::Value>(text).ok();
         let is_object = serde.as_ref().is_some_and(serde_json::Value::is_object);
         let index = BodyFields::index(text);
+        // One plain string field: what the tree says, or nothing when escapes are involved.
+        for name in ["a", "s", "t", "x", "y", "dup", "esc\"aped", "k"] {
+            let tree = serde.as_ref().filter(|value| value.is_object()).and_then(|value| value.get(name)).and_then(serde_json::Value::as_str);
+            match plain_string_field(text, name) {
+                Some(found) => assert_eq!(Some(found), tree, "{name} in {:?}", String::from_utf8_lossy(text)),
+                None => assert!(tree.is_none() || text.contains(&b'\\'), "{name} in {:?}", String::from_utf8_lossy(text)),
+            }
+        }
         assert_eq!(index.is_some(), is_object, "validity of {:?}", String::from_utf8_lossy(text));
         if let (Some(index), Some(serde_json::Value::Object(map))) = (index, serde) {
             for (name, value) in &map {
@@ -255,6 +300,7 @@ mod tests {
             br#"{"a":1,"b":[true,false,null],"c":{"d":"e"},"f":-0.5e+3}"#,
             b" { \"x\" : \"\\u00e9\\n\" , \"y\":\"\\ud83d\\ude00\" } ",
             br#"{"esc\"aped":1,"dup":1,"dup":2}"#,
+            br#"{"s":"plain","dup":"first","dup":"last","x":"a\"b","y":5,"esc\"aped":"v"}"#,
             b"{}",
             b"[1,2]",
             b"42",

@@ -183,6 +183,19 @@ impl Message {
         self.decoded.fields.get_or_init(|| BodyFields::index(&self.payload)).as_ref()?.get(&self.payload, name)
     }
 
+    /// A top-level field of a JSON object payload whose value is a string without escapes,
+    /// borrowed from the payload. Unless the body was decoded already, this is one
+    /// validating pass that builds and keeps nothing: for a single read of one field (an
+    /// aggregate's key), where [`Message::body_field`]'s index would cost more than it saves.
+    /// `None` if the payload is not a JSON object, lacks the field, or has another kind of
+    /// value there (read it with `body_field` then).
+    pub fn body_plain_string(&self, name: &str) -> Option<&str> {
+        if self.decoded.tree.get().is_some() || self.decoded.fields.get().is_some() {
+            return self.body_field(name)?.as_str();
+        }
+        crate::json_fields::plain_string_field(&self.payload, name)
+    }
+
     /// The payload parsed as JSON, decoded at most once however many routes ask.
     /// `None` if the payload is not JSON.
     pub fn json_body(&self) -> Option<&serde_json::Value> {

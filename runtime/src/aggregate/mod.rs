@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::window::{KeysFull, TimeUnit, WindowConfig, WindowKindName, WindowSize};
-use crate::route::{Expr, Value, eval::eval, parse_expression};
+use crate::route::{Expr, PathStep, Value, eval::eval, parse_expression};
 use weir_core::Message;
 pub use windows::{Refused, Step, TableSettings, Window, WindowKind, WindowTable};
 
@@ -34,6 +34,9 @@ pub struct AggregateSpec {
     pub table: TableSettings,
     /// The key expression and its text.
     pub key: Option<(String, Expr)>,
+    /// The field name when the key is one top-level body field (`$body.machine`): read
+    /// without indexing the body when its value is a plain string.
+    key_field: Option<String>,
     /// The event-time expression and its text; `None`: processing time.
     pub time: Option<(String, Expr)>,
     pub time_unit: TimeUnit,
@@ -136,7 +139,15 @@ impl AggregateSpec {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let key_field = match &key {
+            Some((_, Expr::Body(steps))) => match steps.as_slice() {
+                [PathStep::Field(name)] => Some(name.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
         Ok(AggregateSpec {
+            key_field,
             table: TableSettings {
                 kind,
                 event_time: time.is_some(),
@@ -157,6 +168,9 @@ impl AggregateSpec {
     /// when it is a string there).
     pub fn key_of<'a>(&'a self, message: &'a Message) -> Result<Cow<'a, str>, String> {
         let Some((text, expr)) = &self.key else { return Ok(Cow::Borrowed("")) };
+        if let Some(key) = self.key_field.as_deref().and_then(|name| message.body_plain_string(name)) {
+            return Ok(Cow::Borrowed(key));
+        }
         match eval(expr, message) {
             Value::Str(key) => Ok(key),
             other => other.to_text().map(Cow::Owned).ok_or_else(|| format!("the window key `{text}` is undefined for this message")),

@@ -177,22 +177,24 @@ impl<T: Clone> WindowTable<T> {
         if let Some(refused) = self.late(key, time, watermark) {
             return Err(refused);
         }
-        let known = self.keys.contains_key(key);
-        if !known && self.keys.len() >= self.settings.max_keys {
-            if !self.settings.close_oldest {
-                return Err(Refused::KeyLimit { max_keys: self.settings.max_keys });
+        let seen = self.seen + 1;
+        // One lookup for a known key; a new one is admitted first.
+        let state = match self.keys.get_mut(key) {
+            Some(state) => state,
+            None => {
+                if self.keys.len() >= self.settings.max_keys {
+                    if !self.settings.close_oldest {
+                        return Err(Refused::KeyLimit { max_keys: self.settings.max_keys });
+                    }
+                    self.close_oldest_key(steps);
+                }
+                let key: Arc<str> = Arc::from(key);
+                self.keys.entry(key.clone()).or_insert(KeyState { key, windows: Vec::new(), retained: VecDeque::new(), last_seen: seen })
             }
-            self.close_oldest_key(steps);
-        }
-        self.seen += 1;
-        let seen = self.seen;
-        if !known {
-            let key: Arc<str> = Arc::from(key);
-            self.keys.insert(key.clone(), KeyState { key, windows: Vec::new(), retained: VecDeque::new(), last_seen: seen });
-        }
+        };
+        self.seen = seen;
         let mut next_id = self.next_id;
         let mut due = self.next_due;
-        let Some(state) = self.keys.get_mut(key) else { unreachable!("inserted above") };
         state.last_seen = seen;
         let key = state.key.clone();
         let mut open = |start: u64, end: u64, steps: &mut Vec<Step<T>>| {

@@ -75,6 +75,15 @@ impl Calls {
     fn is_empty(&self) -> bool {
         self.opens.is_empty() && self.messages.is_empty() && self.closes.is_empty()
     }
+
+    /// Empty, keeping the room (the next batch needs about as much).
+    fn clear(&mut self) {
+        self.opens.clear();
+        self.messages.clear();
+        self.windows.clear();
+        self.origins.clear();
+        self.closes.clear();
+    }
 }
 
 impl AggregateWorker {
@@ -135,6 +144,8 @@ pub struct AggregateRunner {
     changed: bool,
     last_checkpoint: Instant,
     steps: Vec<Step<Message>>,
+    /// The calls of the batch being processed (kept between batches for their room).
+    calls: Calls,
 }
 
 impl AggregateRunner {
@@ -157,6 +168,7 @@ impl AggregateRunner {
             changed: false,
             last_checkpoint: Instant::now(),
             steps: Vec::new(),
+            calls: Calls::default(),
         }
     }
 
@@ -253,7 +265,7 @@ impl AggregateRunner {
         }
         let now = now_ms();
         let mut done = vec![false; batch.len()];
-        let mut calls = Calls::default();
+        let mut calls = std::mem::take(&mut self.calls);
         for (index, message) in batch.iter().enumerate() {
             let assigned = self.spec.key_of(message).and_then(|key| Ok((key, self.spec.time_of(message, now)?)));
             let (key, time) = match assigned {
@@ -280,8 +292,9 @@ impl AggregateRunner {
             }
         }
         self.changed = true;
-        if let Err(failure) = self.flush(&mut calls, &batch, &mut done) {
-            self.recover(failure, &batch, &done);
+        match self.flush(&mut calls, &batch, &mut done) {
+            Ok(()) => self.calls = calls,
+            Err(failure) => self.recover(failure, &batch, &done),
         }
     }
 
@@ -343,12 +356,19 @@ impl AggregateRunner {
         self.instance.as_mut().ok_or_else(|| Failure { reason: crate::wasm::FailureReason::Init, detail: "no live instance".into() })
     }
 
-    /// Make the gathered calls: open, accumulate, then snapshot and close.
+    /// Make the gathered calls (open, accumulate, then snapshot and close) and empty them.
     fn flush(&mut self, calls: &mut Calls, batch: &[Message], done: &mut [bool]) -> Result<(), Failure> {
         if calls.is_empty() {
             return Ok(());
         }
-        let calls = std::mem::take(calls);
+        let mut taken = std::mem::take(calls);
+        self.make_calls(&taken, batch, done)?;
+        taken.clear();
+        *calls = taken;
+        Ok(())
+    }
+
+    fn make_calls(&mut self, calls: &Calls, batch: &[Message], done: &mut [bool]) -> Result<(), Failure> {
         let instance = self.live()?;
         if !calls.opens.is_empty() {
             let openings: Vec<Opening<'_>> = calls.opens.iter().map(|w| Opening { window: window_ref(w), snapshot: None }).collect();

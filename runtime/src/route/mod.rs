@@ -22,7 +22,7 @@ use std::fmt;
 
 use weir_core::{Message, Metadata};
 
-pub use expr::{Expr, Value};
+pub use expr::{Expr, PathStep, Value};
 pub use index::RouteIndex;
 pub use template::Template;
 

@@ -2,12 +2,12 @@
 //! over a list of windows so that a window boundary over many keys is one call.
 
 use wasmtime::Store;
-use wasmtime::component::{ComponentExportIndex, ComponentType, Func, Instance, Lower};
+use wasmtime::component::{ComponentExportIndex, ComponentType, Func, Instance, Lower, TypedFunc};
 use weir_core::Message;
 
-use super::abi::{BatchRef, OutputMessage};
+use super::abi::OutputMessage;
 use super::host::InstanceState;
-use super::instance::{Failure, FailureReason, ModuleInstance, classify, contract, one_result_each};
+use super::instance::{AccumulateParams, AccumulateReturn, Failure, FailureReason, ModuleInstance, classify, contract, one_result_each};
 
 /// `weir:module/aggregate.window`, borrowed.
 #[derive(ComponentType, Lower, Clone, Copy, Debug)]
@@ -93,10 +93,9 @@ impl ModuleInstance {
     pub fn accumulate(&mut self, batch: &[Message], windows: &[u64]) -> Result<Vec<Result<(), String>>, Failure> {
         self.aggregate_funcs()?;
         let results = self.with_batch(batch, |instance, refs| {
-            let func = instance
-                .call
-                .typed::<(BatchRef<'_>, &[u64]), (Vec<Result<(), String>>,)>(&instance.store)
-                .map_err(|err| contract(err, "aggregate.accumulate"))?;
+            // SAFETY: `start` type-checked `call` of an aggregate against exactly these types.
+            #[allow(unsafe_code)]
+            let func = unsafe { TypedFunc::<AccumulateParams<'_>, (AccumulateReturn,)>::new_unchecked(instance.call) };
             match func.call(&mut instance.store, (refs, windows)) {
                 Ok((results,)) => Ok(results),
                 Err(err) => Err(classify(&instance.store, err, "accumulate")),

@@ -54,10 +54,15 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// What each kind's call returns, as lifted from the module. `start` type-checks the call
-/// against these and `call` relies on that check (see `call_typed`): both name them here.
+/// against these and `call` (and `accumulate`) rely on that check (see `call_typed`): both
+/// name them here.
 type FilterReturn = Verdicts;
 type MapReturn = Vec<Result<OutputMessage, String>>;
 type FlatMapReturn = Vec<Result<Vec<OutputMessage>, String>>;
+/// `aggregate.accumulate`'s parameters and return (the other aggregate calls are rare and
+/// checked per call).
+pub(super) type AccumulateParams<'a> = (BatchRef<'a>, &'a [u64]);
+pub(super) type AccumulateReturn = Vec<Result<(), String>>;
 
 /// Per-message results of one call, in batch order.
 #[derive(Debug)]
@@ -117,7 +122,7 @@ impl ModuleInstance {
             ModuleKind::Filter => call.typed::<(&str, BatchRef<'_>), (FilterReturn,)>(&store).map(drop),
             ModuleKind::Map => call.typed::<(&str, BatchRef<'_>), (MapReturn,)>(&store).map(drop),
             ModuleKind::FlatMap => call.typed::<(&str, BatchRef<'_>), (FlatMapReturn,)>(&store).map(drop),
-            ModuleKind::Aggregate => Ok(()),
+            ModuleKind::Aggregate => call.typed::<AccumulateParams<'_>, (AccumulateReturn,)>(&store).map(drop),
         }
         .map_err(|err| contract(err, module.kind.interface()))?;
         store.set_epoch_deadline(module.engine.ticks(module.limits.deadline));

@@ -62,7 +62,7 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
         fn implements_weir_aggregate<T: ::weir::Aggregate>() {}
         implements_weir_aggregate::<#name>();
     };);
-    let bindings = export_bindings("aggregate-module");
+    let bindings = export_bindings("aggregate-module", &["accumulate"]);
     quote! {
         #item
 
@@ -99,12 +99,6 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
                 fn open(openings: ::std::vec::Vec<contract::Opening>) -> ::std::result::Result<(), ::std::string::String> {
                     with(|windows| openings.into_iter().try_for_each(|opening| windows.open(opening.window.id, opening.snapshot)))
                 }
-                fn accumulate(
-                    batch: ::weir::__private::types::Batch,
-                    ids: ::std::vec::Vec<u64>,
-                ) -> ::std::vec::Vec<::std::result::Result<(), ::std::string::String>> {
-                    with(|windows| windows.accumulate(&batch, &ids))
-                }
                 fn merge(target: u64, source: u64) -> ::std::result::Result<(), ::std::string::String> {
                     with(|windows| windows.merge(target, source))
                 }
@@ -120,18 +114,53 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
 
             export!(Component);
+
+            // `accumulate` is written at the canonical ABI level over weir-sdk's `raw`
+            // module, as a filter's call is (see `filter_exports`).
+            #[unsafe(export_name = "weir:module/aggregate@0.1.0#accumulate")]
+            unsafe extern "C" fn export_accumulate(
+                data: *mut u8,
+                data_len: usize,
+                messages: *mut u8,
+                count: usize,
+                properties: *mut u8,
+                property_count: usize,
+                ids: *mut u8,
+                ids_len: usize,
+            ) -> *mut u8 {
+                ::weir::__private::wit_bindgen::rt::run_ctors_once();
+                // SAFETY: these are the flattened `batch: batch, windows: list<u64>`
+                // parameters of `weir:module/aggregate.accumulate`, allocated by the host
+                // through `cabi_realloc`.
+                let (batch, ids) = unsafe {
+                    (
+                        ::weir::raw::RawBatch::from_call(data, data_len, messages, count, properties, property_count),
+                        ::weir::raw::u64s_from_call(ids, ids_len),
+                    )
+                };
+                let outcomes = with(|windows| windows.accumulate(&batch, &ids));
+                ::weir::raw::return_outcomes(outcomes.into_iter())
+            }
+
+            #[unsafe(export_name = "cabi_post_weir:module/aggregate@0.1.0#accumulate")]
+            unsafe extern "C" fn post_accumulate(area: *mut u8) {
+                // SAFETY: `area` is what `export_accumulate` returned; the host calls this once after reading it.
+                unsafe { ::weir::raw::free_list(area) }
+            }
         }
     }
     .into()
 }
 
 /// The export side of `world`, reusing weir-sdk's bindings of the shared imports.
-fn export_bindings(world: &str) -> Tokens {
+/// Functions in `skip` get no binding: their exports are written by hand (see `raw`).
+fn export_bindings(world: &str, skip: &[&str]) -> Tokens {
     let wit = WIT;
     quote! {
         ::weir::__private::wit_bindgen::generate!({
             inline: #wit,
             world: #world,
+            skip: [#(#skip),*],
             runtime_path: "::weir::__private::wit_bindgen::rt",
             with: {
                 "weir:module/types@0.1.0": ::weir::__private::types,
@@ -281,7 +310,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
         None => (quote!(), quote!(Ok(())), quote!(), quote_spanned!(return_span=> let result: #expected = super::#name(message);)),
     };
     let module_name = syn::Ident::new(&format!("__weir_{}_module", name), Span::call_site());
-    let bindings = export_bindings(world);
+    let bindings = export_bindings(world, &[]);
     let exports = match kind {
         Kind::Filter => filter_exports(&config_static, &config_init, &config_get, &call),
         Kind::Map | Kind::FlatMap => quote! {
@@ -382,7 +411,7 @@ fn filter_exports(config_static: &Tokens, config_init: &Tokens, config_get: &Tok
         #[unsafe(export_name = "cabi_post_weir:module/filter@0.1.0#filter")]
         unsafe extern "C" fn post_filter(area: *mut u8) {
             // SAFETY: `area` is what `export_filter` returned; the host calls this once after reading it.
-            unsafe { ::weir::raw::free_verdicts(area) }
+            unsafe { ::weir::raw::free_list(area) }
         }
     }
 }

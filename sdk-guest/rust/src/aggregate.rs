@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bindings::weir::module::types as wit;
-use crate::message::{Message, Output, Result, messages};
+use crate::message::{Message, Output, Result, raw_messages};
+use crate::raw::RawBatch;
 
 /// One key's window, as the host assigned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +100,13 @@ impl<A: Aggregate> Windows<A> {
         Ok(())
     }
 
-    pub fn accumulate(&mut self, batch: &wit::Batch, windows: &[u64]) -> Vec<std::result::Result<(), String>> {
+    pub fn accumulate(&mut self, batch: &RawBatch, windows: &[u64]) -> Vec<std::result::Result<(), String>> {
         if let Err(reason) = self.config() {
             return windows.iter().map(|_| Err(reason.clone())).collect();
         }
         let Windows { config, open } = self;
         let Some(config) = config.as_ref() else { return Vec::new() };
-        messages(batch)
+        raw_messages(batch)
             .zip(windows)
             .map(|(message, id)| match open.get_mut(id) {
                 Some(state) => state.accumulate(&message, config).map_err(crate::Error::into_reason),

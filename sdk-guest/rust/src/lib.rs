@@ -40,6 +40,7 @@ mod bindings {
 }
 
 mod aggregate;
+mod json_path;
 pub mod log;
 mod message;
 #[doc(hidden)]

@@ -270,9 +270,11 @@ impl<'a> Message<'a> {
 
     /// The number at a dotted path of a JSON payload (`temperature`, `sensors.t1`). The
     /// error says whether the payload is not JSON, the field is missing or not a number.
+    /// Only that value is decoded (see [`json_path`](crate::json_path)).
     pub fn number_at(&self, path: &str) -> Result<f64> {
-        let body: serde_json::Value = self.json()?;
-        let value = path.split('.').try_fold(&body, |node, key| node.get(key)).ok_or_else(|| Error(format!("field `{path}` is missing")))?;
+        let value = crate::json_path::value_at(self.payload(), path)
+            .map_err(|err| Error(format!("payload is not the JSON expected: {err}")))?
+            .ok_or_else(|| Error(format!("field `{path}` is missing")))?;
         value.as_f64().ok_or_else(|| Error(format!("field `{path}` is not a number: {value}")))
     }
 }

@@ -1,12 +1,14 @@
-//! The filter call at the canonical ABI level, reading the batch where the host put it.
+//! The filter and accumulate calls at the canonical ABI level, reading the batch where the
+//! host put it.
 //!
 //! wit-bindgen's export code copies every `message` record of a batch into a Rust struct
 //! (twenty-odd loads, branches and stores each) and builds the answer as a `Vec` before
 //! lowering it again; for a filter that looks at one field that was most of its time (see
 //! docs/benchmarks.md). The contract does not change: `#[weir::filter]` exports the same
-//! `weir:module/filter@0.1.0#filter` function, but its batch is viewed in place
-//! ([`RawHeader`] is the canonical ABI layout of `types.message`) and its verdicts are
-//! written straight into the list the host reads. The WIT world is still embedded by
+//! `weir:module/filter@0.1.0#filter` function (and `#[weir::aggregate]` the same
+//! `weir:module/aggregate@0.1.0#accumulate`), but its batch is viewed in place
+//! ([`RawHeader`] is the canonical ABI layout of `types.message`) and its verdicts (or outcomes)
+//! are written straight into the list the host reads. The WIT world is still embedded by
 //! wit-bindgen's `generate!`, so the component's type is exactly the contract's.
 //!
 //! Layouts (canonical ABI, little-endian): `message` is 88 bytes, aligned to 8; field offsets
@@ -141,6 +143,16 @@ impl RawBatch {
     }
 }
 
+/// Take ownership of a call's flattened `list<u64>` parameter.
+///
+/// # Safety
+/// `ptr`/`len` must be a `list<u64>` argument of an export call, allocated by the host
+/// through this module's `cabi_realloc` with alignment 8, not used again by anyone else.
+pub unsafe fn u64s_from_call(ptr: *mut u8, len: usize) -> Vec<u64> {
+    // SAFETY: see the function's contract.
+    unsafe { Vec::from_raw_parts(ptr.cast::<u64>(), len, len) }
+}
+
 #[cfg(target_arch = "wasm32")]
 pub use returns::*;
 
@@ -166,19 +178,31 @@ mod returns {
         [1, bytes.cast::<u8>() as usize as u32, bytes.len() as u32]
     }
 
-    /// Lower per-message verdicts as `list<result<bool, string>>` and return the return area.
-    pub fn return_verdicts(verdicts: impl Iterator<Item = Result<bool, String>>) -> *mut u8 {
-        let list: Box<[Element]> = verdicts
-            .map(|verdict| match verdict {
-                Ok(keep) => [0, u32::from(keep), 0],
-                Err(reason) => rejection(reason),
-            })
-            .collect();
+    /// Lower per-message answers as a list and return the return area.
+    fn return_list(elements: impl Iterator<Item = Element>) -> *mut u8 {
+        let list: Box<[Element]> = elements.collect();
         let len = list.len() as u32;
         let ptr = Box::into_raw(list).cast::<Element>() as usize as u32;
         // SAFETY: single-threaded; the host reads the area before the next call.
         unsafe { *RETURN_AREA.0.get() = [ptr, len, 0] };
         RETURN_AREA.0.get().cast()
+    }
+
+    /// Lower a filter's verdicts as `list<result<bool, string>>` and return the return area.
+    pub fn return_verdicts(verdicts: impl Iterator<Item = Result<bool, String>>) -> *mut u8 {
+        return_list(verdicts.map(|verdict| match verdict {
+            Ok(keep) => [0, u32::from(keep), 0],
+            Err(reason) => rejection(reason),
+        }))
+    }
+
+    /// Lower per-message outcomes as `list<result<_, string>>` (what `accumulate` returns)
+    /// and return the return area.
+    pub fn return_outcomes(outcomes: impl Iterator<Item = Result<(), String>>) -> *mut u8 {
+        return_list(outcomes.map(|outcome| match outcome {
+            Ok(()) => [0, 0, 0],
+            Err(reason) => rejection(reason),
+        }))
     }
 
     /// Lower `result<_, string>` (what `init` returns) and return the return area.
@@ -204,12 +228,13 @@ mod returns {
         }
     }
 
-    /// `cabi_post` of a call that returned [`return_verdicts`]: free the list and its strings.
+    /// `cabi_post` of a call that returned [`return_verdicts`] or [`return_outcomes`]: free
+    /// the list and its strings.
     ///
     /// # Safety
-    /// `area` must be what [`return_verdicts`] returned for the call that just ended.
-    pub unsafe fn free_verdicts(area: *mut u8) {
-        // SAFETY: the area holds the (pointer, length) written by `return_verdicts`.
+    /// `area` must be what one of them returned for the call that just ended.
+    pub unsafe fn free_list(area: *mut u8) {
+        // SAFETY: the area holds the (pointer, length) written by `return_list`.
         unsafe {
             let [ptr, len, _] = *area.cast::<[u32; 3]>();
             let list = Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr as usize as *mut Element, len as usize));
