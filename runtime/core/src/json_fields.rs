@@ -81,14 +81,17 @@ struct Scanner<'a> {
 }
 
 impl Scanner<'_> {
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
 
+    #[inline]
     fn eat(&mut self, byte: u8) -> Option<()> {
         (self.peek() == Some(byte)).then(|| self.at += 1)
     }
 
+    #[inline]
     fn whitespace(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.at += 1;
@@ -119,7 +122,9 @@ impl Scanner<'_> {
         }
         loop {
             self.whitespace();
-            let (name, escaped) = self.string()?;
+            let name_start = self.at + 1;
+            let escaped = self.string()?;
+            let name = name_start..self.at - 1;
             self.whitespace();
             self.eat(b':')?;
             self.whitespace();
@@ -167,14 +172,17 @@ impl Scanner<'_> {
         }
     }
 
+    #[inline]
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         self.bytes[self.at..].starts_with(word).then(|| self.at += word.len())
     }
 
-    /// A string; returns where its contents are (without the quotes) and whether it has escapes.
-    fn string(&mut self) -> Option<(Range<usize>, bool)> {
+    /// A string; returns whether it has escapes (its contents are between the quotes, the
+    /// last of them just before where the scan stops). Small, so that it comes back in a
+    /// register: a returned range went through memory and stalled the caller.
+    #[inline]
+    fn string(&mut self) -> Option<bool> {
         self.eat(b'"')?;
-        let start = self.at;
         let mut escaped = false;
         loop {
             // Ordinary characters in one sweep; what ends it is looked at below.
@@ -182,7 +190,7 @@ impl Scanner<'_> {
             match self.peek()? {
                 b'"' => {
                     self.at += 1;
-                    return Some((start..self.at - 1, escaped));
+                    return Some(escaped);
                 }
                 b'\\' => {
                     escaped = true;
@@ -228,6 +236,7 @@ impl Scanner<'_> {
         Some(value)
     }
 
+    #[inline]
     fn digits(&mut self) -> usize {
         let start = self.at;
         while matches!(self.peek(), Some(b'0'..=b'9')) {
@@ -238,6 +247,7 @@ impl Scanner<'_> {
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, and finite as an f64 (serde_json
     /// refuses `1e400`).
+    #[inline]
     fn number(&mut self) -> Option<()> {
         let start = self.at;
         let _ = self.eat(b'-');
