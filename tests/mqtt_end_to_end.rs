@@ -1,6 +1,7 @@
 //! End to end through a real Mosquitto: an MQTT 5 client publishes telemetry with user
 //! properties and a content type; weir filters (WASM) and maps (WASM); subscribers receive
-//! exactly the expected messages, with their metadata, in order per topic.
+//! exactly the expected messages, with their metadata, in order per topic. Also MQTT 3.1.1,
+//! QoS 0 and 2, and weir reaching the broker through a Unix domain socket.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -139,6 +140,34 @@ async fn qos_0_and_qos_2_in_and_out() {
         let payloads: Vec<String> = got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
         assert_eq!(payloads, (0..10).map(|i| format!("qos {level} #{i}")).collect::<Vec<_>>(), "QoS {level}");
         out.assert_quiet(Duration::from_millis(300)).await;
+        pipeline.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_unix_socket_both_ways_and_in_both_protocols() {
+    use std::os::unix::fs::PermissionsExt;
+    // Mosquitto drops to its own user: it must be able to create the socket here.
+    let sockets = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = sockets.path().join("mosquitto.sock");
+    let broker = Mosquitto::start_with(weir_tests::free_port(), &format!("allow_anonymous true\nlistener 0 {}\n", socket.display()));
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for protocol in ["5", "3.1.1"] {
+        let toml = relay_pipeline(&format!("url = \"mqtt+unix://{}\"\nprotocol = \"{protocol}\"\nclient_id = \"weir-unix-{protocol}\"", socket.display()));
+        let pipeline = RunningPipeline::start(&toml).await;
+        // The test's own clients use TCP: the messages cross between the two listeners.
+        let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
+        let messages = (0..20).map(|i| (format!("in/{i}"), format!("over {protocol} #{i}").into_bytes(), PublishProperties::default())).collect();
+        publish_v5(broker.port, messages).await;
+        let got = out.take(20, Duration::from_secs(20)).await;
+        let payloads: Vec<String> = got.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
+        assert_eq!(payloads, (0..20).map(|i| format!("over {protocol} #{i}")).collect::<Vec<_>>(), "MQTT {protocol}");
         pipeline.stop().await.unwrap();
     }
 }

@@ -63,14 +63,31 @@ fn qos5(qos: QoS) -> rumqttc::v5::mqttbytes::QoS {
     }
 }
 
-/// Host, port and whether TLS is wanted, from `mqtt://` / `mqtts://` URLs.
-pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
+/// Where a broker listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `mqtt://host:port` (1883 by default) or `mqtts://host:port` (TLS, 8883 by default).
+    Tcp { host: String, port: u16, tls: bool },
+    /// `mqtt+unix:///path/to/socket`: a broker on this machine through a Unix domain socket
+    /// (Mosquitto: `listener 0 /path/to/socket`). No TCP stack between weir and the broker,
+    /// so no Nagle or delayed-ACK stalls either (docs/benchmarks.md, R8).
+    Unix(std::path::PathBuf),
+}
+
+/// The broker endpoint of an `mqtt://`, `mqtts://` or `mqtt+unix://` URL.
+pub fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
+    if let Some(path) = url.strip_prefix("mqtt+unix://").or_else(|| url.strip_prefix("unix://")) {
+        if !path.starts_with('/') {
+            bail!("`{url}` needs an absolute socket path: mqtt+unix:///run/mosquitto/mosquitto.sock");
+        }
+        return Ok(Endpoint::Unix(path.into()));
+    }
     let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://").or_else(|| url.strip_prefix("ssl://")) {
         (true, rest)
     } else if let Some(rest) = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")) {
         (false, rest)
     } else {
-        bail!("`{url}` is not an MQTT URL: write mqtt://host:port or mqtts://host:port");
+        bail!("`{url}` is not an MQTT URL: write mqtt://host:port, mqtts://host:port or mqtt+unix:///path/to/socket");
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
@@ -80,7 +97,7 @@ pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
     if host.is_empty() {
         bail!("`{url}` has no host");
     }
-    Ok((host.to_owned(), port, tls))
+    Ok(Endpoint::Tcp { host: host.to_owned(), port, tls })
 }
 
 /// Open a connection (lazily: nothing happens until the event loop is polled).
@@ -90,7 +107,7 @@ pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
 /// connection config serves several connections, and two connections with one id would
 /// keep disconnecting each other.
 pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, base: &Path, manual_acks: bool) -> anyhow::Result<(Client, EventLoop)> {
-    let (host, port, use_tls) = parse_url(&config.url)?;
+    let endpoint = parse_url(&config.url)?;
     let client_id = match &config.client_id {
         Some(id) => format!("{id}{role}"),
         None => default_client_id.to_owned(),
@@ -99,10 +116,17 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
         Some(provider) => Some((provider.make)().context("making the MQTT password")?),
         None => config.password.as_ref().map(|secret| secret.reveal(base)).transpose().context("MQTT password")?,
     };
-    let transport = if use_tls || config.tls.is_some() {
-        Some(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls::client_config(config.tls.as_ref(), base)?)))
-    } else {
-        None
+    let (host, port, transport) = match endpoint {
+        Endpoint::Unix(path) => {
+            if config.tls.is_some() {
+                bail!("`{}` is a Unix socket: [broker.tls] does not apply to it (remove one of them)", config.url);
+            }
+            (path.to_string_lossy().into_owned(), 0, Some(Transport::Unix))
+        }
+        Endpoint::Tcp { host, port, tls } if tls || config.tls.is_some() => {
+            (host, port, Some(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls::client_config(config.tls.as_ref(), base)?))))
+        }
+        Endpoint::Tcp { host, port, .. } => (host, port, None),
     };
     let keep_alive = Duration::from_secs(config.keep_alive_secs.max(5));
     let capacity = usize::from(config.max_inflight).max(10) * 2;
@@ -294,8 +318,11 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884, false));
-        assert_eq!(parse_url("mqtts://broker.example").unwrap(), ("broker.example".into(), 8883, true));
+        let tcp = |host: &str, port, tls| Endpoint::Tcp { host: host.into(), port, tls };
+        assert_eq!(parse_url("mqtt://127.0.0.1:1884").unwrap(), tcp("127.0.0.1", 1884, false));
+        assert_eq!(parse_url("mqtts://broker.example").unwrap(), tcp("broker.example", 8883, true));
+        assert_eq!(parse_url("mqtt+unix:///run/mosquitto/m.sock").unwrap(), Endpoint::Unix("/run/mosquitto/m.sock".into()));
+        assert!(parse_url("mqtt+unix://relative.sock").unwrap_err().to_string().contains("absolute socket path"));
         assert!(parse_url("http://x").unwrap_err().to_string().contains("not an MQTT URL"));
     }
 }

@@ -2,7 +2,7 @@
 //! second and a subscriber on its own connection, both rumqttc in this process on one
 //! thread, so a message's latency is its arrival `Instant` minus its publish `Instant` on one
 //! clock. The path between them is whatever listens: the broker alone (the baseline), or
-//! the broker → weir (or Node-RED) → the broker.
+//! the broker → weir (or Node-RED, or [`BareRelay`]) → the broker.
 
 use std::time::{Duration, Instant};
 
@@ -103,4 +103,60 @@ pub fn measure(port: u16, topic: &str, watch: &str, payloads: &[Vec<u8>], rate: 
         latencies.sort_unstable();
         Latencies { sent: payloads.len(), sorted: latencies }
     })
+}
+
+/// The least any relay can add: an rumqttc client on its own thread that republishes each
+/// message the moment it arrives (QoS 1, no-delay socket, acknowledging on arrival), doing
+/// nothing else. What it adds is one more trip through the broker and the loopback sockets,
+/// the floor under what weir adds (R8).
+pub struct BareRelay {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BareRelay {
+    /// Relay `from` (a topic filter) to the topic `to`; returns once subscribed.
+    pub fn start(port: u16, from: &str, to: &str) -> BareRelay {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let mut options = MqttOptions::new(format!("bench-relay-{}", free_port()), "127.0.0.1", port);
+                options.set_keep_alive(Duration::from_secs(30));
+                let mut network = rumqttc::NetworkOptions::new();
+                network.set_tcp_nodelay(true);
+                options.set_network_options(network);
+                let (client, mut events) = AsyncClient::new(options, 10_000);
+                client.subscribe(from, QoS::AtLeastOnce).await.expect("subscribe");
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        event = events.poll() => match event {
+                            Ok(Event::Incoming(Packet::SubAck(_))) => { let _ = ready.send(()); }
+                            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                                client.publish(to.as_str(), QoS::AtLeastOnce, false, publish.payload).await.expect("republish");
+                            }
+                            Ok(_) => {}
+                            Err(err) => panic!("bare relay: {err}"),
+                        },
+                    }
+                }
+            });
+        });
+        subscribed.recv_timeout(Duration::from_secs(10)).expect("the bare relay subscribed");
+        BareRelay { stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for BareRelay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

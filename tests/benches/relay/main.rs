@@ -6,7 +6,7 @@
 //!   against publisher → Mosquitto → `mosquitto_sub`; QoS 0 and 1, 64 and 256 B;
 //! - R1b: the same with weir republishing to a local topic (counted by `mosquitto_sub`);
 //! - R8: latency weir adds (publish → weir → subscriber minus publish → subscriber) at half
-//!   the R1b rate ([`latency`]);
+//!   the R1b rate, beside what a bare republishing client adds ([`latency`]);
 //! - R6: the threshold job as a Node-RED flow against weir with the WASM threshold filter:
 //!   throughput and p99 latency ([`node_red`]);
 //! - R9: idle RSS with one module, and what each further idle module instance adds; startup
@@ -17,7 +17,8 @@
 //! consumer's throughput is messages received / (last arrival − publisher start).
 //! `WEIR_BENCH_MESSAGES` sets messages per throughput case (default 100000);
 //! `WEIR_BENCH_SMOKE=1` runs every case once with few messages and no Node-RED (CI keeps the
-//! benchmark working that way; no figure is judged). Results and method: `docs/benchmarks.md`.
+//! benchmark working that way; no figure is judged); `WEIR_BENCH_R8_RATE=N` runs only R8, at
+//! N messages per second (for working on latency). Results and method: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -149,7 +150,7 @@ enum Job {
 }
 
 /// The pipeline for `job`, with `idle` more pass-through modules that see no traffic.
-fn pipeline(dir: &Path, broker: u16, qos: u8, metrics: u16, job: Job, idle: usize) -> std::path::PathBuf {
+fn pipeline(dir: &Path, broker: &str, qos: u8, metrics: u16, job: Job, idle: usize) -> std::path::PathBuf {
     let (wasm, config) = match job {
         Job::Threshold => ("threshold", "config = { field = \"temperature\", limit = 70 }"),
         Job::PassThrough | Job::Republish => ("pass_through", ""),
@@ -161,7 +162,7 @@ upstream = "discard"
 [runtime]
 http_listen = "127.0.0.1:{metrics}"
 [broker]
-url = "mqtt://127.0.0.1:{broker}"
+url = "{broker}"
 qos = {qos}
 [modules.job]
 path = {path}
@@ -193,7 +194,7 @@ out = 'FROM /messages/modules/job/outputs/* INTO {out}'
 /// weir doing `job` on `lines`; `expected` is how many should come out.
 fn weir(broker: &Mosquitto, dir: &Path, qos: u8, lines: &[Vec<u8>], expected: usize, job: Job) -> Outcome {
     let metrics = free_port();
-    let process = WeirProcess::start(&pipeline(dir, broker.port, qos, metrics, job, 0));
+    let process = WeirProcess::start(&pipeline(dir, &tcp(broker), qos, metrics, job, 0));
     let pid = process.pid().unwrap();
     let count = || metric(&scrape_metrics(metrics), "weir_sink_messages_total", &["sink=\"discard\""]).unwrap_or(0.0) as usize;
     let subscriber = (job != Job::PassThrough).then(|| subscriber(broker.port, "out/#", qos));
@@ -236,12 +237,18 @@ fn node_red_run(broker: &Mosquitto, lines: &[Vec<u8>], expected: usize) -> Outco
     Outcome::new(received, started, last, cpu)
 }
 
-/// The broker, with Mosquitto's defaults unless `WEIR_BENCH_MOSQUITTO` adds configuration
-/// lines (`;`-separated), e.g. `set_tcp_nodelay true` (off by default, so its small PUBACKs
-/// can wait for Nagle and the peer's delayed ACK) or `max_inflight_messages 1000` (20 by
-/// default: unacknowledged QoS 1 messages it sends one client).
+/// The broker as the test suite starts it (Mosquitto's defaults but for
+/// `max_inflight_messages 1000` and `max_queued_messages 200000`, see `Mosquitto::start_in`),
+/// plus the configuration lines (`;`-separated) of `WEIR_BENCH_MOSQUITTO`, e.g.
+/// `set_tcp_nodelay true` (off by default, so its small packets can wait for Nagle and the
+/// peer's delayed ACK).
 fn broker() -> Mosquitto {
-    let mut extra = "allow_anonymous true\n".to_owned();
+    broker_with("")
+}
+
+/// [`broker`] with one more line of configuration (a second listener).
+fn broker_with(line: &str) -> Mosquitto {
+    let mut extra = format!("allow_anonymous true\n{line}\n");
     for line in std::env::var("WEIR_BENCH_MOSQUITTO").unwrap_or_default().split(';').filter(|l| !l.trim().is_empty()) {
         extra.push_str(line.trim());
         extra.push('\n');
@@ -261,10 +268,64 @@ fn latency_row(name: &str, l: &Latencies) {
     println!("{:<30} {:>6}/{:<6} p50 {:>9.0} µs  p99 {:>9.0} µs", name, l.received(), l.sent, micros(l.percentile(50.0)), micros(l.percentile(99.0)));
 }
 
-/// Latencies through weir doing `job`, publishing on `bench/in` and watching `out/#`.
-fn weir_latency(dir: &Path, lines: &[Vec<u8>], rate: f64, job: Job) -> Latencies {
-    let broker = broker();
-    let _weir = WeirProcess::start(&pipeline(dir, broker.port, 1, free_port(), job, 0));
+/// R8: the latency weir adds when republishing, at `rate` messages per second.
+fn r8(dir: &Path, rate: f64, smoke: bool) {
+    let count = if smoke { 500 } else { ((rate * 10.0) as usize).clamp(5_000, 100_000) };
+    let lines = payloads(count, 64, |_| 80);
+    println!("R8 latency, QoS 1, 64 B, {count} messages at {rate:.0} msg/s (half the R1b rate unless set):");
+    let base = {
+        let broker = broker();
+        latency::measure(broker.port, "bench/in", "bench/in", &lines, rate)
+    };
+    let bare = {
+        let broker = broker();
+        let _relay = latency::BareRelay::start(broker.port, "bench/#", "out/bare");
+        latency::measure(broker.port, "bench/in", "out/#", &lines, rate)
+    };
+    let through = weir_latency(dir, &lines, rate, Job::Republish, Link::Tcp);
+    let through_unix = weir_latency(dir, &lines, rate, Job::Republish, Link::Unix);
+    latency_row("  broker alone", &base);
+    latency_row("  broker → bare relay → broker", &bare);
+    latency_row("  broker → weir → broker", &through);
+    latency_row("  the same, weir on a Unix socket", &through_unix);
+    let extra = |l: &Latencies, p: f64| micros(l.percentile(p)) - micros(base.percentile(p));
+    println!("  extra a bare rumqttc relay adds: p50 {:.0} µs, p99 {:.0} µs", extra(&bare, 50.0), extra(&bare, 99.0));
+    println!("  extra weir adds: p50 {:.0} µs, p99 {:.0} µs", extra(&through, 50.0), extra(&through, 99.0));
+    println!("  extra weir adds on a Unix socket: p50 {:.0} µs, p99 {:.0} µs", extra(&through_unix, 50.0), extra(&through_unix, 99.0));
+}
+
+fn tcp(broker: &Mosquitto) -> String {
+    format!("mqtt://127.0.0.1:{}", broker.port)
+}
+
+/// How weir reaches the broker.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Tcp,
+    /// A Unix domain socket (`mqtt+unix://`), as weir beside its broker can.
+    Unix,
+}
+
+/// Latencies through weir doing `job`, publishing on `bench/in` and watching `out/#` (the
+/// benchmark's own clients always use TCP).
+fn weir_latency(dir: &Path, lines: &[Vec<u8>], rate: f64, job: Job, link: Link) -> Latencies {
+    use std::os::unix::fs::PermissionsExt;
+    // Mosquitto drops to its own user: it must be able to create the socket here.
+    let sockets = tempfile::tempdir_in(dir).unwrap();
+    std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = sockets.path().join("mosquitto.sock");
+    let broker = broker_with(&format!("listener 0 {}", socket.display()));
+    let url = match link {
+        Link::Tcp => tcp(&broker),
+        Link::Unix => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !socket.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            format!("mqtt+unix://{}", socket.display())
+        }
+    };
+    let _weir = WeirProcess::start(&pipeline(dir, &url, 1, free_port(), job, 0));
     latency::measure(broker.port, "bench/in", "out/#", lines, rate)
 }
 
@@ -272,7 +333,7 @@ fn weir_latency(dir: &Path, lines: &[Vec<u8>], rate: f64, job: Job) -> Latencies
 fn idle_rss(dir: &Path, extra: usize) -> (u64, u64) {
     let broker = Mosquitto::start();
     let rss = |idle| {
-        let process = WeirProcess::start(&pipeline(dir, broker.port, 1, free_port(), Job::PassThrough, idle));
+        let process = WeirProcess::start(&pipeline(dir, &tcp(&broker), 1, free_port(), Job::PassThrough, idle));
         std::thread::sleep(Duration::from_secs(1));
         rss_kib(process.pid().unwrap())
     };
@@ -286,6 +347,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     println!("relay: {n} messages per case, publisher rumqttc (MQTT 5), broker Mosquitto, all on loopback{}", if smoke { " (smoke run)" } else { "" });
     println!("{:<30} {:>10} {:>12} {:>14} {:>7}", "case", "received", "msg/s", "msg/CPU-s", "ratio");
+    if let Some(rate) = std::env::var("WEIR_BENCH_R8_RATE").ok().and_then(|v| v.parse().ok()) {
+        return r8(dir.path(), rate, smoke);
+    }
     let mut republish_rate = 0.0;
     for qos in [0u8, 1] {
         for size in [64usize, 256] {
@@ -304,22 +368,7 @@ fn main() {
     }
 
     // R8: at half the rate weir republished at above.
-    let rate = (republish_rate / 2.0).max(100.0);
-    let count = if smoke { 500 } else { ((rate * 10.0) as usize).clamp(5_000, 100_000) };
-    let lines = payloads(count, 64, |_| 80);
-    println!("R8 latency, QoS 1, 64 B, {count} messages at {rate:.0} msg/s (half the R1b rate):");
-    let base = {
-        let broker = broker();
-        latency::measure(broker.port, "bench/in", "bench/in", &lines, rate)
-    };
-    let through = weir_latency(dir.path(), &lines, rate, Job::Republish);
-    latency_row("  broker alone", &base);
-    latency_row("  broker → weir → broker", &through);
-    println!(
-        "  extra weir adds: p50 {:.0} µs, p99 {:.0} µs",
-        micros(through.percentile(50.0)) - micros(base.percentile(50.0)),
-        micros(through.percentile(99.0)) - micros(base.percentile(99.0))
-    );
+    r8(dir.path(), (republish_rate / 2.0).max(100.0), smoke);
 
     // R6: the threshold job, half the readings over the limit.
     let lines = payloads(n, 64, |i| if i % 2 == 0 { 80 } else { 65 });
@@ -341,7 +390,7 @@ fn main() {
         let _node_red = NodeRed::start(broker.port, "bench/in", "out/node-red", "temperature", 70.0);
         latency::measure(broker.port, "bench/in", "out/#", &lines, rate)
     };
-    let weir_latency = weir_latency(dir.path(), &lines, rate, Job::Threshold);
+    let weir_latency = weir_latency(dir.path(), &lines, rate, Job::Threshold, Link::Tcp);
     println!("  latency of kept readings, {count} readings at {rate:.0}/s (half the slower one's maximum):");
     latency_row("  Node-RED flow", &red_latency);
     latency_row("  weir + WASM threshold", &weir_latency);
@@ -355,7 +404,7 @@ fn main() {
         (more.saturating_sub(one)) / extra as u64
     );
     let broker = Mosquitto::start();
-    let path = pipeline(dir.path(), broker.port, 1, free_port(), Job::PassThrough, 0);
+    let path = pipeline(dir.path(), &tcp(&broker), 1, free_port(), Job::PassThrough, 0);
     drop(WeirProcess::start(&path)); // compiles and caches the module
     let started = Instant::now();
     let process = WeirProcess::start(&path);
