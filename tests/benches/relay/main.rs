@@ -9,6 +9,8 @@
 //!   the R1b rate, beside what a bare republishing client adds ([`latency`]);
 //! - R6: the threshold job as a Node-RED flow against weir with the WASM threshold filter:
 //!   throughput and p99 latency ([`node_red`]);
+//! - R8 and R6 also with weir reaching the broker through its Unix domain socket
+//!   (`mqtt+unix://`), as weir beside its broker can; everything else uses TCP;
 //! - R9: idle RSS with one module, and what each further idle module instance adds; startup
 //!   to ready with the module already compiled.
 //!
@@ -126,10 +128,10 @@ impl Outcome {
 }
 
 /// `mosquitto_sub` on the input topic, as the plain consumer.
-fn plain(broker: &Mosquitto, qos: u8, lines: &[Vec<u8>]) -> Outcome {
-    let (mut child, seen) = subscriber(broker.port, "bench/in", qos);
+fn plain(broker: &Broker, qos: u8, lines: &[Vec<u8>]) -> Outcome {
+    let (mut child, seen) = subscriber(broker.port(), "bench/in", qos);
     let cpu_before = cpu_seconds(child.id());
-    let started = publish(broker.port, qos, lines);
+    let started = publish(broker.port(), qos, lines);
     let received = settle(lines.len(), || seen.lock().unwrap().0);
     let cpu = cpu_seconds(child.id()) - cpu_before;
     let last = seen.lock().unwrap().1.unwrap_or(started);
@@ -191,15 +193,16 @@ out = 'FROM /messages/modules/job/outputs/* INTO {out}'
     path
 }
 
-/// weir doing `job` on `lines`; `expected` is how many should come out.
-fn weir(broker: &Mosquitto, dir: &Path, qos: u8, lines: &[Vec<u8>], expected: usize, job: Job) -> Outcome {
+/// weir doing `job` on `lines`, reaching the broker by `link`; `expected` is how many should
+/// come out.
+fn weir(broker: &Broker, link: Link, dir: &Path, qos: u8, lines: &[Vec<u8>], expected: usize, job: Job) -> Outcome {
     let metrics = free_port();
-    let process = WeirProcess::start(&pipeline(dir, &tcp(broker), qos, metrics, job, 0));
+    let process = WeirProcess::start(&pipeline(dir, &broker.url(link), qos, metrics, job, 0));
     let pid = process.pid().unwrap();
     let count = || metric(&scrape_metrics(metrics), "weir_sink_messages_total", &["sink=\"discard\""]).unwrap_or(0.0) as usize;
-    let subscriber = (job != Job::PassThrough).then(|| subscriber(broker.port, "out/#", qos));
+    let subscriber = (job != Job::PassThrough).then(|| subscriber(broker.port(), "out/#", qos));
     let cpu_before = cpu_seconds(pid);
-    let started = publish(broker.port, qos, lines);
+    let started = publish(broker.port(), qos, lines);
     let (received, last) = match &subscriber {
         Some((_, seen)) => (settle(expected, || seen.lock().unwrap().0), seen.lock().unwrap().1.unwrap_or(started)),
         None => {
@@ -224,11 +227,11 @@ fn weir(broker: &Mosquitto, dir: &Path, qos: u8, lines: &[Vec<u8>], expected: us
 }
 
 /// Node-RED doing the threshold job on `lines`.
-fn node_red_run(broker: &Mosquitto, lines: &[Vec<u8>], expected: usize) -> Outcome {
-    let node_red = NodeRed::start(broker.port, "bench/in", "out/node-red", "temperature", 70.0);
-    let (mut child, seen) = subscriber(broker.port, "out/#", 1);
+fn node_red_run(broker: &Broker, lines: &[Vec<u8>], expected: usize) -> Outcome {
+    let node_red = NodeRed::start(broker.port(), "bench/in", "out/node-red", "temperature", 70.0);
+    let (mut child, seen) = subscriber(broker.port(), "out/#", 1);
     let cpu_before = cpu_seconds(node_red.pid());
-    let started = publish(broker.port, 1, lines);
+    let started = publish(broker.port(), 1, lines);
     let received = settle(expected, || seen.lock().unwrap().0);
     let cpu = cpu_seconds(node_red.pid()) - cpu_before;
     let last = seen.lock().unwrap().1.unwrap_or(started);
@@ -241,19 +244,53 @@ fn node_red_run(broker: &Mosquitto, lines: &[Vec<u8>], expected: usize) -> Outco
 /// `max_inflight_messages 1000` and `max_queued_messages 200000`, see `Mosquitto::start_in`),
 /// plus the configuration lines (`;`-separated) of `WEIR_BENCH_MOSQUITTO`, e.g.
 /// `set_tcp_nodelay true` (off by default, so its small packets can wait for Nagle and the
-/// peer's delayed ACK).
-fn broker() -> Mosquitto {
-    broker_with("")
+/// peer's delayed ACK). Besides its TCP port it listens on a Unix domain socket, which weir
+/// beside its broker can use instead ([`Link`]); the benchmark's own clients use TCP.
+struct Broker {
+    server: Mosquitto,
+    socket: std::path::PathBuf,
+    _sockets: tempfile::TempDir,
 }
 
-/// [`broker`] with one more line of configuration (a second listener).
-fn broker_with(line: &str) -> Mosquitto {
-    let mut extra = format!("allow_anonymous true\n{line}\n");
-    for line in std::env::var("WEIR_BENCH_MOSQUITTO").unwrap_or_default().split(';').filter(|l| !l.trim().is_empty()) {
-        extra.push_str(line.trim());
-        extra.push('\n');
+/// How weir reaches the broker.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Tcp,
+    /// A Unix domain socket (`mqtt+unix://`).
+    Unix,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        use std::os::unix::fs::PermissionsExt;
+        // Mosquitto drops to its own user: it must be able to create the socket here.
+        let sockets = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let socket = sockets.path().join("mosquitto.sock");
+        let mut extra = format!("allow_anonymous true\nlistener 0 {}\n", socket.display());
+        for line in std::env::var("WEIR_BENCH_MOSQUITTO").unwrap_or_default().split(';').filter(|l| !l.trim().is_empty()) {
+            extra.push_str(line.trim());
+            extra.push('\n');
+        }
+        let server = Mosquitto::start_with(free_port(), &extra);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { server, socket, _sockets: sockets }
     }
-    Mosquitto::start_with(free_port(), &extra)
+
+    fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// The `[broker] url` weir is given.
+    fn url(&self, link: Link) -> String {
+        match link {
+            Link::Tcp => format!("mqtt://127.0.0.1:{}", self.server.port),
+            Link::Unix => format!("mqtt+unix://{}", self.socket.display()),
+        }
+    }
 }
 
 fn row(name: &str, o: &Outcome, ratio: f64) {
@@ -274,66 +311,38 @@ fn r8(dir: &Path, rate: f64, smoke: bool) {
     let lines = payloads(count, 64, |_| 80);
     println!("R8 latency, QoS 1, 64 B, {count} messages at {rate:.0} msg/s (half the R1b rate unless set):");
     let base = {
-        let broker = broker();
-        latency::measure(broker.port, "bench/in", "bench/in", &lines, rate)
+        let broker = Broker::start();
+        latency::measure(broker.port(), "bench/in", "bench/in", &lines, rate)
     };
     let bare = {
-        let broker = broker();
-        let _relay = latency::BareRelay::start(broker.port, "bench/#", "out/bare");
-        latency::measure(broker.port, "bench/in", "out/#", &lines, rate)
+        let broker = Broker::start();
+        let _relay = latency::BareRelay::start(broker.port(), "bench/#", "out/bare");
+        latency::measure(broker.port(), "bench/in", "out/#", &lines, rate)
     };
     let through = weir_latency(dir, &lines, rate, Job::Republish, Link::Tcp);
     let through_unix = weir_latency(dir, &lines, rate, Job::Republish, Link::Unix);
     latency_row("  broker alone", &base);
     latency_row("  broker → bare relay → broker", &bare);
     latency_row("  broker → weir → broker", &through);
-    latency_row("  the same, weir on a Unix socket", &through_unix);
+    latency_row("  weir on a Unix socket", &through_unix);
     let extra = |l: &Latencies, p: f64| micros(l.percentile(p)) - micros(base.percentile(p));
     println!("  extra a bare rumqttc relay adds: p50 {:.0} µs, p99 {:.0} µs", extra(&bare, 50.0), extra(&bare, 99.0));
     println!("  extra weir adds: p50 {:.0} µs, p99 {:.0} µs", extra(&through, 50.0), extra(&through, 99.0));
     println!("  extra weir adds on a Unix socket: p50 {:.0} µs, p99 {:.0} µs", extra(&through_unix, 50.0), extra(&through_unix, 99.0));
 }
 
-fn tcp(broker: &Mosquitto) -> String {
-    format!("mqtt://127.0.0.1:{}", broker.port)
-}
-
-/// How weir reaches the broker.
-#[derive(Clone, Copy, PartialEq)]
-enum Link {
-    Tcp,
-    /// A Unix domain socket (`mqtt+unix://`), as weir beside its broker can.
-    Unix,
-}
-
-/// Latencies through weir doing `job`, publishing on `bench/in` and watching `out/#` (the
-/// benchmark's own clients always use TCP).
+/// Latencies through weir doing `job`, publishing on `bench/in` and watching `out/#`.
 fn weir_latency(dir: &Path, lines: &[Vec<u8>], rate: f64, job: Job, link: Link) -> Latencies {
-    use std::os::unix::fs::PermissionsExt;
-    // Mosquitto drops to its own user: it must be able to create the socket here.
-    let sockets = tempfile::tempdir_in(dir).unwrap();
-    std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let socket = sockets.path().join("mosquitto.sock");
-    let broker = broker_with(&format!("listener 0 {}", socket.display()));
-    let url = match link {
-        Link::Tcp => tcp(&broker),
-        Link::Unix => {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !socket.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            format!("mqtt+unix://{}", socket.display())
-        }
-    };
-    let _weir = WeirProcess::start(&pipeline(dir, &url, 1, free_port(), job, 0));
-    latency::measure(broker.port, "bench/in", "out/#", lines, rate)
+    let broker = Broker::start();
+    let _weir = WeirProcess::start(&pipeline(dir, &broker.url(link), 1, free_port(), job, 0));
+    latency::measure(broker.port(), "bench/in", "out/#", lines, rate)
 }
 
 /// Idle RSS with one module, and with `extra` more.
 fn idle_rss(dir: &Path, extra: usize) -> (u64, u64) {
-    let broker = Mosquitto::start();
+    let broker = Broker::start();
     let rss = |idle| {
-        let process = WeirProcess::start(&pipeline(dir, &tcp(&broker), 1, free_port(), Job::PassThrough, idle));
+        let process = WeirProcess::start(&pipeline(dir, &broker.url(Link::Tcp), 1, free_port(), Job::PassThrough, idle));
         std::thread::sleep(Duration::from_secs(1));
         rss_kib(process.pid().unwrap())
     };
@@ -354,10 +363,10 @@ fn main() {
     for qos in [0u8, 1] {
         for size in [64usize, 256] {
             let lines = payloads(n, size, |_| 80);
-            let broker = broker();
+            let broker = Broker::start();
             let base = plain(&broker, qos, &lines);
-            let r1 = weir(&broker, dir.path(), qos, &lines, n, Job::PassThrough);
-            let r1b = weir(&broker, dir.path(), qos, &lines, n, Job::Republish);
+            let r1 = weir(&broker, Link::Tcp, dir.path(), qos, &lines, n, Job::PassThrough);
+            let r1b = weir(&broker, Link::Tcp, dir.path(), qos, &lines, n, Job::Republish);
             row(&format!("plain sub  QoS {qos} {size:>3} B"), &base, 1.0);
             row(&format!("R1  weir   QoS {qos} {size:>3} B"), &r1, r1.per_second / base.per_second);
             row(&format!("R1b weir   QoS {qos} {size:>3} B"), &r1b, r1b.per_second / base.per_second);
@@ -373,28 +382,34 @@ fn main() {
     // R6: the threshold job, half the readings over the limit.
     let lines = payloads(n, 64, |i| if i % 2 == 0 { 80 } else { 65 });
     let expected = n.div_ceil(2);
-    let (red, ours) = {
-        let broker = broker();
-        (node_red_run(&broker, &lines, expected), weir(&broker, dir.path(), 1, &lines, expected, Job::Threshold))
+    let (red, ours, ours_unix) = {
+        let broker = Broker::start();
+        let red = node_red_run(&broker, &lines, expected);
+        let ours = weir(&broker, Link::Tcp, dir.path(), 1, &lines, expected, Job::Threshold);
+        (red, ours, weir(&broker, Link::Unix, dir.path(), 1, &lines, expected, Job::Threshold))
     };
     println!("R6 threshold job, QoS 1, 64 B, {n} readings (half over the limit); msg/s counts readings in:");
     let scaled = |o: &Outcome| Outcome { received: o.received, per_second: o.per_second * 2.0, per_cpu_second: o.per_cpu_second * 2.0 };
     row("  Node-RED flow", &scaled(&red), 1.0);
     row("  weir + WASM threshold", &scaled(&ours), ours.per_second / red.per_second.max(1e-9));
+    row("  weir on a Unix socket", &scaled(&ours_unix), ours_unix.per_second / red.per_second.max(1e-9));
     // Outputs per second are half the readings per second: this is half the slower one's maximum.
     let rate = red.per_second.min(ours.per_second).max(100.0);
     let count = if smoke { 500 } else { ((rate * 10.0) as usize).clamp(5_000, 50_000) };
     let lines = payloads(count, 64, |i| if i % 2 == 0 { 80 } else { 65 });
     let red_latency = {
-        let broker = broker();
-        let _node_red = NodeRed::start(broker.port, "bench/in", "out/node-red", "temperature", 70.0);
-        latency::measure(broker.port, "bench/in", "out/#", &lines, rate)
+        let broker = Broker::start();
+        let _node_red = NodeRed::start(broker.port(), "bench/in", "out/node-red", "temperature", 70.0);
+        latency::measure(broker.port(), "bench/in", "out/#", &lines, rate)
     };
-    let weir_latency = weir_latency(dir.path(), &lines, rate, Job::Threshold, Link::Tcp);
+    let weir_latency_tcp = weir_latency(dir.path(), &lines, rate, Job::Threshold, Link::Tcp);
+    let weir_latency_unix = weir_latency(dir.path(), &lines, rate, Job::Threshold, Link::Unix);
     println!("  latency of kept readings, {count} readings at {rate:.0}/s (half the slower one's maximum):");
     latency_row("  Node-RED flow", &red_latency);
-    latency_row("  weir + WASM threshold", &weir_latency);
-    println!("  p99 weir / Node-RED: {:.2}", micros(weir_latency.percentile(99.0)) / micros(red_latency.percentile(99.0)).max(1e-9));
+    latency_row("  weir + WASM threshold", &weir_latency_tcp);
+    latency_row("  weir on a Unix socket", &weir_latency_unix);
+    let p99_ratio = |l: &Latencies| micros(l.percentile(99.0)) / micros(red_latency.percentile(99.0)).max(1e-9);
+    println!("  p99 weir / Node-RED: {:.2} (weir on a Unix socket: {:.2})", p99_ratio(&weir_latency_tcp), p99_ratio(&weir_latency_unix));
 
     // R9 and startup: idle, modules compiled (second start).
     let extra = 10;
@@ -403,8 +418,8 @@ fn main() {
         "R9 idle RSS, one pass-through module: {one} KiB; with {extra} more: {more} KiB, {} KiB per idle instance",
         (more.saturating_sub(one)) / extra as u64
     );
-    let broker = Mosquitto::start();
-    let path = pipeline(dir.path(), &tcp(&broker), 1, free_port(), Job::PassThrough, 0);
+    let broker = Broker::start();
+    let path = pipeline(dir.path(), &broker.url(Link::Tcp), 1, free_port(), Job::PassThrough, 0);
     drop(WeirProcess::start(&path)); // compiles and caches the module
     let started = Instant::now();
     let process = WeirProcess::start(&path);
