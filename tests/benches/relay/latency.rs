@@ -40,10 +40,19 @@ pub fn sequence_number(payload: &[u8]) -> Option<usize> {
     digits[..end].parse().ok()
 }
 
+/// A client on a no-delay socket, as latency-sensitive clients are: what is timed is the path
+/// between them, not Nagle's algorithm in the clients themselves.
 fn client(port: u16, role: &str) -> (AsyncClient, rumqttc::v5::EventLoop) {
     let mut options = MqttOptions::new(format!("bench-{role}-{}", free_port()), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
+    options.set_network_options(no_delay());
     AsyncClient::new(options, 10_000)
+}
+
+fn no_delay() -> rumqttc::NetworkOptions {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network
 }
 
 /// Publish `payloads` to `topic` at `rate` per second (QoS 1) and time their arrival on
@@ -125,9 +134,7 @@ impl BareRelay {
             runtime.block_on(async move {
                 let mut options = MqttOptions::new(format!("bench-relay-{}", free_port()), "127.0.0.1", port);
                 options.set_keep_alive(Duration::from_secs(30));
-                let mut network = rumqttc::NetworkOptions::new();
-                network.set_tcp_nodelay(true);
-                options.set_network_options(network);
+                options.set_network_options(no_delay());
                 let (client, mut events) = AsyncClient::new(options, 10_000);
                 client.subscribe(from, QoS::AtLeastOnce).await.expect("subscribe");
                 loop {
