@@ -1,4 +1,5 @@
-//! `type = "mqtt"`: MQTT 3.1.1 and 5 sources and sinks (rumqttc), over TCP or TLS.
+//! `type = "mqtt"`: MQTT 3.1.1 and 5 sources and sinks (rumqttc), over TCP, TLS or a Unix
+//! domain socket.
 //!
 //! - `config.rs`: [`ConnectionConfig`] (shared by sources, sinks and the pipeline's
 //!   `[broker]`), [`MqttSourceConfig`], [`MqttSinkConfig`];
@@ -9,8 +10,11 @@
 //! - `sink.rs`: publishes with MQTT 5 properties and reports a batch accepted only when
 //!   the broker has acknowledged every QoS 1/2 publish; renews an expiring password;
 //! - `inbound.rs`: publishes arriving on a sink's connection, for a source that shares it
-//!   (IoT Hub's cloud-to-device messages).
+//!   (IoT Hub's cloud-to-device messages);
+//! - `ack_delays.rs`: notices a broker's Nagle delaying its acknowledgements, and says what
+//!   to change.
 
+mod ack_delays;
 mod client;
 mod config;
 mod inbound;

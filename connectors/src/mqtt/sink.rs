@@ -1,7 +1,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
@@ -10,7 +10,8 @@ use tracing::{info, warn};
 use weir_core::connector::Pending;
 use weir_core::{Backoff, BuildContext, Message, QoS, Sink, SinkError, SinkKind};
 
-use super::client::{self, Client, Event};
+use super::ack_delays::{self, AckDelays};
+use super::client::{self, Client, Endpoint, Event};
 use super::config::{ConnectionConfig, MqttSinkConfig, PasswordProvider};
 use super::inbound::Inbound;
 
@@ -48,7 +49,8 @@ pub struct MqttSink {
 #[derive(Default)]
 struct Waiters {
     unsent: VecDeque<oneshot::Sender<()>>,
-    by_packet: HashMap<u16, oneshot::Sender<()>>,
+    /// With when the publish left (to notice acknowledgements that a broker's Nagle delays).
+    by_packet: HashMap<u16, (oneshot::Sender<()>, Instant)>,
 }
 
 #[derive(Default)]
@@ -90,6 +92,7 @@ impl MqttSink {
             state: Arc::default(),
             renew: connection.password_provider.clone().zip(connection.username.clone()),
             inbound,
+            over_tcp: matches!(client::parse_url(&connection.url), Ok(Endpoint::Tcp { .. })),
         };
         let (waiters, state) = (driver.waiters.clone(), driver.state.clone());
         let driver = tokio::spawn(driver.run(eventloop));
@@ -165,11 +168,14 @@ struct Driver {
     state: Arc<Mutex<ConnectionState>>,
     renew: Option<(PasswordProvider, String)>,
     inbound: Option<Arc<Inbound>>,
+    /// TCP (not a Unix socket): Nagle and delayed ACKs apply.
+    over_tcp: bool,
 }
 
 impl Driver {
     async fn run(self, mut eventloop: client::EventLoop) {
         let mut backoff = Backoff::default();
+        let mut ack_delays = AckDelays::default();
         // When the password in use should be replaced (four fifths of its life).
         let mut renew_at: Option<tokio::time::Instant> = None;
         let mut renewing = false;
@@ -208,13 +214,16 @@ impl Driver {
                     } else if !waiters.by_packet.contains_key(&packet) {
                         // Not a retransmission: the oldest unsent publish got this id.
                         if let Some(waiter) = waiters.unsent.pop_front() {
-                            waiters.by_packet.insert(packet, waiter);
+                            waiters.by_packet.insert(packet, (waiter, Instant::now()));
                         }
                     }
                 }
                 Ok(Event::Acknowledged(packet)) => {
-                    if let Some(waiter) = self.waiters.lock().ok().and_then(|mut w| w.by_packet.remove(&packet)) {
+                    if let Some((waiter, sent)) = self.waiters.lock().ok().and_then(|mut w| w.by_packet.remove(&packet)) {
                         let _ = waiter.send(());
+                        if self.over_tcp && ack_delays.record(sent.elapsed()) {
+                            warn!("{}", ack_delays::advice(&self.url));
+                        }
                     }
                 }
                 Ok(Event::Subscribed) => {

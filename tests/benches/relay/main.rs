@@ -334,8 +334,12 @@ fn r8(dir: &Path, rate: f64, smoke: bool) {
 /// Latencies through weir doing `job`, publishing on `bench/in` and watching `out/#`.
 fn weir_latency(dir: &Path, lines: &[Vec<u8>], rate: f64, job: Job, link: Link) -> Latencies {
     let broker = Broker::start();
-    let _weir = WeirProcess::start(&pipeline(dir, &broker.url(link), 1, free_port(), job, 0));
-    latency::measure(broker.port(), "bench/in", "out/#", lines, rate)
+    let weir = WeirProcess::start(&pipeline(dir, &broker.url(link), 1, free_port(), job, 0));
+    let latencies = latency::measure(broker.port(), "bench/in", "out/#", lines, rate);
+    if weir.log_text().contains("acknowledgements arrive ~40 ms late") {
+        println!("  (weir logged its advice about the broker's delayed acknowledgements in this run)");
+    }
+    latencies
 }
 
 /// Idle RSS with one module, and with `extra` more.
