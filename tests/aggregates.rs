@@ -96,7 +96,7 @@ async fn event_time_averages_match_hand_computed_ones_and_late_data_is_dead_lett
             reading("m1", 1_000, 70.0),
             reading("m2", 2_000, 50.0),
             reading("m1", 9_000, 80.0),
-            reading("m1", 5_000, 75.0),  // out of order, same window
+            reading("m1", 5_000, 75.0), // out of order, same window
             // No temperature: the module rejects it; its window is left as it was.
             ("factory/m1/telemetry".into(), json!({ "machine": "m1", "ts": 6_000, "pressure": 1.2 }).to_string().into_bytes(), PublishProperties::default()),
             reading("m2", 12_000, 60.0), // next window

@@ -1,7 +1,8 @@
 //! A JSON object's top-level fields, located in one validating pass that builds nothing
 //! but the list of where each name and value is; a value is decoded the first time
 //! something asks for it. This is what makes `$body.temperature` cheap: no tree of the
-//! whole body is built.
+//! whole body is built. [`plain_string_field`] is the same pass keeping only one member (an
+//! aggregate's key, read once per message).
 //!
 //! The scanner accepts exactly what `serde_json::from_slice` accepts (RFC 8259, UTF-8,
 //! nesting at most 128 deep, nothing but whitespace after the value); a property test

@@ -93,7 +93,8 @@ impl ModuleInstance {
     pub fn accumulate(&mut self, batch: &[Message], windows: &[u64]) -> Result<Vec<Result<(), String>>, Failure> {
         self.aggregate_funcs()?;
         let results = self.with_batch(batch, |instance, refs| {
-            // SAFETY: `start` type-checked `call` of an aggregate against exactly these types.
+            // SAFETY: `aggregate_funcs` above made sure this is an aggregate instance, whose
+            // `call` (its `accumulate`) `start` type-checked against exactly these types.
             #[allow(unsafe_code)]
             let func = unsafe { TypedFunc::<AccumulateParams<'_>, (AccumulateReturn,)>::new_unchecked(instance.call) };
             match func.call(&mut instance.store, (refs, windows)) {
