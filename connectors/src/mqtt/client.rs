@@ -100,6 +100,18 @@ pub fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::Tcp { host: host.to_owned(), port, tls })
 }
 
+/// What to check when the broker at `url` cannot be reached.
+pub fn what_to_check(url: &str) -> String {
+    match parse_url(url) {
+        Ok(Endpoint::Unix(path)) => format!(
+            "is the broker running with a Unix socket listener at {} (Mosquitto: `listener 0 {}`), and may this user open it?",
+            path.display(),
+            path.display()
+        ),
+        _ => "is the broker running and reachable?".to_owned(),
+    }
+}
+
 /// Open a connection (lazily: nothing happens until the event loop is polled).
 ///
 /// The client id is the configured one, or `default_client_id`; `role` is appended to a
@@ -324,5 +336,11 @@ mod tests {
         assert_eq!(parse_url("mqtt+unix:///run/mosquitto/m.sock").unwrap(), Endpoint::Unix("/run/mosquitto/m.sock".into()));
         assert!(parse_url("mqtt+unix://relative.sock").unwrap_err().to_string().contains("absolute socket path"));
         assert!(parse_url("http://x").unwrap_err().to_string().contains("not an MQTT URL"));
+    }
+
+    #[test]
+    fn what_to_check_names_the_socket_listener() {
+        assert!(what_to_check("mqtt+unix:///run/m.sock").contains("`listener 0 /run/m.sock`"));
+        assert_eq!(what_to_check("mqtt://127.0.0.1:1883"), "is the broker running and reachable?");
     }
 }

@@ -248,7 +248,7 @@ impl Driver {
                         std::time::Duration::ZERO
                     } else {
                         let delay = backoff.next_delay();
-                        warn!(broker = %self.url, %err, retry_in = ?delay, "publisher connection lost or refused; is the broker running and reachable?");
+                        warn!(broker = %self.url, %err, retry_in = ?delay, "publisher connection lost or refused; {}", client::what_to_check(&self.url));
                         delay
                     };
                     if let Ok(mut state) = self.state.lock() {

@@ -105,7 +105,7 @@ impl Source for MqttSource {
                 Err(err) => {
                     ctx.ready.send_replace(false);
                     let delay = backoff.next_delay();
-                    warn!(%source, broker = %url, %err, retry_in = ?delay, "MQTT connection lost or refused; is the broker running and reachable?");
+                    warn!(%source, broker = %url, %err, retry_in = ?delay, "MQTT connection lost or refused; {}", client::what_to_check(&url));
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = ctx.shutdown.cancelled() => break,
