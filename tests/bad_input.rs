@@ -96,6 +96,16 @@ fn route_to_an_undeclared_sink_and_every_error_at_once() {
 }
 
 #[test]
+fn a_broker_url_that_is_not_one_is_named_where_it_is() {
+    for (url, says) in [("http://broker:1883", "not an MQTT URL"), ("mqtt+unix://relative.sock", "absolute socket path")] {
+        let errors = check_errors(&format!("[broker]\nclient_id = \"w\"\nurl = \"{url}\"\n"));
+        let error = one(&errors);
+        assert_eq!((error.line, error.key.as_str()), (3, "broker.url"), "{error}");
+        assert!(error.message.contains(says), "{error}");
+    }
+}
+
+#[test]
 fn clear_text_secret_is_refused() {
     let errors = check_errors("[broker]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"u\"\npassword = \"hunter2\"\n");
     let error = one(&errors);

@@ -10,6 +10,7 @@ use weir_core::{QoS, Secret};
 pub struct ConnectionConfig {
     /// `mqtt://host:port` (TCP), `mqtts://host:port` (TLS) or `mqtt+unix:///path/to/socket` (a
     /// broker on this machine through a Unix domain socket: faster, and no TCP delays).
+    #[serde(deserialize_with = "broker_url")]
     pub url: String,
     /// `"5"` (default) or `"3.1.1"`.
     #[serde(default)]
@@ -97,6 +98,14 @@ impl ConnectionConfig {
             password_provider: None,
         }
     }
+}
+
+/// A URL `client::parse_url` accepts: checked as the pipeline is read, so that `weir check`
+/// points at it instead of the first connection attempt failing.
+fn broker_url<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    super::client::parse_url(&url).map_err(serde::de::Error::custom)?;
+    Ok(url)
 }
 
 /// MQTT protocol version.
