@@ -23,7 +23,7 @@ impl SourceKind for MqttSource {
     type Config = MqttSourceConfig;
 
     async fn build(config: MqttSourceConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
-        client::parse_url(&config.connection.url)?;
+        // The URL was checked when the config was read (`config::broker_url`).
         Ok(Box::new(MqttSource::new(config.connection, config.topics, &ctx.base_dir, &format!("weir-{}", ctx.name))))
     }
 }

@@ -34,9 +34,6 @@ pub struct AggregateSpec {
     pub table: TableSettings,
     /// The key expression and its text.
     pub key: Option<(String, Expr)>,
-    /// The field name when the key is one top-level body field (`$body.machine`): read
-    /// without indexing the body when its value is a plain string.
-    key_field: Option<String>,
     /// The event-time expression and its text; `None`: processing time.
     pub time: Option<(String, Expr)>,
     pub time_unit: TimeUnit,
@@ -139,15 +136,7 @@ impl AggregateSpec {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let key_field = match &key {
-            Some((_, Expr::Body(steps))) => match steps.as_slice() {
-                [PathStep::Field(name)] => Some(name.clone()),
-                _ => None,
-            },
-            _ => None,
-        };
         Ok(AggregateSpec {
-            key_field,
             table: TableSettings {
                 kind,
                 event_time: time.is_some(),
@@ -168,7 +157,12 @@ impl AggregateSpec {
     /// when it is a string there).
     pub fn key_of<'a>(&'a self, message: &'a Message) -> Result<Cow<'a, str>, String> {
         let Some((text, expr)) = &self.key else { return Ok(Cow::Borrowed("")) };
-        if let Some(key) = self.key_field.as_deref().and_then(|name| message.body_plain_string(name)) {
+        // One top-level body field (`$body.machine`) whose value is a plain string is read
+        // without indexing the body.
+        if let Expr::Body(steps) = expr
+            && let [PathStep::Field(name)] = steps.as_slice()
+            && let Some(key) = message.body_plain_string(name)
+        {
             return Ok(Cow::Borrowed(key));
         }
         match eval(expr, message) {

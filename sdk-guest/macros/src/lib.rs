@@ -63,6 +63,7 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
         implements_weir_aggregate::<#name>();
     };);
     let bindings = export_bindings("aggregate-module", &["accumulate"]);
+    let (batch_params, take_batch) = raw_batch();
     quote! {
         #item
 
@@ -118,26 +119,12 @@ pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
             // `accumulate` is written at the canonical ABI level over weir-sdk's `raw`
             // module, as a filter's call is (see `filter_exports`).
             #[unsafe(export_name = "weir:module/aggregate@0.1.0#accumulate")]
-            unsafe extern "C" fn export_accumulate(
-                data: *mut u8,
-                data_len: usize,
-                messages: *mut u8,
-                count: usize,
-                properties: *mut u8,
-                property_count: usize,
-                ids: *mut u8,
-                ids_len: usize,
-            ) -> *mut u8 {
+            unsafe extern "C" fn export_accumulate(#batch_params, ids: *mut u8, ids_len: usize) -> *mut u8 {
                 ::weir::__private::wit_bindgen::rt::run_ctors_once();
                 // SAFETY: these are the flattened `batch: batch, windows: list<u64>`
                 // parameters of `weir:module/aggregate.accumulate`, allocated by the host
                 // through `cabi_realloc`.
-                let (batch, ids) = unsafe {
-                    (
-                        ::weir::raw::RawBatch::from_call(data, data_len, messages, count, properties, property_count),
-                        ::weir::raw::u64s_from_call(ids, ids_len),
-                    )
-                };
+                let (batch, ids) = unsafe { (#take_batch, ::weir::raw::u64s_from_call(ids, ids_len)) };
                 let outcomes = with(|windows| windows.accumulate(&batch, &ids));
                 ::weir::raw::return_outcomes(outcomes.into_iter())
             }
@@ -357,12 +344,23 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<Tokens> {
     })
 }
 
+/// A `batch` parameter flattened by the canonical ABI (its three lists, each a pointer and a
+/// length), and the expression that takes ownership of it as a `weir::raw::RawBatch` (in an
+/// `unsafe` block: see `RawBatch::from_call`).
+fn raw_batch() -> (Tokens, Tokens) {
+    (
+        quote!(data: *mut u8, data_len: usize, messages: *mut u8, count: usize, properties: *mut u8, property_count: usize),
+        quote!(::weir::raw::RawBatch::from_call(data, data_len, messages, count, properties, property_count)),
+    )
+}
+
 /// A filter's exports, written at the canonical ABI level over weir-sdk's `raw` module: the
 /// batch is read where the host put it and the verdicts are written straight into the list
 /// the host reads (see sdk-guest/rust/src/raw.rs). `generate!` still embeds the world, so
 /// the component's type is the contract's; `init` is exported the same way because
 /// wit-bindgen's `export!` exports a world's functions all together.
 fn filter_exports(config_static: &Tokens, config_init: &Tokens, config_get: &Tokens, call: &Tokens) -> Tokens {
+    let (batch_params, take_batch) = raw_batch();
     quote! {
         #config_static
 
@@ -383,22 +381,13 @@ fn filter_exports(config_static: &Tokens, config_init: &Tokens, config_get: &Tok
         }
 
         #[unsafe(export_name = "weir:module/filter@0.1.0#filter")]
-        unsafe extern "C" fn export_filter(
-            input: *mut u8,
-            input_len: usize,
-            data: *mut u8,
-            data_len: usize,
-            messages: *mut u8,
-            count: usize,
-            properties: *mut u8,
-            property_count: usize,
-        ) -> *mut u8 {
+        unsafe extern "C" fn export_filter(input: *mut u8, input_len: usize, #batch_params) -> *mut u8 {
             ::weir::__private::wit_bindgen::rt::run_ctors_once();
             // SAFETY: these are the flattened `input: string, batch: batch` parameters of
             // `weir:module/filter.filter`, allocated by the host through `cabi_realloc`.
             let batch = unsafe {
                 ::weir::raw::drop_string(input, input_len);
-                ::weir::raw::RawBatch::from_call(data, data_len, messages, count, properties, property_count)
+                #take_batch
             };
             #config_get
             ::weir::raw::return_verdicts(::weir::__private::raw_messages(&batch).map(|message| {
