@@ -8,14 +8,15 @@
 //!   and once more with checkpoints turned off, to show their share.
 //!
 //! Both get fresh messages every batch (nothing decoded yet). Before them it prints the
-//! memory one key costs (host and module, RSS growth over 100,000 keys, and the bytes per key
+//! extra per message measured in alternating rounds (the figure the target is about: slow
+//! drifts of a shared machine hit both paths alike) and the memory one key costs (host and module, RSS growth over 100,000 keys, and the bytes per key
 //! in the checkpoint file). Results and method: docs/benchmarks.md.
 //!
 //!     scripts/build-filters.sh && cargo bench -p weir --bench aggregate
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -122,6 +123,7 @@ fn aggregate(c: &mut Criterion) {
     let mut quiet = new_runner(averages, quiet_dir.path(), "kind = 'tumbling'\nsize = '10s'\nkey = '$body.machine'\ncheckpoint_interval = '1000h'");
 
     let mut readings = Readings::new();
+    side_by_side(&mut filter, &mut quiet, &mut readings);
     let mut group = c.benchmark_group("aggregate");
     group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(2)).throughput(Throughput::Elements(BATCH as u64));
     group.bench_function(BenchmarkId::new("filter", BATCH), |b| {
@@ -148,6 +150,50 @@ fn aggregate(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The extra per message measured in alternation: each round times a block of filter
+/// batches and then a block of aggregate batches (fresh messages, made outside the timing;
+/// blocks, so that each path runs with its own data in the caches as in the criterion
+/// runs), so that the machine's slow drifts hit both alike. Prints the medians of the
+/// rounds and the median of the per-round differences.
+fn side_by_side(filter: &mut ModuleInstance, runner: &mut AggregateRunner, readings: &mut Readings) {
+    const ROUNDS: usize = 400;
+    const WARM_UP: usize = 40;
+    const BLOCK: usize = 16;
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let per_message = |d: Duration| d.as_secs_f64() * 1e9 / (BLOCK * BATCH) as f64;
+    let (mut filters, mut aggregates, mut extras) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..WARM_UP + ROUNDS {
+        let for_filter: Vec<Vec<Message>> = (0..BLOCK).map(|_| readings.batch()).collect();
+        let for_aggregate: Vec<Vec<Message>> = (0..BLOCK).map(|_| readings.batch()).collect();
+        let started = Instant::now();
+        for batch in &for_filter {
+            std::hint::black_box(filter.call("in", batch).expect("call"));
+        }
+        let filtered = per_message(started.elapsed());
+        let started = Instant::now();
+        for batch in for_aggregate {
+            runner.process(batch);
+            runner.advance();
+            runner.maybe_checkpoint();
+        }
+        let aggregated = per_message(started.elapsed());
+        if round >= WARM_UP {
+            filters.push(filtered);
+            aggregates.push(aggregated);
+            extras.push(aggregated - filtered);
+        }
+    }
+    println!(
+        "side by side, {ROUNDS} rounds of {BLOCK} batches each, batch {BATCH}, medians per message: filter {:.0} ns, aggregate (no checkpoints) {:.0} ns, extra {:.0} ns",
+        median(&mut filters),
+        median(&mut aggregates),
+        median(&mut extras)
+    );
 }
 
 criterion_group!(benches, aggregate);

@@ -28,16 +28,13 @@ struct BodyField {
 impl BodyFields {
     /// Index `payload` if it is a valid JSON object.
     pub(crate) fn index(payload: &[u8]) -> Option<BodyFields> {
-        std::str::from_utf8(payload).ok()?;
-        let mut scanner = Scanner { bytes: payload, at: 0 };
-        scanner.whitespace();
-        let mut record = Record::All(Vec::with_capacity(16));
-        scanner.object(1, &mut record)?;
-        scanner.whitespace();
-        match record {
-            Record::All(fields) if scanner.at == payload.len() => Some(BodyFields(fields)),
-            _ => None,
-        }
+        let mut fields = Vec::with_capacity(16);
+        members(payload, |name, escaped, value| {
+            let name = if escaped { Err(unescaped(payload, name)?.into_boxed_str()) } else { Ok(name) };
+            fields.push(BodyField { name, value, decoded: OnceLock::new() });
+            Some(())
+        })?;
+        Some(BodyFields(fields))
     }
 
     /// The field's decoded value (with duplicate names the last counts, as in a tree).
@@ -55,230 +52,309 @@ impl BodyFields {
 /// `None` if the payload is not a valid JSON object, has no such member, or its value is
 /// anything else (with duplicate names the last counts, as in a tree).
 pub(crate) fn plain_string_field<'p>(payload: &'p [u8], name: &str) -> Option<&'p str> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut scanner = Scanner { bytes: payload, at: 0 };
-    scanner.whitespace();
-    let mut record = Record::One { name, value: None };
-    scanner.object(1, &mut record)?;
-    scanner.whitespace();
-    let Record::One { value: Some(value), .. } = record else { return None };
-    let quoted = text.get(value).filter(|_| scanner.at == payload.len())?;
+    let mut found = None;
+    members(payload, |member, escaped, value| {
+        let matches = if escaped { unescaped(payload, member)? == name } else { &payload[member] == name.as_bytes() };
+        if matches {
+            found = Some(value);
+        }
+        Some(())
+    })?;
+    // Valid UTF-8: the scan checked every string.
+    let quoted = std::str::from_utf8(&payload[found?]).ok()?;
     quoted.strip_prefix('"')?.strip_suffix('"').filter(|inner| !inner.contains('\\'))
 }
 
-/// What a scan of an object keeps of its members.
-enum Record<'n> {
-    /// Nothing (nested objects).
-    Nothing,
-    /// Every member.
-    All(Vec<BodyField>),
-    /// Where the value of the last member called `name` is.
-    One { name: &'n str, value: Option<Range<usize>> },
+/// A member name with escapes, unescaped (`name` is between its quotes).
+fn unescaped(payload: &[u8], name: Range<usize>) -> Option<String> {
+    serde_json::from_slice::<String>(&payload[name.start - 1..name.end + 1]).ok()
 }
 
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
+// The scanner. Positions go in and out by value, so that they stay in registers: the
+// functions below take where to start and return where they stopped (`None`: not JSON).
 
-impl Scanner<'_> {
-    #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+/// Check that `bytes` is exactly one JSON object and call `member` with each of its
+/// top-level members in order: where its name is (between the quotes), whether the name
+/// has escapes, and where its value is. `member` returning `None` stops the scan.
+#[inline(always)]
+fn members(bytes: &[u8], mut member: impl FnMut(Range<usize>, bool, Range<usize>) -> Option<()>) -> Option<()> {
+    let mut at = whitespace(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
     }
-
-    #[inline]
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        (self.peek() == Some(byte)).then(|| self.at += 1)
+    at = whitespace(bytes, at + 1);
+    if bytes.get(at) == Some(&b'}') {
+        return (whitespace(bytes, at + 1) == bytes.len()).then_some(());
     }
-
-    #[inline]
-    fn whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    fn value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' | b'[' if depth + 1 >= MAX_DEPTH => None,
-            b'{' => self.object(depth + 1, &mut Record::Nothing),
-            b'[' => self.array(depth + 1),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => None,
-        }
-    }
-
-    /// An object whose members' values are at `depth`; what is kept of its members is
-    /// `record`'s choice (something at the top level, nothing below).
-    fn object(&mut self, depth: usize, record: &mut Record<'_>) -> Option<()> {
-        self.eat(b'{')?;
-        self.whitespace();
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            self.whitespace();
-            let name_start = self.at + 1;
-            let escaped = self.string()?;
-            let name = name_start..self.at - 1;
-            self.whitespace();
-            self.eat(b':')?;
-            self.whitespace();
-            let start = self.at;
-            self.value(depth)?;
-            // The quotes are around `name`: serde_json unescapes it.
-            let unescaped = |name: &Range<usize>| serde_json::from_slice::<String>(&self.bytes[name.start - 1..name.end + 1]).ok();
-            match record {
-                Record::Nothing => {}
-                Record::All(fields) => {
-                    let name = if escaped { Err(unescaped(&name)?.into_boxed_str()) } else { Ok(name) };
-                    fields.push(BodyField { name, value: start..self.at, decoded: OnceLock::new() });
-                }
-                Record::One { name: wanted, value } => {
-                    let matches = if escaped { unescaped(&name)? == *wanted } else { &self.bytes[name] == wanted.as_bytes() };
-                    if matches {
-                        *value = Some(start..self.at);
-                    }
-                }
-            }
-            self.whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => return self.eat(b'}'),
-                _ => return None,
-            }
-        }
-    }
-
-    fn array(&mut self, depth: usize) -> Option<()> {
-        self.eat(b'[')?;
-        self.whitespace();
-        if self.eat(b']').is_some() {
-            return Some(());
-        }
-        loop {
-            self.whitespace();
-            self.value(depth)?;
-            self.whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => return self.eat(b']'),
-                _ => return None,
-            }
-        }
-    }
-
-    #[inline]
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.bytes[self.at..].starts_with(word).then(|| self.at += word.len())
-    }
-
-    /// A string; returns whether it has escapes (its contents are between the quotes, the
-    /// last of them just before where the scan stops). Small, so that it comes back in a
-    /// register: a returned range went through memory and stalled the caller.
-    #[inline]
-    fn string(&mut self) -> Option<bool> {
-        self.eat(b'"')?;
-        let mut escaped = false;
-        loop {
-            // Ordinary characters in one sweep; what ends it is looked at below.
-            self.at += self.bytes.get(self.at..)?.iter().position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)?;
-            match self.peek()? {
-                b'"' => {
-                    self.at += 1;
-                    return Some(escaped);
-                }
-                b'\\' => {
-                    escaped = true;
-                    self.at += 1;
-                    match self.peek()? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
-                        b'u' => self.unicode_escape()?,
-                        _ => return None,
-                    }
-                }
-                0x00..=0x1f => return None,
-                _ => self.at += 1,
-            }
-        }
-    }
-
-    /// `uXXXX` after a backslash; a high surrogate must be followed by `\uXXXX` low one,
-    /// as serde_json requires.
-    fn unicode_escape(&mut self) -> Option<()> {
-        let first = self.hex4()?;
-        if (0xDC00..=0xDFFF).contains(&first) {
+    loop {
+        if bytes.get(at) != Some(&b'"') {
             return None;
         }
-        if (0xD800..=0xDBFF).contains(&first) {
-            self.eat(b'\\')?;
-            let second = self.hex4()?;
-            if !(0xDC00..=0xDFFF).contains(&second) {
-                return None;
-            }
-        }
-        Some(())
-    }
-
-    fn hex4(&mut self) -> Option<u16> {
-        self.eat(b'u')?;
-        let digits = self.bytes.get(self.at..self.at + 4)?;
-        let text = std::str::from_utf8(digits).ok()?;
-        let value = u16::from_str_radix(text, 16).ok()?;
-        if !digits.iter().all(u8::is_ascii_hexdigit) {
+        let (end, escaped) = string(bytes, at + 1)?;
+        let name = at + 1..end - 1;
+        at = whitespace(bytes, end);
+        if bytes.get(at) != Some(&b':') {
             return None;
         }
-        self.at += 4;
-        Some(value)
-    }
-
-    #[inline]
-    fn digits(&mut self) -> usize {
-        let start = self.at;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.at += 1;
-        }
-        self.at - start
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, and finite as an f64 (serde_json
-    /// refuses `1e400`).
-    #[inline]
-    fn number(&mut self) -> Option<()> {
-        let start = self.at;
-        let _ = self.eat(b'-');
-        match self.peek()? {
-            b'0' => self.at += 1,
-            b'1'..=b'9' => {
-                self.digits();
-            }
+        let start = whitespace(bytes, at + 1);
+        at = value(bytes, start)?;
+        member(name, escaped, start..at)?;
+        at = whitespace(bytes, at);
+        match bytes.get(at) {
+            Some(b',') => at = whitespace(bytes, at + 1),
+            Some(b'}') => return (whitespace(bytes, at + 1) == bytes.len()).then_some(()),
             _ => return None,
         }
-        if self.eat(b'.').is_some() && self.digits() == 0 {
+    }
+}
+
+#[inline(always)]
+fn whitespace(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// A value of a top-level member.
+#[inline(always)]
+fn value(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' => string(bytes, at + 1).map(|(end, _)| end),
+        b'-' | b'0'..=b'9' => number(bytes, at),
+        b'{' | b'[' => nested(bytes, at),
+        _ => literal(bytes, at),
+    }
+}
+
+/// An object or array below the top level, scanned without recursion: which of the two
+/// each open level is sits in a bit stack.
+#[inline(never)]
+fn nested(bytes: &[u8], mut at: usize) -> Option<usize> {
+    // Bit i: level i (counted from the innermost) is an object.
+    let mut objects: u128 = 0;
+    let mut open = 0usize;
+    loop {
+        // `at` is where a value starts.
+        let mut ended = match *bytes.get(at)? {
+            byte @ (b'{' | b'[') => {
+                // serde_json's limit counts the top-level object too.
+                if open + 2 >= MAX_DEPTH {
+                    return None;
+                }
+                at = whitespace(bytes, at + 1);
+                match (bytes.get(at), byte) {
+                    // Empty: a value like any other.
+                    (Some(b'}'), b'{') | (Some(b']'), b'[') => {
+                        at += 1;
+                        true
+                    }
+                    _ => {
+                        open += 1;
+                        objects = objects << 1 | u128::from(byte == b'{');
+                        if byte == b'{' {
+                            at = member_name(bytes, at)?;
+                        }
+                        false
+                    }
+                }
+            }
+            b'"' => {
+                at = string(bytes, at + 1)?.0;
+                true
+            }
+            b'-' | b'0'..=b'9' => {
+                at = number(bytes, at)?;
+                true
+            }
+            _ => {
+                at = literal(bytes, at)?;
+                true
+            }
+        };
+        // After a value: the next one in the same container, or the container's end.
+        while ended {
+            if open == 0 {
+                return Some(at);
+            }
+            at = whitespace(bytes, at);
+            let in_object = objects & 1 == 1;
+            match (bytes.get(at)?, in_object) {
+                (b',', true) => {
+                    at = member_name(bytes, whitespace(bytes, at + 1))?;
+                    ended = false;
+                }
+                (b',', false) => {
+                    at = whitespace(bytes, at + 1);
+                    ended = false;
+                }
+                (b'}', true) | (b']', false) => {
+                    at += 1;
+                    open -= 1;
+                    objects >>= 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// `"name" :` inside a nested object; returns where its value starts.
+fn member_name(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let (end, _) = string(bytes, at + 1)?;
+    let at = whitespace(bytes, end);
+    (bytes.get(at) == Some(&b':')).then(|| whitespace(bytes, at + 1))
+}
+
+#[inline(always)]
+fn literal(bytes: &[u8], at: usize) -> Option<usize> {
+    let word: &[u8] = match bytes.get(at)? {
+        b't' => b"true",
+        b'f' => b"false",
+        b'n' => b"null",
+        _ => return None,
+    };
+    bytes[at..].starts_with(word).then_some(at + word.len())
+}
+
+/// The rest of a string whose opening quote is just before `at`: where it ends (after the
+/// closing quote) and whether it has escapes.
+#[inline(always)]
+fn string(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        // Ordinary characters eight at a time; what ends the sweep is looked at below.
+        while let Some(chunk) = bytes.get(at..at + 8) {
+            let special = special_bytes(u64::from_le_bytes(chunk.try_into().ok()?));
+            if special != 0 {
+                at += special.trailing_zeros() as usize / 8;
+                break;
+            }
+            at += 8;
+        }
+        match *bytes.get(at)? {
+            b'"' => return Some((at + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                at = escape(bytes, at + 1)?;
+            }
+            0x00..=0x1f => return None,
+            0x80.. => at = utf8_char(bytes, at)?,
+            _ => at += 1,
+        }
+    }
+}
+
+/// A UTF-8 encoded character that is not ASCII (outside strings, such bytes are not JSON
+/// at all, so this is all the UTF-8 checking a payload needs); returns where it ends.
+#[cold]
+fn utf8_char(bytes: &[u8], at: usize) -> Option<usize> {
+    let width = match bytes[at] {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    std::str::from_utf8(bytes.get(at..at + width)?).ok().map(|_| at + width)
+}
+
+/// The high bit of each byte of `word` that is a quote, a backslash, a control character or
+/// part of a character that is not ASCII.
+/// Bytes above the first such one may be flagged wrongly (a borrow carries over); the first
+/// is always right, and only the first is used.
+#[inline(always)]
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    control | (word & HIGH) | zero_byte(word ^ (ONES * u64::from(b'"'))) | zero_byte(word ^ (ONES * u64::from(b'\\')))
+}
+
+/// An escape after its backslash; returns where it ends.
+fn escape(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => unicode_escape(bytes, at),
+        _ => None,
+    }
+}
+
+/// `uXXXX` after a backslash; a high surrogate must be followed by a `\uXXXX` low one, as
+/// serde_json requires.
+fn unicode_escape(bytes: &[u8], at: usize) -> Option<usize> {
+    let first = hex4(bytes, at)?;
+    if (0xDC00..=0xDFFF).contains(&first) {
+        return None;
+    }
+    if !(0xD800..=0xDBFF).contains(&first) {
+        return Some(at + 5);
+    }
+    if bytes.get(at + 5) != Some(&b'\\') {
+        return None;
+    }
+    let second = hex4(bytes, at + 6)?;
+    (0xDC00..=0xDFFF).contains(&second).then_some(at + 11)
+}
+
+/// The value of `uXXXX` at `at`.
+fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
+    if bytes.get(at) != Some(&b'u') {
+        return None;
+    }
+    let digits = bytes.get(at + 1..at + 5)?;
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+#[inline(always)]
+fn digits(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b'0'..=b'9') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, and finite as an f64 (serde_json
+/// refuses `1e400`).
+#[inline(always)]
+fn number(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + usize::from(bytes[start] == b'-');
+    at = match bytes.get(at)? {
+        b'0' => at + 1,
+        b'1'..=b'9' => digits(bytes, at + 1),
+        _ => return None,
+    };
+    if bytes.get(at) == Some(&b'.') {
+        let end = digits(bytes, at + 1);
+        if end == at + 1 {
             return None;
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.at += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.at += 1;
-            }
-            if self.digits() == 0 {
-                return None;
-            }
-            return self.finite(start);
+        at = end;
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = bytes.get(at) {
+            at += 1;
         }
-        if self.at - start > 300 { self.finite(start) } else { Some(()) }
+        let end = digits(bytes, at);
+        if end == at {
+            return None;
+        }
+        return finite(bytes, start, end);
     }
+    if at - start > 300 { finite(bytes, start, at) } else { Some(at) }
+}
 
-    fn finite(&self, start: usize) -> Option<()> {
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
-        text.parse::<f64>().ok().filter(|n| n.is_finite()).map(drop)
-    }
+#[cold]
+fn finite(bytes: &[u8], start: usize, end: usize) -> Option<usize> {
+    let text = std::str::from_utf8(&bytes[start..end]).ok()?;
+    text.parse::<f64>().ok().filter(|n| n.is_finite()).map(|_| end)
 }
 
 #[cfg(test)]
@@ -328,6 +404,14 @@ mod tests {
             b"{\"a\" 1}",
             b"{\"a\":1} x",
             b"{\"a\":\"\xff\"}",
+            "{\"caf\u{e9}\":\"\u{20ac} \u{1f600} long enough to be swept\",\"s\":\"\u{e9}t\u{e9}\"}".as_bytes(),
+            b"{\"a\":\"\xc0\x80\"}",
+            b"{\"a\":\"\xed\xa0\x80\"}",
+            b"{\"a\":\"\xe2\x82\"}",
+            b"{\"a\":\"\xe2\x82",
+            b"{\"a\":\"\xf5\x80\x80\x80\"}",
+            b"{\"a\":1\xc3\xa9}",
+            b"{\"s\":\"abcdefgh\xe2\x82\xacijklmnop\"}",
             b"{\"a\":[1,]}",
             b"{\"a\":{\"b\":}}",
             b"{\"a\":\"\\u12G4\"}",
@@ -350,9 +434,10 @@ mod tests {
 
     #[test]
     fn agrees_with_serde_json_on_mutated_documents() {
-        // Every one-byte change of a varied document, and every cut of it.
-        let base = br#"{"t":71.5,"s":"a\"b\u00e9","n":null,"l":[1,-2e3,{"k":true}],"o":{"p":false}}"#;
-        let alphabet = b"{}[]\":,.-+eE0123456789tfnul\\ \x01x";
+        // Every one-byte change of a varied document (UTF-8 lead and continuation bytes
+        // among them), and every cut of it.
+        let base = r#"{"t":71.5,"s":"a\"b\u00e9","n":null,"l":[1,-2e3,{"k":true}],"o":{"p":false},"u":"é€"}"#.as_bytes();
+        let alphabet = b"{}[]\":,.-+eE0123456789tfnul\\ \x01x\x80\xc3\xe2";
         for at in 0..base.len() {
             agrees(&base[..at]);
             for &byte in alphabet {

@@ -1,7 +1,8 @@
 //! The route parser and evaluator on arbitrary input: the first line is the route, the rest
 //! the message payload. Nothing may panic: a bad route is an error, a strange payload is
 //! undefined, a template that cannot be filled is a reason. And the lazy body fields that
-//! `$body.name` reads agree with serde_json's whole tree of the payload.
+//! `$body.name` reads, and the one-member scan an aggregate's key uses, agree with
+//! serde_json's whole tree of the payload.
 #![no_main]
 
 use bytes::Bytes;
@@ -14,14 +15,23 @@ fuzz_target!(|data: &[u8]| {
     let (route_text, payload) = text.split_once('\n').unwrap_or((&text, "{\"t\": 1, \"a\": [1, \"x\"]}"));
     let raw = data.iter().position(|b| *b == b'\n').map_or(&data[..0], |at| &data[at + 1..]);
     let lazy = Message::new(Bytes::copy_from_slice(raw), Metadata::new("fuzz".into(), "t"), Ack::none());
+    // An aggregate key's one-member scan, on a message nothing has decoded yet.
+    let key_scan = Message::new(Bytes::copy_from_slice(raw), Metadata::new("fuzz".into(), "t"), Ack::none());
     let tree: Option<serde_json::Value> = serde_json::from_slice(raw).ok();
     match &tree {
         Some(serde_json::Value::Object(map)) => {
             for (name, value) in map {
                 assert_eq!(lazy.body_field(name), Some(value), "field {name}");
+                match key_scan.body_plain_string(name) {
+                    Some(found) => assert_eq!(Some(found), value.as_str(), "plain string {name}"),
+                    None => assert!(value.as_str().is_none_or(|_| raw.contains(&b'\\')), "plain string {name} missed"),
+                }
             }
         }
-        _ => assert_eq!(lazy.body_field("t"), None, "not an object"),
+        _ => {
+            assert_eq!(lazy.body_field("t"), None, "not an object");
+            assert_eq!(key_scan.body_plain_string("t"), None, "not an object");
+        }
     }
     let Ok(parsed) = route::parse(route_text) else { return };
     let mut meta = Metadata::new("fuzz".into(), "factory/m1/telemetry");

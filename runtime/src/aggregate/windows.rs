@@ -196,8 +196,8 @@ impl<T: Clone> WindowTable<T> {
         let mut next_id = self.next_id;
         let mut due = self.next_due;
         state.last_seen = seen;
-        let key = state.key.clone();
-        let mut open = |start: u64, end: u64, steps: &mut Vec<Step<T>>| {
+        // The key is passed in (not captured) so that `state` stays free to change.
+        let mut open = |key: &Arc<str>, start: u64, end: u64, steps: &mut Vec<Step<T>>| {
             let window = Window { id: next_id, key: key.clone(), start_ms: start, end_ms: end };
             next_id += 1;
             due = due.min(end);
@@ -222,7 +222,7 @@ impl<T: Clone> WindowTable<T> {
                 }
             }
             WindowKind::Sliding { size } => {
-                let window = open((time + 1).saturating_sub(size), time + 1, steps);
+                let window = open(&state.key, (time + 1).saturating_sub(size), time + 1, steps);
                 let id = window.window.id;
                 for (at, retained) in &state.retained {
                     if *at + size > time && *at <= time {
@@ -248,7 +248,7 @@ impl<T: Clone> WindowTable<T> {
                 }
                 let index = match joined.split_first() {
                     None => {
-                        state.windows.push(open(time, time + gap, steps));
+                        state.windows.push(open(&state.key, time, time + gap, steps));
                         state.windows.len() - 1
                     }
                     Some((&target, sources)) => {
@@ -271,7 +271,7 @@ impl<T: Clone> WindowTable<T> {
             }
             WindowKind::Count { size } => {
                 if state.windows.is_empty() {
-                    state.windows.push(open(time, time + 1, steps));
+                    state.windows.push(open(&state.key, time, time + 1, steps));
                 }
                 let window = &mut state.windows[0].window;
                 window.start_ms = window.start_ms.min(time);
@@ -283,11 +283,11 @@ impl<T: Clone> WindowTable<T> {
                 }
             }
         }
-        let idle = state.windows.is_empty() && state.retained.is_empty();
+        let idle = (state.windows.is_empty() && state.retained.is_empty()).then(|| state.key.clone());
         self.next_id = next_id;
         self.next_due = due;
         self.newest = self.newest.max(time);
-        if idle {
+        if let Some(key) = idle {
             self.keys.remove(&*key);
         }
         Ok(())
@@ -383,12 +383,12 @@ fn find_or_open<T>(
     start: u64,
     end: u64,
     steps: &mut Vec<Step<T>>,
-    open: &mut impl FnMut(u64, u64, &mut Vec<Step<T>>) -> OpenWindow,
+    open: &mut impl FnMut(&Arc<str>, u64, u64, &mut Vec<Step<T>>) -> OpenWindow,
 ) -> usize {
     match state.windows.iter().position(|w| w.window.start_ms == start) {
         Some(index) => index,
         None => {
-            state.windows.push(open(start, end, steps));
+            state.windows.push(open(&state.key, start, end, steps));
             state.windows.len() - 1
         }
     }

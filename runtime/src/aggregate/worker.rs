@@ -28,7 +28,7 @@ use weir_core::{Ack, AckOutcome, Message, Metadata, ModuleOutput, Property};
 
 use super::AggregateSpec;
 use super::checkpoint::{Checkpoint, WindowState};
-use super::windows::{Refused, Step, TableState, Window, WindowId, WindowTable};
+use super::windows::{Refused, Step, TableState, Window, WindowId, WindowKind, WindowTable};
 use crate::executor::deadletter::DeadLetter;
 use crate::executor::dispatch::{Dispatcher, Work};
 use crate::queue::record;
@@ -60,11 +60,33 @@ struct Slot {
     last: Option<Arc<Metadata>>,
 }
 
+/// A message as the window table carries it: its place in the batch being processed, or a
+/// copy (sliding windows keep messages for later batches, and checkpoints keep those).
+#[derive(Clone)]
+enum Item {
+    InBatch(usize),
+    Kept(Message),
+}
+
+impl Item {
+    fn message<'a>(&'a self, batch: &'a [Message]) -> &'a Message {
+        match self {
+            Item::InBatch(index) => &batch[*index],
+            Item::Kept(message) => message,
+        }
+    }
+
+    /// Whether these are the whole batch in order: then the batch itself is the call's input.
+    fn are_the_batch(items: &[Item], batch: &[Message]) -> bool {
+        items.len() == batch.len() && items.iter().enumerate().all(|(at, item)| matches!(item, Item::InBatch(index) if *index == at))
+    }
+}
+
 /// Calls gathered from the table's steps: opens, then accumulations, then closes.
 #[derive(Default)]
 struct Calls {
     opens: Vec<Window>,
-    messages: Vec<Message>,
+    items: Vec<Item>,
     windows: Vec<u64>,
     /// The batch index each accumulated message came from (`None`: a retained message).
     origins: Vec<Option<usize>>,
@@ -73,13 +95,13 @@ struct Calls {
 
 impl Calls {
     fn is_empty(&self) -> bool {
-        self.opens.is_empty() && self.messages.is_empty() && self.closes.is_empty()
+        self.opens.is_empty() && self.items.is_empty() && self.closes.is_empty()
     }
 
     /// Empty, keeping the room (the next batch needs about as much).
     fn clear(&mut self) {
         self.opens.clear();
-        self.messages.clear();
+        self.items.clear();
         self.windows.clear();
         self.origins.clear();
         self.closes.clear();
@@ -133,7 +155,7 @@ pub struct AggregateRunner {
     dispatcher: Arc<Dispatcher>,
     max_held: usize,
     instance: Option<ModuleInstance>,
-    table: WindowTable<Message>,
+    table: WindowTable<Item>,
     slots: HashMap<WindowId, Slot, foldhash::fast::RandomState>,
     /// Closed windows whose results are not accepted yet, with their last state.
     emitted: HashMap<WindowId, (Window, WindowState)>,
@@ -143,7 +165,7 @@ pub struct AggregateRunner {
     held: Vec<Ack>,
     changed: bool,
     last_checkpoint: Instant,
-    steps: Vec<Step<Message>>,
+    steps: Vec<Step<Item>>,
     /// The calls of the batch being processed (kept between batches for their room).
     calls: Calls,
 }
@@ -276,7 +298,12 @@ impl AggregateRunner {
                     continue;
                 }
             };
-            match self.table.assign(&key, time, message.without_ack(), &mut self.steps) {
+            // Only sliding windows keep messages beyond this batch.
+            let item = match self.spec.table.kind {
+                WindowKind::Sliding { .. } => Item::Kept(message.without_ack()),
+                _ => Item::InBatch(index),
+            };
+            match self.table.assign(&key, time, item, &mut self.steps) {
                 Ok(()) => {
                     if message.ack.is_tracked() {
                         self.held.push(message.ack.clone());
@@ -322,15 +349,19 @@ impl AggregateRunner {
                     calls.opens.push(window);
                 }
                 Step::Accumulate { window, item } => {
+                    let message = item.message(batch);
                     // The current message, or (sliding windows) one retained from before.
-                    let origin = current.filter(|(_, message)| std::ptr::eq(message.meta(), item.meta())).map(|(index, _)| index);
+                    let origin = match item {
+                        Item::InBatch(index) => Some(index),
+                        Item::Kept(_) => current.filter(|(_, current)| std::ptr::eq(current.meta(), message.meta())).map(|(index, _)| index),
+                    };
                     if let Some(slot) = self.slots.get_mut(&window) {
                         slot.dirty = true;
-                        if !slot.last.as_deref().is_some_and(|last| std::ptr::eq(last, item.meta())) {
-                            slot.last = Some(item.shared_meta());
+                        if !slot.last.as_deref().is_some_and(|last| std::ptr::eq(last, message.meta())) {
+                            slot.last = Some(message.shared_meta());
                         }
                     }
-                    calls.messages.push(item);
+                    calls.items.push(item);
                     calls.windows.push(window);
                     calls.origins.push(origin);
                 }
@@ -374,8 +405,13 @@ impl AggregateRunner {
             let openings: Vec<Opening<'_>> = calls.opens.iter().map(|w| Opening { window: window_ref(w), snapshot: None }).collect();
             instance.open_windows(&openings)?;
         }
-        if !calls.messages.is_empty() {
-            let results = instance.accumulate(&calls.messages, &calls.windows)?;
+        if !calls.items.is_empty() {
+            let results = if Item::are_the_batch(&calls.items, batch) {
+                instance.accumulate(batch, &calls.windows)?
+            } else {
+                let messages: Vec<Message> = calls.items.iter().map(|item| item.message(batch).without_ack()).collect();
+                instance.accumulate(&messages, &calls.windows)?
+            };
             for (result, origin) in results.into_iter().zip(&calls.origins) {
                 if let (Err(reason), Some(index)) = (result, origin)
                     && !std::mem::replace(&mut done[*index], true)
@@ -554,14 +590,18 @@ fn topic_and_source(last: Option<&Metadata>) -> (String, Arc<str>) {
 }
 
 /// Retained messages (sliding windows) as queue records.
-fn encode_table(state: TableState<Message>) -> TableState<Vec<u8>> {
-    state.map_retained(|at, message| {
-        let mut bytes = Vec::new();
-        record::encode(&mut bytes, &message, at, 0);
-        Some(bytes)
+fn encode_table(state: TableState<Item>) -> TableState<Vec<u8>> {
+    state.map_retained(|at, item| match item {
+        Item::Kept(message) => {
+            let mut bytes = Vec::new();
+            record::encode(&mut bytes, &message, at, 0);
+            Some(bytes)
+        }
+        // Not retained: only sliding windows keep messages, and they keep copies.
+        Item::InBatch(_) => None,
     })
 }
 
-fn decode_table(state: TableState<Vec<u8>>) -> TableState<Message> {
-    state.map_retained(|_, bytes| record::decode(&Bytes::from(bytes)).ok().map(|record| record.message))
+fn decode_table(state: TableState<Vec<u8>>) -> TableState<Item> {
+    state.map_retained(|_, bytes| record::decode(&Bytes::from(bytes)).ok().map(|record| Item::Kept(record.message)))
 }
