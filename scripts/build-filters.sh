@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build every example module in filters/ for wasm32-wasip2:
-#   - the Rust ones (one cargo workspace, size-optimised release profile);
+#   - the Rust ones (one cargo workspace, opt-level 3 release profile);
 #   - the Python twin of the threshold filter (componentize-py from PyPI).
 # Idempotent and quick when nothing changed. Output: filters/target/wasm32-wasip2/release/*.wasm
 set -euo pipefail

@@ -272,6 +272,16 @@ impl<'a> Message<'a> {
     /// error says whether the payload is not JSON, the field is missing or not a number.
     /// Only that value is decoded (see [`json_path`](crate::json_path)).
     pub fn number_at(&self, path: &str) -> Result<f64> {
+        match crate::json_path::locate(self.payload(), path) {
+            Some(None) => return Err(Error(format!("field `{path}` is missing"))),
+            Some(Some(range)) => {
+                if let Some(number) = crate::json_path::number(&self.payload()[range]) {
+                    return Ok(number);
+                }
+            }
+            // Not a JSON object, or not a number: serde_json's walk words the error.
+            None => {}
+        }
         let value = crate::json_path::value_at(self.payload(), path)
             .map_err(|err| Error(format!("payload is not the JSON expected: {err}")))?
             .ok_or_else(|| Error(format!("field `{path}` is missing")))?;
