@@ -56,7 +56,8 @@ struct Slot {
     checkpointed: Option<Vec<u8>>,
     /// Accumulated into since the last checkpoint.
     dirty: bool,
-    /// The newest message's metadata: its topic and source go on the window's results.
+    /// The metadata of the newest message, or of an older one with the same topic and
+    /// source: its topic and source go on the window's results.
     last: Option<Arc<Metadata>>,
 }
 
@@ -357,7 +358,11 @@ impl AggregateRunner {
                     };
                     if let Some(slot) = self.slots.get_mut(&window) {
                         slot.dirty = true;
-                        if !slot.last.as_deref().is_some_and(|last| std::ptr::eq(last, message.meta())) {
+                        // Only the topic and source of `last` are used: the one held stays while
+                        // they are the same (dropping it would touch memory long cold).
+                        let meta = message.meta();
+                        let same = |last: &Metadata| std::ptr::eq(last, meta) || (last.topic == meta.topic && last.source == meta.source);
+                        if !slot.last.as_deref().is_some_and(same) {
                             slot.last = Some(message.shared_meta());
                         }
                     }
