@@ -3,10 +3,15 @@
 //! [`Message::number_at`](crate::Message::number_at) used to parse the whole body into a
 //! `serde_json::Value` (a map with an owned string for every name, a node for every value)
 //! to read one number: that was most of what the threshold filter and the averages
-//! aggregate cost per message. Here serde_json's parser walks the payload once: names are
-//! compared where they lie, every value off the path is skipped (still checked as JSON,
-//! so a payload `from_slice` rejects is rejected here too), and only the value at the end
-//! of the path is decoded. With duplicate names the last one counts, as in a `Value`.
+//! aggregate cost per message. Two ways here, both checking the whole payload as JSON (a
+//! payload `from_slice` rejects is rejected too) and both letting the last of duplicate
+//! names count, as in a `Value`:
+//! - [`locate`]: the host's own scanner (`weir_json_scan`) says where the value is, and
+//!   [`number`] reads it. This is the usual way: with it the threshold filter's whole call
+//!   per message takes half the time it took with the next (docs/benchmarks.md).
+//! - [`value_at`]: serde_json's parser walks the payload, comparing names where they lie and
+//!   skipping every value off the path. Used when `locate` cannot tell (names with escapes,
+//!   a payload that is not an object) and to word what is wrong in serde_json's terms.
 
 use std::fmt;
 use std::ops::Range;

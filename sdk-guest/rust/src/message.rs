@@ -270,7 +270,7 @@ impl<'a> Message<'a> {
 
     /// The number at a dotted path of a JSON payload (`temperature`, `sensors.t1`). The
     /// error says whether the payload is not JSON, the field is missing or not a number.
-    /// Only that value is decoded (see [`json_path`](crate::json_path)).
+    /// Only that value is decoded (the SDK's `json_path` module says how).
     pub fn number_at(&self, path: &str) -> Result<f64> {
         match crate::json_path::locate(self.payload(), path) {
             Some(None) => return Err(Error(format!("field `{path}` is missing"))),
