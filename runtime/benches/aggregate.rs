@@ -9,8 +9,9 @@
 //!
 //! Both get fresh messages every batch (nothing decoded yet). Before them it prints the
 //! extra per message measured in alternating rounds (the figure the target is about: slow
-//! drifts of a shared machine hit both paths alike) and the memory one key costs (host and module, RSS growth over 100,000 keys, and the bytes per key
-//! in the checkpoint file). Results and method: docs/benchmarks.md.
+//! drifts of a shared machine hit both paths alike) and the memory one key costs (host and
+//! module, RSS growth over 100,000 keys, and the bytes per key in the checkpoint file).
+//! Results and method: docs/benchmarks.md.
 //!
 //!     scripts/build-filters.sh && cargo bench -p weir --bench aggregate
 

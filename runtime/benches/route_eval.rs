@@ -1,5 +1,6 @@
 //! Route condition evaluation: a body condition with JSON decoding included, a condition
-//! on properties only, 50 routes on one source, and an aggregate's key read from the body. Results and method: docs/benchmarks.md.
+//! on properties only, 50 routes on one source, and an aggregate's key read from the body.
+//! Results and method: docs/benchmarks.md.
 //!
 //!     cargo bench -p weir --bench route_eval
 

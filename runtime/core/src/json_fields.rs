@@ -5,7 +5,8 @@
 //! aggregate's key, read once per message).
 //!
 //! The scan is `weir_json_scan`'s (shared with the guest SDK), which accepts exactly what
-//! `serde_json::from_slice` accepts; the tests below check the index and the one-member read built on it against serde_json.
+//! `serde_json::from_slice` accepts; the tests below check the index and the one-member
+//! read built on it against serde_json.
 
 use std::ops::Range;
 use std::sync::OnceLock;
