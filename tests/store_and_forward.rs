@@ -120,6 +120,11 @@ async fn kill_9_in_the_middle_of_100k_qos1_messages_loses_nothing() {
     let duplicates_before: u32 = counts.values().map(|n| n - 1).sum();
 
     // Publishing goes on while weir is dead: the local broker keeps it for weir's session.
+    // The second run serves its metrics: on failure they say whether the copies came from
+    // the broker (the source's count) or from the queue (the delivered count).
+    let metrics_port = free_port();
+    let second = std::fs::read_to_string(&pipeline).unwrap().replace("[runtime]", &format!("[runtime]\nhttp_listen = \"127.0.0.1:{metrics_port}\""));
+    std::fs::write(&pipeline, second).unwrap();
     let mut weir = WeirProcess::start(&pipeline);
     receive_all(&mut received, TOTAL, Duration::from_secs(240), &mut counts).await;
     publisher.await.unwrap();
@@ -128,6 +133,9 @@ async fn kill_9_in_the_middle_of_100k_qos1_messages_loses_nothing() {
         *counts.entry(number(&publish)).or_default() += 1;
     }
     assert_eq!(counts.len(), TOTAL, "numbers outside 0..{TOTAL} arrived");
+    let scraped = scrape_metrics(metrics_port);
+    let counters = ["weir_source_messages_total", "weir_queue_delivered_total", "weir_sink_messages_total"];
+    let counters: Vec<&str> = scraped.lines().filter(|line| counters.iter().any(|name| line.starts_with(name))).collect();
     weir.stop();
 
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
@@ -139,10 +147,11 @@ async fn kill_9_in_the_middle_of_100k_qos1_messages_loses_nothing() {
     let log = |weir: &WeirProcess| weir.log_text().lines().filter(|line| !line.contains("acknowledgements arrive")).collect::<Vec<_>>().join("\n");
     assert!(
         duplicates <= bound,
-        "{duplicates} duplicates is more than the documented bound {bound} ({duplicates_before} of them before the kill; {} numbers came more than once, from {:?} to {:?})\nfirst run:\n{}\nsecond run:\n{}",
+        "{duplicates} duplicates is more than the documented bound {bound} ({duplicates_before} of them before the kill; {} numbers came more than once, from {:?} to {:?})\nsecond run's counters:\n{}\nfirst run:\n{}\nsecond run:\n{}",
         repeated.len(),
         repeated.first(),
         repeated.last(),
+        counters.join("\n"),
         log(&first),
         log(&weir)
     );
