@@ -45,7 +45,7 @@ checkpoint_interval = "100ms"
 
 [routes]
 telemetry = 'FROM /topics/factory/+/telemetry INTO BrokeredEndpoint("/modules/averages/inputs/in")'
-averages = 'FROM /messages/modules/averages/outputs/* INTO /topics/averages/{{$body.key}}'
+averages = 'FROM /messages/modules/averages/outputs/* INTO /topics/averages/{{$body.key}}/{{$topic[1]}}'
 "#,
         store = toml_path(store),
         module = toml_path(&module("averages")),
@@ -72,6 +72,15 @@ fn summary(result: &Value) -> (String, u64, f64, f64, f64, u64, u64) {
         result["window_start"].as_u64().unwrap(),
         result["window_end"].as_u64().unwrap(),
     )
+}
+
+/// Results carry the topic of their window's newest reading (`factory/<machine>/telemetry`),
+/// which the route puts into theirs: `averages/<key>/<$topic[1]>`.
+fn assert_topics_name_their_machine(results: &[Publish]) {
+    for result in results {
+        let key = body(result)["key"].as_str().unwrap().to_owned();
+        assert_eq!(String::from_utf8_lossy(&result.topic), format!("averages/{key}/{key}"));
+    }
 }
 
 fn sorted(results: &[Publish]) -> Vec<(String, u64, f64, f64, f64, u64, u64)> {
@@ -110,7 +119,7 @@ async fn event_time_averages_match_hand_computed_ones_and_late_data_is_dead_lett
         vec![("m1".into(), 3, 75.0, 70.0, 80.0, 0, 10_000), ("m2".into(), 1, 50.0, 50.0, 50.0, 0, 10_000)],
         "first windows: m1 = (70 + 80 + 75) / 3"
     );
-    assert_eq!(first[0].topic, format!("averages/{}", body(&first[0])["key"].as_str().unwrap()).as_bytes());
+    assert_topics_name_their_machine(&first);
     let properties = user_properties(&first[0]);
     assert!(properties.iter().any(|(name, value)| name == "window_end" && value == "10000"), "{properties:?}");
     let rejected = dead.take(1, Duration::from_secs(20)).await;
@@ -147,7 +156,8 @@ async fn restart_in_the_middle_of_a_window(kill: bool) {
     let mut results = Subscriber::connect(broker.port, &["averages/#"]).await;
 
     let mut weir = WeirProcess::start(&path);
-    publish_v5(broker.port, vec![reading("m1", 1_000, 70.0), reading("m2", 1_500, 10.0), reading("m1", 2_000, 72.0)]).await;
+    // m3's only reading comes before the stop: its result's topic comes from the checkpoint.
+    publish_v5(broker.port, vec![reading("m1", 1_000, 70.0), reading("m2", 1_500, 10.0), reading("m3", 1_800, 50.0), reading("m1", 2_000, 72.0)]).await;
     // Let a checkpoint happen (every 100 ms), then stop.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(store.join("averages.window-state").is_file(), "no checkpoint written:\n{}", weir.log_text());
@@ -161,12 +171,13 @@ async fn restart_in_the_middle_of_a_window(kill: bool) {
     let mut weir = WeirProcess::start(&path);
     assert!(weir.log_text().contains("continuing open windows"), "{}", weir.log_text());
     publish_v5(broker.port, vec![reading("m2", 4_000, 30.0), reading("m1", 10_000, 0.0)]).await;
-    let out = results.take(2, Duration::from_secs(20)).await;
+    let out = results.take(3, Duration::from_secs(20)).await;
     assert_eq!(
         sorted(&out),
-        vec![("m1".into(), 3, 72.0, 70.0, 74.0, 0, 10_000), ("m2".into(), 2, 20.0, 10.0, 30.0, 0, 10_000)],
+        vec![("m1".into(), 3, 72.0, 70.0, 74.0, 0, 10_000), ("m2".into(), 2, 20.0, 10.0, 30.0, 0, 10_000), ("m3".into(), 1, 50.0, 50.0, 50.0, 0, 10_000)],
         "the window spanning the restart counts every reading once"
     );
+    assert_topics_name_their_machine(&out);
     results.assert_quiet(Duration::from_millis(300)).await;
     weir.stop();
 }

@@ -45,11 +45,13 @@ struct Readings {
 
 impl Readings {
     fn new() -> Self {
+        // One name for all, as a source's messages share its name.
+        let source: Arc<str> = Arc::from("bench");
         let payloads = (0..KEYS)
             .map(|i| {
                 let body =
                     format!(r#"{{"machine":"m{i}","temperature":{}.5,"pressure":1.01,"seq":{i},"ts":1763800000000,"site":"plant-7","line":"A"}}"#, 60 + i % 20);
-                (Bytes::from(body), Arc::new(Metadata::new("bench".into(), format!("factory/m{i}/telemetry"))))
+                (Bytes::from(body), Arc::new(Metadata::new(source.clone(), format!("factory/m{i}/telemetry"))))
             })
             .collect();
         Readings { payloads, next: 0 }

@@ -5,6 +5,7 @@
 //! - [`worker`]: one thread per aggregate module: keys and times from route expressions,
 //!   the table's steps carried out as batched calls to the module, outputs routed, late
 //!   messages and rejections dead-lettered, acknowledgements held until a checkpoint;
+//! - [`origin`]: the topic and source a window's results carry, kept inline;
 //! - [`checkpoint`]: the window state file, written atomically at every checkpoint and on
 //!   shutdown, read back at start;
 //! - this file: [`AggregateSpec`], the validated `[modules.NAME.window]` table.
@@ -12,6 +13,7 @@
 //! Semantics and guarantees are written down in `docs/aggregates.md`.
 
 pub mod checkpoint;
+mod origin;
 pub mod windows;
 pub mod worker;
 

@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 
 pub type WindowId = u64;
 
+/// Longer keys are kept on the heap.
+const INLINE_KEY: usize = 24;
+type KeyBytes = smallvec::SmallVec<[u8; INLINE_KEY]>;
+
 /// How windows are laid out; all times in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
@@ -59,15 +63,27 @@ pub struct Window {
 
 /// One thing to do, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step<T> {
+pub enum Step<T, W = ()> {
     /// Start an empty window.
     Open(Window),
     /// Fold `item` into `window`.
     Accumulate { window: WindowId, item: T },
     /// Fold `source` into `target`; `source` is gone afterwards.
     Merge { target: WindowId, source: WindowId },
-    /// End the window (with its final bounds) and emit.
-    Close(Window),
+    /// End the window (with its final bounds) and emit; with what its user kept about it.
+    Close(Window, W),
+}
+
+/// What the table's user keeps about each open window, beside it in the table (so that
+/// updating it for every message costs no lookup of its own); the table hands it back
+/// with the window's [`Step::Close`].
+pub trait WindowData: Default {
+    /// Window `gone` was merged into this one (session windows that meet).
+    fn absorb(&mut self, gone: Self);
+}
+
+impl WindowData for () {
+    fn absorb(&mut self, _gone: Self) {}
 }
 
 /// Why a message was not assigned.
@@ -94,18 +110,21 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// An open window and how many messages it has taken.
+/// An open window, how many messages it has taken, and its user's data about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpenWindow {
+pub struct OpenWindow<W = ()> {
     pub window: Window,
     pub messages: u64,
+    /// Not part of the table's checkpoint: its user saves what it needs.
+    #[serde(skip)]
+    pub data: W,
 }
 
 /// A key's open windows and, for sliding windows, the messages still in reach.
 #[derive(Debug, Clone)]
-pub struct KeyState<T> {
+pub struct KeyState<T, W> {
     key: Arc<str>,
-    pub windows: Vec<OpenWindow>,
+    pub windows: Vec<OpenWindow<W>>,
     pub retained: VecDeque<(u64, T)>,
     last_seen: u64,
 }
@@ -134,9 +153,11 @@ impl<T> TableState<T> {
 }
 
 #[derive(Debug)]
-pub struct WindowTable<T> {
+pub struct WindowTable<T, W = ()> {
     settings: TableSettings,
-    keys: HashMap<Arc<str>, KeyState<T>, foldhash::fast::RandomState>,
+    /// Keys up to [`INLINE_KEY`] bytes sit in the table's own slots, so that looking one up
+    /// reads no memory elsewhere (each of 1,000 keys is seen only every 1,000 messages).
+    keys: HashMap<KeyBytes, KeyState<T, W>, foldhash::fast::RandomState>,
     next_id: WindowId,
     /// Newest event time seen, or the clock (processing time).
     newest: u64,
@@ -146,7 +167,7 @@ pub struct WindowTable<T> {
     next_due: u64,
 }
 
-impl<T: Clone> WindowTable<T> {
+impl<T: Clone, W: WindowData> WindowTable<T, W> {
     pub fn new(settings: TableSettings) -> Self {
         WindowTable { settings, keys: HashMap::default(), next_id: 1, newest: 0, seen: 0, next_due: u64::MAX }
     }
@@ -166,12 +187,23 @@ impl<T: Clone> WindowTable<T> {
     }
 
     /// Every open window.
-    pub fn open_windows(&self) -> impl Iterator<Item = &OpenWindow> {
+    pub fn open_windows(&self) -> impl Iterator<Item = &OpenWindow<W>> {
         self.keys.values().flat_map(|state| state.windows.iter())
     }
 
+    /// Every open window, to change its data.
+    pub fn open_windows_mut(&mut self) -> impl Iterator<Item = &mut OpenWindow<W>> {
+        self.keys.values_mut().flat_map(|state| state.windows.iter_mut())
+    }
+
     /// Assign one message of `key` at `time` (event time, or the clock): push what to do.
-    pub fn assign(&mut self, key: &str, time: u64, item: T, steps: &mut Vec<Step<T>>) -> Result<(), Refused> {
+    pub fn assign(&mut self, key: &str, time: u64, item: T, steps: &mut Vec<Step<T, W>>) -> Result<(), Refused> {
+        self.assign_touching(key, time, item, steps, |_| {})
+    }
+
+    /// [`WindowTable::assign`], calling `touch` with the data of each window the message
+    /// goes into.
+    pub fn assign_touching(&mut self, key: &str, time: u64, item: T, steps: &mut Vec<Step<T, W>>, mut touch: impl FnMut(&mut W)) -> Result<(), Refused> {
         let time = if self.settings.event_time { time } else { time.max(self.newest) };
         let watermark = self.watermark();
         if let Some(refused) = self.late(key, time, watermark) {
@@ -179,7 +211,7 @@ impl<T: Clone> WindowTable<T> {
         }
         let seen = self.seen + 1;
         // One lookup for a known key; a new one is admitted first.
-        let state = match self.keys.get_mut(key) {
+        let state = match self.keys.get_mut(key.as_bytes()) {
             Some(state) => state,
             None => {
                 if self.keys.len() >= self.settings.max_keys {
@@ -189,7 +221,12 @@ impl<T: Clone> WindowTable<T> {
                     self.close_oldest_key(steps);
                 }
                 let key: Arc<str> = Arc::from(key);
-                self.keys.entry(key.clone()).or_insert(KeyState { key, windows: Vec::new(), retained: VecDeque::new(), last_seen: seen })
+                self.keys.entry(KeyBytes::from_slice(key.as_bytes())).or_insert(KeyState {
+                    key,
+                    windows: Vec::new(),
+                    retained: VecDeque::new(),
+                    last_seen: seen,
+                })
             }
         };
         self.seen = seen;
@@ -197,18 +234,18 @@ impl<T: Clone> WindowTable<T> {
         let mut due = self.next_due;
         state.last_seen = seen;
         // The key is passed in (not captured) so that `state` stays free to change.
-        let mut open = |key: &Arc<str>, start: u64, end: u64, steps: &mut Vec<Step<T>>| {
+        let mut open = |key: &Arc<str>, start: u64, end: u64, steps: &mut Vec<Step<T, W>>| {
             let window = Window { id: next_id, key: key.clone(), start_ms: start, end_ms: end };
             next_id += 1;
             due = due.min(end);
             steps.push(Step::Open(window.clone()));
-            OpenWindow { window, messages: 0 }
+            OpenWindow { window, messages: 0, data: W::default() }
         };
         match self.settings.kind {
             WindowKind::Tumbling { size } => {
                 let start = time - time % size;
                 let index = find_or_open(state, start, start + size, steps, &mut open);
-                accumulate(state, index, item, steps);
+                accumulate(state, index, item, steps, &mut touch);
             }
             WindowKind::Hopping { size, hop } => {
                 let first = (time + 1).saturating_sub(size).div_ceil(hop) * hop;
@@ -216,13 +253,13 @@ impl<T: Clone> WindowTable<T> {
                 while start <= time {
                     if start + size > watermark {
                         let index = find_or_open(state, start, start + size, steps, &mut open);
-                        accumulate(state, index, item.clone(), steps);
+                        accumulate(state, index, item.clone(), steps, &mut touch);
                     }
                     start += hop;
                 }
             }
             WindowKind::Sliding { size } => {
-                let window = open(&state.key, (time + 1).saturating_sub(size), time + 1, steps);
+                let mut window = open(&state.key, (time + 1).saturating_sub(size), time + 1, steps);
                 let id = window.window.id;
                 for (at, retained) in &state.retained {
                     if *at + size > time && *at <= time {
@@ -230,7 +267,8 @@ impl<T: Clone> WindowTable<T> {
                     }
                 }
                 steps.push(Step::Accumulate { window: id, item: item.clone() });
-                steps.push(Step::Close(window.window));
+                touch(&mut window.data);
+                steps.push(Step::Close(window.window, window.data));
                 state.retained.push_back((time, item));
                 due = due.min(time + size);
             }
@@ -242,7 +280,7 @@ impl<T: Clone> WindowTable<T> {
                     let (start, end) = (window.start_ms.min(time), window.end_ms.max(time + gap));
                     if end - gap - start > max {
                         let closed = state.windows.remove(*only);
-                        steps.push(Step::Close(closed.window));
+                        steps.push(Step::Close(closed.window, closed.data));
                         joined.clear();
                     }
                 }
@@ -260,6 +298,7 @@ impl<T: Clone> WindowTable<T> {
                             kept.window.start_ms = kept.window.start_ms.min(gone.window.start_ms);
                             kept.window.end_ms = kept.window.end_ms.max(gone.window.end_ms);
                             kept.messages += gone.messages;
+                            kept.data.absorb(gone.data);
                         }
                         let kept = &mut state.windows[target].window;
                         kept.start_ms = kept.start_ms.min(time);
@@ -267,7 +306,7 @@ impl<T: Clone> WindowTable<T> {
                         target
                     }
                 };
-                accumulate(state, index, item, steps);
+                accumulate(state, index, item, steps, &mut touch);
             }
             WindowKind::Count { size } => {
                 if state.windows.is_empty() {
@@ -276,10 +315,10 @@ impl<T: Clone> WindowTable<T> {
                 let window = &mut state.windows[0].window;
                 window.start_ms = window.start_ms.min(time);
                 window.end_ms = window.end_ms.max(time + 1);
-                accumulate(state, 0, item, steps);
+                accumulate(state, 0, item, steps, &mut touch);
                 if state.windows[0].messages >= size {
                     let full = state.windows.remove(0);
-                    steps.push(Step::Close(full.window));
+                    steps.push(Step::Close(full.window, full.data));
                 }
             }
         }
@@ -288,13 +327,13 @@ impl<T: Clone> WindowTable<T> {
         self.next_due = due;
         self.newest = self.newest.max(time);
         if let Some(key) = idle {
-            self.keys.remove(&*key);
+            self.keys.remove(key.as_bytes());
         }
         Ok(())
     }
 
     /// Move the clock (processing time) and close every window the watermark has passed.
-    pub fn advance(&mut self, now: u64, steps: &mut Vec<Step<T>>) {
+    pub fn advance(&mut self, now: u64, steps: &mut Vec<Step<T, W>>) {
         if !self.settings.event_time {
             self.newest = self.newest.max(now);
         }
@@ -309,15 +348,12 @@ impl<T: Clone> WindowTable<T> {
         let timed = !matches!(self.settings.kind, WindowKind::Count { .. });
         let mut next_due = u64::MAX;
         self.keys.retain(|_, state| {
-            state.windows.retain(|open| {
-                let due = timed && open.window.end_ms <= watermark;
-                if due {
-                    steps.push(Step::Close(open.window.clone()));
-                } else if timed {
-                    next_due = next_due.min(open.window.end_ms);
-                }
-                !due
-            });
+            for open in state.windows.extract_if(.., |open| timed && open.window.end_ms <= watermark) {
+                steps.push(Step::Close(open.window, open.data));
+            }
+            if timed {
+                next_due = state.windows.iter().map(|open| open.window.end_ms).fold(next_due, u64::min);
+            }
             if let Some(size) = reach {
                 state.retained.retain(|(at, _)| at + size > watermark);
                 next_due = state.retained.iter().map(|(at, _)| at + size).fold(next_due, u64::min);
@@ -328,15 +364,22 @@ impl<T: Clone> WindowTable<T> {
     }
 
     /// Close every open window now, whatever the time (used when a key is evicted and in tests).
-    pub fn close_all(&mut self, steps: &mut Vec<Step<T>>) {
+    pub fn close_all(&mut self, steps: &mut Vec<Step<T, W>>) {
         for (_, state) in self.keys.drain() {
-            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window)));
+            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window, open.data)));
         }
     }
 
     /// The table as a checkpoint stores it.
     pub fn export(&self) -> TableState<T> {
-        let keys = self.keys.iter().map(|(key, state)| (key.clone(), state.windows.clone(), state.retained.iter().cloned().collect())).collect();
+        let keys = self
+            .keys
+            .values()
+            .map(|state| {
+                let windows = state.windows.iter().map(|open| OpenWindow { window: open.window.clone(), messages: open.messages, data: () }).collect();
+                (state.key.clone(), windows, state.retained.iter().cloned().collect())
+            })
+            .collect();
         TableState { next_id: self.next_id, newest_ms: self.newest, keys }
     }
 
@@ -346,7 +389,8 @@ impl<T: Clone> WindowTable<T> {
         self.newest = self.newest.max(state.newest_ms);
         for (key, windows, retained) in state.keys {
             self.seen += 1;
-            self.keys.insert(key.clone(), KeyState { key, windows, retained: retained.into(), last_seen: self.seen });
+            let windows = windows.into_iter().map(|open| OpenWindow { window: open.window, messages: open.messages, data: W::default() }).collect();
+            self.keys.insert(KeyBytes::from_slice(key.as_bytes()), KeyState { key, windows, retained: retained.into(), last_seen: self.seen });
         }
         // Recomputed by the next `advance`.
         self.next_due = 0;
@@ -362,7 +406,8 @@ impl<T: Clone> WindowTable<T> {
             WindowKind::Hopping { size, hop } => (time - time % hop) + size <= watermark,
             WindowKind::Sliding { .. } => time < watermark,
             WindowKind::Session { gap, .. } => {
-                let joins_open = self.keys.get(key).is_some_and(|state| state.windows.iter().any(|w| time < w.window.end_ms && w.window.start_ms < time + gap));
+                let joins_open =
+                    self.keys.get(key.as_bytes()).is_some_and(|state| state.windows.iter().any(|w| time < w.window.end_ms && w.window.start_ms < time + gap));
                 !joins_open && time + gap <= watermark
             }
             WindowKind::Count { .. } => false,
@@ -370,20 +415,20 @@ impl<T: Clone> WindowTable<T> {
         late.then_some(Refused::Late { time, watermark })
     }
 
-    fn close_oldest_key(&mut self, steps: &mut Vec<Step<T>>) {
+    fn close_oldest_key(&mut self, steps: &mut Vec<Step<T, W>>) {
         let Some(oldest) = self.keys.iter().min_by_key(|(_, state)| state.last_seen).map(|(key, _)| key.clone()) else { return };
         if let Some(state) = self.keys.remove(&oldest) {
-            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window)));
+            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window, open.data)));
         }
     }
 }
 
-fn find_or_open<T>(
-    state: &mut KeyState<T>,
+fn find_or_open<T, W>(
+    state: &mut KeyState<T, W>,
     start: u64,
     end: u64,
-    steps: &mut Vec<Step<T>>,
-    open: &mut impl FnMut(&Arc<str>, u64, u64, &mut Vec<Step<T>>) -> OpenWindow,
+    steps: &mut Vec<Step<T, W>>,
+    open: &mut impl FnMut(&Arc<str>, u64, u64, &mut Vec<Step<T, W>>) -> OpenWindow<W>,
 ) -> usize {
     match state.windows.iter().position(|w| w.window.start_ms == start) {
         Some(index) => index,
@@ -394,8 +439,9 @@ fn find_or_open<T>(
     }
 }
 
-fn accumulate<T>(state: &mut KeyState<T>, index: usize, item: T, steps: &mut Vec<Step<T>>) {
+fn accumulate<T, W>(state: &mut KeyState<T, W>, index: usize, item: T, steps: &mut Vec<Step<T, W>>, touch: &mut impl FnMut(&mut W)) {
     let open = &mut state.windows[index];
     open.messages += 1;
+    touch(&mut open.data);
     steps.push(Step::Accumulate { window: open.window.id, item });
 }

@@ -28,7 +28,8 @@ use weir_core::{Ack, AckOutcome, Message, Metadata, ModuleOutput, Property};
 
 use super::AggregateSpec;
 use super::checkpoint::{Checkpoint, WindowState};
-use super::windows::{Refused, Step, TableState, Window, WindowId, WindowKind, WindowTable};
+use super::origin::{Origin, topic_and_source};
+use super::windows::{Refused, Step, TableState, Window, WindowData, WindowId, WindowKind, WindowTable};
 use crate::executor::deadletter::DeadLetter;
 use crate::executor::dispatch::{Dispatcher, Work};
 use crate::queue::record;
@@ -50,15 +51,16 @@ pub struct AggregateWorker {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// What the worker keeps about one open window besides the module's state.
+/// What the worker keeps about one open window besides the module's state (in the window
+/// table, beside the window).
+#[derive(Default)]
 struct Slot {
     /// The module's state at the last checkpoint (what a replaced instance starts from).
     checkpointed: Option<Vec<u8>>,
     /// Accumulated into since the last checkpoint.
     dirty: bool,
-    /// The metadata of the newest message, or of an older one with the same topic and
-    /// source: its topic and source go on the window's results.
-    last: Option<Arc<Metadata>>,
+    /// The topic and source of the newest message: they go on the window's results.
+    origin: Option<Origin>,
 }
 
 /// A message as the window table carries it: its place in the batch being processed, or a
@@ -83,6 +85,15 @@ impl Item {
     }
 }
 
+impl WindowData for Slot {
+    fn absorb(&mut self, gone: Slot) {
+        self.dirty = true;
+        if self.origin.is_none() {
+            self.origin = gone.origin;
+        }
+    }
+}
+
 /// Calls gathered from the table's steps: opens, then accumulations, then closes.
 #[derive(Default)]
 struct Calls {
@@ -90,8 +101,8 @@ struct Calls {
     items: Vec<Item>,
     windows: Vec<u64>,
     /// The batch index each accumulated message came from (`None`: a retained message).
-    origins: Vec<Option<usize>>,
-    closes: Vec<Window>,
+    batch_indexes: Vec<Option<usize>>,
+    closes: Vec<(Window, Slot)>,
 }
 
 impl Calls {
@@ -104,7 +115,7 @@ impl Calls {
         self.opens.clear();
         self.items.clear();
         self.windows.clear();
-        self.origins.clear();
+        self.batch_indexes.clear();
         self.closes.clear();
     }
 }
@@ -144,7 +155,7 @@ impl AggregateWorker {
             }
             runner.maybe_checkpoint();
         }
-        info!(module = %runner.name, windows = runner.slots.len(), "aggregate worker stopped; open windows saved");
+        info!(module = %runner.name, windows = runner.table.open_windows().count(), "aggregate worker stopped; open windows saved");
     }
 }
 
@@ -156,8 +167,7 @@ pub struct AggregateRunner {
     dispatcher: Arc<Dispatcher>,
     max_held: usize,
     instance: Option<ModuleInstance>,
-    table: WindowTable<Item>,
-    slots: HashMap<WindowId, Slot, foldhash::fast::RandomState>,
+    table: WindowTable<Item, Slot>,
     /// Closed windows whose results are not accepted yet, with their last state.
     emitted: HashMap<WindowId, (Window, WindowState)>,
     accepted_tx: std_mpsc::Sender<WindowId>,
@@ -166,7 +176,7 @@ pub struct AggregateRunner {
     held: Vec<Ack>,
     changed: bool,
     last_checkpoint: Instant,
-    steps: Vec<Step<Item>>,
+    steps: Vec<Step<Item, Slot>>,
     /// The calls of the batch being processed (kept between batches for their room).
     calls: Calls,
 }
@@ -183,7 +193,6 @@ impl AggregateRunner {
             dispatcher,
             max_held: max_held.max(1),
             instance: None,
-            slots: HashMap::default(),
             emitted: HashMap::new(),
             accepted_tx,
             accepted_rx,
@@ -210,9 +219,11 @@ impl AggregateRunner {
         if let Some(checkpoint) = checkpoint {
             let windows = checkpoint.windows.len();
             self.table.import(decode_table(checkpoint.table));
-            for state in checkpoint.windows {
-                let last = Arc::new(Metadata::new(state.source.clone(), state.topic.clone()));
-                self.slots.insert(state.id, Slot { checkpointed: state.state, dirty: false, last: Some(last) });
+            let mut states: HashMap<WindowId, WindowState> = checkpoint.windows.into_iter().map(|state| (state.id, state)).collect();
+            for open in self.table.open_windows_mut() {
+                if let Some(state) = states.remove(&open.window.id) {
+                    open.data = Slot { checkpointed: state.state, dirty: false, origin: Some(Origin::new(&state.topic, state.source)) };
+                }
             }
             self.emitted = checkpoint.emitted.into_iter().map(|(window, state)| (window.id, (window, state))).collect();
             info!(module = %self.name, windows, unaccepted_results = self.emitted.len(), "continuing open windows from {}", path.display());
@@ -228,8 +239,8 @@ impl AggregateRunner {
             match instance.open_windows(&openings).and_then(|()| instance.close_windows(&refs)) {
                 Ok(outputs) => {
                     for ((window, state), outputs) in pending.iter().zip(outputs) {
-                        let last = Arc::new(Metadata::new(state.source.clone(), state.topic.clone()));
-                        self.emit(window, Some(&last), outputs);
+                        let origin = Origin::new(&state.topic, state.source.clone());
+                        self.emit(window, Some(&origin), outputs);
                     }
                 }
                 Err(failure) => {
@@ -252,7 +263,7 @@ impl AggregateRunner {
         };
         let windows: Vec<Window> = self.table.open_windows().map(|open| open.window.clone()).collect();
         let openings: Vec<Opening<'_>> =
-            windows.iter().map(|w| Opening { window: window_ref(w), snapshot: self.slots.get(&w.id).and_then(|s| s.checkpointed.as_deref()) }).collect();
+            self.table.open_windows().map(|open| Opening { window: window_ref(&open.window), snapshot: open.data.checkpointed.as_deref() }).collect();
         if !openings.is_empty()
             && let Err(failure) = instance.open_windows(&openings)
         {
@@ -266,8 +277,8 @@ impl AggregateRunner {
                 return;
             }
         }
-        for slot in self.slots.values_mut() {
-            slot.dirty = false;
+        for open in self.table.open_windows_mut() {
+            open.data.dirty = false;
         }
         self.instance = Some(instance);
     }
@@ -304,7 +315,11 @@ impl AggregateRunner {
                 WindowKind::Sliding { .. } => Item::Kept(message.without_ack()),
                 _ => Item::InBatch(index),
             };
-            match self.table.assign(&key, time, item, &mut self.steps) {
+            let touch = |slot: &mut Slot| {
+                slot.dirty = true;
+                Origin::update(&mut slot.origin, message.meta());
+            };
+            match self.table.assign_touching(&key, time, item, &mut self.steps, touch) {
                 Ok(()) => {
                     if message.ack.is_tracked() {
                         self.held.push(message.ack.clone());
@@ -345,43 +360,22 @@ impl AggregateRunner {
         let mut steps = std::mem::take(&mut self.steps);
         for step in steps.drain(..) {
             match step {
-                Step::Open(window) => {
-                    self.slots.insert(window.id, Slot { checkpointed: None, dirty: true, last: None });
-                    calls.opens.push(window);
-                }
+                Step::Open(window) => calls.opens.push(window),
                 Step::Accumulate { window, item } => {
-                    let message = item.message(batch);
                     // The current message, or (sliding windows) one retained from before.
-                    let origin = match item {
-                        Item::InBatch(index) => Some(index),
-                        Item::Kept(_) => current.filter(|(_, current)| std::ptr::eq(current.meta(), message.meta())).map(|(index, _)| index),
+                    let index = match &item {
+                        Item::InBatch(index) => Some(*index),
+                        Item::Kept(kept) => current.filter(|(_, current)| std::ptr::eq(current.meta(), kept.meta())).map(|(index, _)| index),
                     };
-                    if let Some(slot) = self.slots.get_mut(&window) {
-                        slot.dirty = true;
-                        // Only the topic and source of `last` are used: the one held stays while
-                        // they are the same (dropping it would touch memory long cold).
-                        let meta = message.meta();
-                        let same = |last: &Metadata| std::ptr::eq(last, meta) || (last.topic == meta.topic && last.source == meta.source);
-                        if !slot.last.as_deref().is_some_and(same) {
-                            slot.last = Some(message.shared_meta());
-                        }
-                    }
                     calls.items.push(item);
                     calls.windows.push(window);
-                    calls.origins.push(origin);
+                    calls.batch_indexes.push(index);
                 }
                 Step::Merge { target, source } => {
                     self.flush(calls, batch, done)?;
                     self.live()?.merge_windows(target, source)?;
-                    let gone = self.slots.remove(&source);
-                    if let Some(slot) = self.slots.get_mut(&target) {
-                        slot.dirty = true;
-                        if slot.last.is_none() {
-                            slot.last = gone.and_then(|g| g.last);
-                        }
-                    }
                 }
-                Step::Close(window) => calls.closes.push(window),
+                Step::Close(window, slot) => calls.closes.push((window, slot)),
             }
         }
         self.steps = steps;
@@ -398,13 +392,13 @@ impl AggregateRunner {
             return Ok(());
         }
         let mut taken = std::mem::take(calls);
-        self.make_calls(&taken, batch, done)?;
+        self.make_calls(&mut taken, batch, done)?;
         taken.clear();
         *calls = taken;
         Ok(())
     }
 
-    fn make_calls(&mut self, calls: &Calls, batch: &[Message], done: &mut [bool]) -> Result<(), Failure> {
+    fn make_calls(&mut self, calls: &mut Calls, batch: &[Message], done: &mut [bool]) -> Result<(), Failure> {
         let instance = self.live()?;
         if !calls.opens.is_empty() {
             let openings: Vec<Opening<'_>> = calls.opens.iter().map(|w| Opening { window: window_ref(w), snapshot: None }).collect();
@@ -417,7 +411,7 @@ impl AggregateRunner {
                 let messages: Vec<Message> = calls.items.iter().map(|item| item.message(batch).without_ack()).collect();
                 instance.accumulate(&messages, &calls.windows)?
             };
-            for (result, origin) in results.into_iter().zip(&calls.origins) {
+            for (result, origin) in results.into_iter().zip(&calls.batch_indexes) {
                 if let (Err(reason), Some(index)) = (result, origin)
                     && !std::mem::replace(&mut done[*index], true)
                 {
@@ -426,32 +420,30 @@ impl AggregateRunner {
             }
         }
         if !calls.closes.is_empty() {
-            self.close(&calls.closes)?;
+            self.close(std::mem::take(&mut calls.closes))?;
         }
         Ok(())
     }
 
     /// Snapshot (so the result survives a crash until it is accepted), close and emit.
-    fn close(&mut self, windows: &[Window]) -> Result<(), Failure> {
-        let dirty: Vec<u64> = windows.iter().filter(|w| self.slots.get(&w.id).is_none_or(|s| s.dirty)).map(|w| w.id).collect();
+    fn close(&mut self, windows: Vec<(Window, Slot)>) -> Result<(), Failure> {
+        let dirty: Vec<u64> = windows.iter().filter(|(_, slot)| slot.dirty).map(|(window, _)| window.id).collect();
         let instance = self.live()?;
         let mut states: HashMap<u64, Vec<u8>> =
             if dirty.is_empty() { HashMap::new() } else { dirty.iter().copied().zip(instance.snapshot_windows(&dirty)?).collect() };
-        let refs: Vec<WindowRef<'_>> = windows.iter().map(window_ref).collect();
+        let refs: Vec<WindowRef<'_>> = windows.iter().map(|(window, _)| window_ref(window)).collect();
         let outputs = instance.close_windows(&refs)?;
-        for (window, outputs) in windows.iter().zip(outputs) {
-            let slot = self.slots.remove(&window.id);
-            let last = slot.as_ref().and_then(|s| s.last.clone());
-            let state = states.remove(&window.id).or_else(|| slot.and_then(|s| s.checkpointed));
-            let (topic, source) = topic_and_source(last.as_deref());
+        for ((window, slot), outputs) in windows.into_iter().zip(outputs) {
+            let state = states.remove(&window.id).or(slot.checkpointed);
+            let (topic, source) = topic_and_source(slot.origin.as_ref());
             self.emitted.insert(window.id, (window.clone(), WindowState { id: window.id, state, topic, source }));
-            self.emit(window, last.as_deref(), outputs);
+            self.emit(&window, slot.origin.as_ref(), outputs);
         }
         Ok(())
     }
 
     /// Route a closed window's results; it leaves the checkpoint once they are accepted.
-    fn emit(&mut self, window: &Window, last: Option<&Metadata>, outputs: Vec<OutputMessage>) {
+    fn emit(&mut self, window: &Window, origin: Option<&Origin>, outputs: Vec<OutputMessage>) {
         if outputs.is_empty() {
             self.emitted.remove(&window.id);
             return;
@@ -465,13 +457,13 @@ impl AggregateRunner {
             }
         });
         for output in outputs {
-            let message = self.result_message(window, last, output, ack.clone());
+            let message = self.result_message(window, origin, output, ack.clone());
             self.dispatcher.dispatch_blocking(message);
         }
     }
 
-    fn result_message(&self, window: &Window, last: Option<&Metadata>, output: OutputMessage, ack: Ack) -> Message {
-        let (topic, source) = topic_and_source(last);
+    fn result_message(&self, window: &Window, origin: Option<&Origin>, output: OutputMessage, ack: Ack) -> Message {
+        let (topic, source) = topic_and_source(origin);
         let mut meta = Metadata::new(source, output.topic.unwrap_or(topic));
         meta.origin = Some(ModuleOutput { module: self.name.clone(), output: Arc::from(output.output.as_deref().unwrap_or("out")) });
         meta.content_type = output.content_type;
@@ -540,7 +532,7 @@ impl AggregateRunner {
             return;
         }
         let started = Instant::now();
-        let dirty: Vec<u64> = self.slots.iter().filter(|(_, slot)| slot.dirty).map(|(id, _)| *id).collect();
+        let dirty: Vec<u64> = self.table.open_windows().filter(|open| open.data.dirty).map(|open| open.window.id).collect();
         if !dirty.is_empty() {
             let snapshot = match self.live() {
                 Ok(instance) => instance.snapshot_windows(&dirty),
@@ -548,10 +540,11 @@ impl AggregateRunner {
             };
             match snapshot {
                 Ok(states) => {
-                    for (id, state) in dirty.into_iter().zip(states) {
-                        if let Some(slot) = self.slots.get_mut(&id) {
-                            slot.checkpointed = Some(state);
-                            slot.dirty = false;
+                    let mut states: HashMap<u64, Vec<u8>> = dirty.into_iter().zip(states).collect();
+                    for open in self.table.open_windows_mut() {
+                        if let Some(state) = states.remove(&open.window.id) {
+                            open.data.checkpointed = Some(state);
+                            open.data.dirty = false;
                         }
                     }
                 }
@@ -559,11 +552,11 @@ impl AggregateRunner {
             }
         }
         let windows = self
-            .slots
-            .iter()
-            .map(|(id, slot)| {
-                let (topic, source) = topic_and_source(slot.last.as_deref());
-                WindowState { id: *id, state: slot.checkpointed.clone(), topic, source }
+            .table
+            .open_windows()
+            .map(|open| {
+                let (topic, source) = topic_and_source(open.data.origin.as_ref());
+                WindowState { id: open.window.id, state: open.data.checkpointed.clone(), topic, source }
             })
             .collect();
         let checkpoint = Checkpoint { table: encode_table(self.table.export()), windows, emitted: self.emitted.values().cloned().collect() };
@@ -578,20 +571,13 @@ impl AggregateRunner {
         }
         self.last_checkpoint = Instant::now();
         metrics::histogram!(telemetry::AGGREGATE_CHECKPOINT_SECONDS, "module" => self.name.to_string()).record(started.elapsed().as_secs_f64());
-        metrics::gauge!(telemetry::AGGREGATE_OPEN_WINDOWS, "module" => self.name.to_string()).set(self.slots.len() as f64);
+        metrics::gauge!(telemetry::AGGREGATE_OPEN_WINDOWS, "module" => self.name.to_string()).set(self.table.open_windows().count() as f64);
         metrics::gauge!(telemetry::AGGREGATE_KEYS, "module" => self.name.to_string()).set(self.table.key_count() as f64);
     }
 }
 
 fn window_ref(window: &Window) -> WindowRef<'_> {
     WindowRef { id: window.id, key: &window.key, start_ms: window.start_ms, end_ms: window.end_ms }
-}
-
-fn topic_and_source(last: Option<&Metadata>) -> (String, Arc<str>) {
-    match last {
-        Some(meta) => (meta.topic.clone(), meta.source.clone()),
-        None => (String::new(), Arc::from("")),
-    }
 }
 
 /// Retained messages (sliding windows) as queue records.

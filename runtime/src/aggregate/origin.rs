@@ -1,0 +1,84 @@
+//! Where a window's results say they come from: the topic and source of its newest message.
+//!
+//! The worker checks for every message whether they changed. Kept inline (topics up to
+//! [`INLINE_TOPIC`] bytes), that check touches only the window's own slot; holding the
+//! newest message's metadata instead meant reading memory that had long left the cache
+//! (with 1,000 keys, a window sees a message every 1,000), which cost ~50 ns per message
+//! (docs/benchmarks.md, "Aggregates"). It also keeps no more of a message alive than this.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+use weir_core::Metadata;
+
+/// Longer topics are compared and kept on the heap.
+const INLINE_TOPIC: usize = 48;
+
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// UTF-8: always copied from a `str`.
+    topic: SmallVec<[u8; INLINE_TOPIC]>,
+    source: Arc<str>,
+}
+
+impl Origin {
+    pub fn new(topic: &str, source: Arc<str>) -> Self {
+        Origin { topic: SmallVec::from_slice(topic.as_bytes()), source }
+    }
+
+    pub fn of(meta: &Metadata) -> Self {
+        Origin::new(&meta.topic, meta.source.clone())
+    }
+
+    /// Whether `meta` has this topic and source.
+    #[inline]
+    pub fn is_of(&self, meta: &Metadata) -> bool {
+        self.topic.as_slice() == meta.topic.as_bytes() && (Arc::ptr_eq(&self.source, &meta.source) || self.source == meta.source)
+    }
+
+    /// Now the origin of `meta` (a copy only when it differs).
+    #[inline]
+    pub fn update(slot: &mut Option<Origin>, meta: &Metadata) {
+        if !slot.as_ref().is_some_and(|origin| origin.is_of(meta)) {
+            *slot = Some(Origin::of(meta));
+        }
+    }
+
+    pub fn topic(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.topic)
+    }
+}
+
+/// The topic and source that results and checkpoints carry; empty without an origin.
+pub fn topic_and_source(origin: Option<&Origin>) -> (String, Arc<str>) {
+    match origin {
+        Some(origin) => (origin.topic().into_owned(), origin.source.clone()),
+        None => (String::new(), Arc::from("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(source: &str, topic: &str) -> Metadata {
+        Metadata::new(Arc::from(source), topic)
+    }
+
+    #[test]
+    fn an_origin_follows_topic_and_source_changes_short_and_long() {
+        let long = format!("factory/{}/telemetry", "x".repeat(INLINE_TOPIC));
+        let mut slot = None;
+        for (source, topic) in [("local", "factory/m1"), ("local", "factory/m1"), ("local", "factory/m2"), ("other", "factory/m2"), ("other", long.as_str())] {
+            Origin::update(&mut slot, &meta(source, topic));
+            let origin = slot.as_ref().expect("set");
+            assert!(origin.is_of(&meta(source, topic)));
+            assert_eq!(topic_and_source(Some(origin)), (topic.to_owned(), Arc::from(source)));
+        }
+        let origin = slot.expect("set");
+        assert!(!origin.is_of(&meta("other", &long[..long.len() - 1])));
+        assert!(!origin.is_of(&meta("local", &long)));
+        assert_eq!(topic_and_source(None), (String::new(), Arc::from("")));
+    }
+}
