@@ -42,7 +42,7 @@ impl Harness {
                     let moved = self.contents.remove(&source).expect("merge source open");
                     self.contents.get_mut(&target).expect("merge target open").extend(moved);
                 }
-                Step::Close(window, ()) => {
+                Step::Close(window, _) => {
                     let mut items = self.contents.remove(&window.id).expect("close an open window");
                     items.sort_unstable();
                     self.closed.push((window.key.to_string(), window.start_ms, window.end_ms, items));

@@ -70,8 +70,9 @@ pub enum Step<T, W = ()> {
     Accumulate { window: WindowId, item: T },
     /// Fold `source` into `target`; `source` is gone afterwards.
     Merge { target: WindowId, source: WindowId },
-    /// End the window (with its final bounds) and emit; with what its user kept about it.
-    Close(Window, W),
+    /// End the window (with its final bounds) and emit; with what its user kept about it
+    /// (boxed: a step is moved for every message, and a close is rare).
+    Close(Window, Box<W>),
 }
 
 /// What the table's user keeps about each open window, beside it in the table (so that
@@ -268,7 +269,7 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
                 }
                 steps.push(Step::Accumulate { window: id, item: item.clone() });
                 touch(&mut window.data);
-                steps.push(Step::Close(window.window, window.data));
+                steps.push(Step::Close(window.window, Box::new(window.data)));
                 state.retained.push_back((time, item));
                 due = due.min(time + size);
             }
@@ -280,13 +281,13 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
                     let (start, end) = (window.start_ms.min(time), window.end_ms.max(time + gap));
                     if end - gap - start > max {
                         let closed = state.windows.remove(*only);
-                        steps.push(Step::Close(closed.window, closed.data));
+                        steps.push(Step::Close(closed.window, Box::new(closed.data)));
                         joined.clear();
                     }
                 }
                 let index = match joined.split_first() {
                     None => {
-                        state.windows.push(open(&state.key, time, time + gap, steps));
+                        push_window(&mut state.windows, open(&state.key, time, time + gap, steps));
                         state.windows.len() - 1
                     }
                     Some((&target, sources)) => {
@@ -310,7 +311,7 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
             }
             WindowKind::Count { size } => {
                 if state.windows.is_empty() {
-                    state.windows.push(open(&state.key, time, time + 1, steps));
+                    push_window(&mut state.windows, open(&state.key, time, time + 1, steps));
                 }
                 let window = &mut state.windows[0].window;
                 window.start_ms = window.start_ms.min(time);
@@ -318,7 +319,7 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
                 accumulate(state, 0, item, steps, &mut touch);
                 if state.windows[0].messages >= size {
                     let full = state.windows.remove(0);
-                    steps.push(Step::Close(full.window, full.data));
+                    steps.push(Step::Close(full.window, Box::new(full.data)));
                 }
             }
         }
@@ -349,7 +350,7 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
         let mut next_due = u64::MAX;
         self.keys.retain(|_, state| {
             for open in state.windows.extract_if(.., |open| timed && open.window.end_ms <= watermark) {
-                steps.push(Step::Close(open.window, open.data));
+                steps.push(Step::Close(open.window, Box::new(open.data)));
             }
             if timed {
                 next_due = state.windows.iter().map(|open| open.window.end_ms).fold(next_due, u64::min);
@@ -366,7 +367,7 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
     /// Close every open window now, whatever the time (used when a key is evicted and in tests).
     pub fn close_all(&mut self, steps: &mut Vec<Step<T, W>>) {
         for (_, state) in self.keys.drain() {
-            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window, open.data)));
+            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window, Box::new(open.data))));
         }
     }
 
@@ -418,7 +419,7 @@ impl<T: Clone, W: WindowData> WindowTable<T, W> {
     fn close_oldest_key(&mut self, steps: &mut Vec<Step<T, W>>) {
         let Some(oldest) = self.keys.iter().min_by_key(|(_, state)| state.last_seen).map(|(key, _)| key.clone()) else { return };
         if let Some(state) = self.keys.remove(&oldest) {
-            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window, open.data)));
+            steps.extend(state.windows.into_iter().map(|open| Step::Close(open.window, Box::new(open.data))));
         }
     }
 }
@@ -433,10 +434,19 @@ fn find_or_open<T, W>(
     match state.windows.iter().position(|w| w.window.start_ms == start) {
         Some(index) => index,
         None => {
-            state.windows.push(open(&state.key, start, end, steps));
+            push_window(&mut state.windows, open(&state.key, start, end, steps));
             state.windows.len() - 1
         }
     }
+}
+
+/// Most keys have one window open at a time: room for one at first (a `Vec` starts with
+/// room for four, and an open window with its data is ~160 bytes).
+fn push_window<W>(windows: &mut Vec<OpenWindow<W>>, window: OpenWindow<W>) {
+    if windows.capacity() == 0 {
+        windows.reserve_exact(1);
+    }
+    windows.push(window);
 }
 
 fn accumulate<T, W>(state: &mut KeyState<T, W>, index: usize, item: T, steps: &mut Vec<Step<T, W>>, touch: &mut impl FnMut(&mut W)) {

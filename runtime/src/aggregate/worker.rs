@@ -375,7 +375,7 @@ impl AggregateRunner {
                     self.flush(calls, batch, done)?;
                     self.live()?.merge_windows(target, source)?;
                 }
-                Step::Close(window, slot) => calls.closes.push((window, slot)),
+                Step::Close(window, slot) => calls.closes.push((window, *slot)),
             }
         }
         self.steps = steps;
