@@ -1,8 +1,9 @@
 //! Nothing lost: the store-and-forward queue with real processes and real brokers.
 //!
 //! - kill -9 of weir in the middle of 100,000 QoS 1 messages, then a restart: every message
-//!   arrives at the upstream broker; duplicates are counted and stay within the documented
-//!   bound (`runtime.in_flight` + `runtime.batch_size`, docs/store-and-forward.md);
+//!   arrives at the upstream broker; duplicates are counted and are no more than what the
+//!   local broker sent again (counted in its log) plus the queue's replay of the batches on
+//!   their way (docs/store-and-forward.md);
 //! - the upstream broker stopped for a while: messages queue (the queue's depth shows it),
 //!   then arrive in order once it is back;
 //! - the local broker restarted: weir reconnects and resubscribes, nothing lost;
@@ -104,7 +105,8 @@ async fn receive_all(subscriber: &mut Subscriber, total: usize, timeout: Duratio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_100k_qos1_messages_loses_nothing() {
     const TOTAL: usize = 100_000;
-    let local = Mosquitto::start();
+    // It logs every packet: what it sends weir again after the restart is counted from its log.
+    let local = Mosquitto::start_logging_packets();
     let cloud = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let pipeline = dir.path().join("relay.toml");
@@ -139,15 +141,22 @@ async fn kill_9_in_the_middle_of_100k_qos1_messages_loses_nothing() {
     weir.stop();
 
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
-    let bound = 4096 + 64; // runtime.in_flight + runtime.batch_size (defaults)
-    eprintln!("kill -9 after {at_kill} messages had arrived: all {TOTAL} arrived, {duplicates} duplicates (bound {bound})");
+    // The broker's redeliveries: messages whose acknowledgement had not reached it. Weir's
+    // own share is the queue's replay: the batches on their way to the sink when it died
+    // (runtime.batch_size × the MQTT sink's pipeline depth, defaults). docs/store-and-forward.md
+    // says why the first can be far above weir's receive maximum with this broker.
+    let redelivered = local.redeliveries_to("weir-saf-in") as u32;
+    let bound = redelivered + 64 * 4;
+    eprintln!(
+        "kill -9 after {at_kill} messages had arrived: all {TOTAL} arrived, {duplicates} duplicates; the broker sent {redelivered} again (bound {bound})"
+    );
     // On failure: which numbers came twice, and both runs' logs, to tell where the copies came from.
     let mut repeated: Vec<usize> = counts.iter().filter(|(_, n)| **n > 1).map(|(i, _)| *i).collect();
     repeated.sort_unstable();
     let log = |weir: &WeirProcess| weir.log_text().lines().filter(|line| !line.contains("acknowledgements arrive")).collect::<Vec<_>>().join("\n");
     assert!(
         duplicates <= bound,
-        "{duplicates} duplicates is more than the documented bound {bound} ({duplicates_before} of them before the kill; {} numbers came more than once, from {:?} to {:?})\nsecond run's counters:\n{}\nfirst run:\n{}\nsecond run:\n{}",
+        "{duplicates} duplicates is more than the broker's {redelivered} redeliveries plus the queue's replay ({bound}) ({duplicates_before} of them before the kill; {} numbers came more than once, from {:?} to {:?})\nsecond run's counters:\n{}\nfirst run:\n{}\nsecond run:\n{}",
         repeated.len(),
         repeated.first(),
         repeated.last(),

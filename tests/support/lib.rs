@@ -87,6 +87,32 @@ impl Mosquitto {
         Self::start_in(dir, free_port(), &extra)
     }
 
+    /// A broker that logs every packet to [`Mosquitto::log_path`], to count what it did.
+    pub fn start_logging_packets() -> Mosquitto {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Started as root, mosquitto drops to its own user: it must be able to write here.
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let extra = format!("allow_anonymous true\nlog_dest file {}/mosquitto.log\nlog_type all\n", logs.display());
+        Self::start_in(dir, free_port(), &extra)
+    }
+
+    /// The log of a broker from [`Mosquitto::start_logging_packets`].
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("logs").join("mosquitto.log")
+    }
+
+    /// How many publishes the broker sent `client_id` again, flagged as duplicates (what it
+    /// redelivers on a session resume because their acknowledgement never reached it).
+    /// Needs [`Mosquitto::start_logging_packets`].
+    pub fn redeliveries_to(&self, client_id: &str) -> usize {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_else(|err| panic!("{}: {err}", self.log_path().display()));
+        let resent = format!("Sending PUBLISH to {client_id} (d1,");
+        log.lines().filter(|line| line.contains(&resent)).count()
+    }
+
     /// Like `start_with`, in a directory already holding the files `extra` names.
     pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &str) -> Mosquitto {
         let config = dir.path().join("mosquitto.conf");
