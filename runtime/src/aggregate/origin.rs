@@ -37,11 +37,20 @@ impl Origin {
         self.topic.as_slice() == meta.topic.as_bytes() && (Arc::ptr_eq(&self.source, &meta.source) || self.source == meta.source)
     }
 
-    /// Now the origin of `meta` (a copy only when it differs).
+    /// Now the origin of `meta`: what differs is copied in place (a window over many topics
+    /// changes its topic with nearly every message, but not its source).
     #[inline]
     pub fn update(slot: &mut Option<Origin>, meta: &Metadata) {
-        if !slot.as_ref().is_some_and(|origin| origin.is_of(meta)) {
+        let Some(origin) = slot else {
             *slot = Some(Origin::of(meta));
+            return;
+        };
+        if origin.topic.as_slice() != meta.topic.as_bytes() {
+            origin.topic.clear();
+            origin.topic.extend_from_slice(meta.topic.as_bytes());
+        }
+        if !Arc::ptr_eq(&origin.source, &meta.source) && origin.source != meta.source {
+            origin.source = meta.source.clone();
         }
     }
 
