@@ -77,24 +77,16 @@ impl Mosquitto {
 
     /// A broker that keeps sessions and queued messages across [`Mosquitto::restart_gracefully`].
     pub fn start_persistent() -> Mosquitto {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        // Started as root, mosquitto drops to its own user: it must be able to write here.
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).unwrap();
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let data = broker_writable(dir.path(), "data");
         let extra = format!("allow_anonymous true\npersistence true\npersistence_location {}/\n", data.display());
         Self::start_in(dir, free_port(), &extra)
     }
 
     /// A broker that logs every packet to [`Mosquitto::log_path`], to count what it did.
     pub fn start_logging_packets() -> Mosquitto {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        // Started as root, mosquitto drops to its own user: it must be able to write here.
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).unwrap();
-        std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let logs = broker_writable(dir.path(), "logs");
         let extra = format!("allow_anonymous true\nlog_dest file {}/mosquitto.log\nlog_type all\n", logs.display());
         Self::start_in(dir, free_port(), &extra)
     }
@@ -160,6 +152,16 @@ impl Mosquitto {
         assert!(self.child.is_none(), "the broker is still running");
         self.spawn();
     }
+}
+
+/// A directory `name` in `dir` that mosquitto can write: started as root, it drops to its
+/// own user.
+fn broker_writable(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::create_dir(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    path
 }
 
 impl Drop for Mosquitto {
