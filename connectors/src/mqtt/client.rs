@@ -192,9 +192,14 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
 
 /// TCP_NODELAY: a publisher that waits for its acknowledgements before the next batch
 /// would otherwise wait for Nagle's algorithm and the peer's delayed ACK (tens of ms).
+/// Quick acknowledgements (the vendored rumqttc's addition,
+/// connectors/vendor/rumqttc/WEIR-PATCH.md): the same the other way round, a broker that
+/// uses Nagle (Mosquitto's default) holding its PUBACKs and forwarded publishes until this
+/// machine's delayed ACK, 40 ms, while weir has nothing to send back on that connection.
 fn network_options() -> rumqttc::NetworkOptions {
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
+    network.set_tcp_quickack(true);
     network
 }
 

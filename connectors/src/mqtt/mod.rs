@@ -1,5 +1,7 @@
 //! `type = "mqtt"`: MQTT 3.1.1 and 5 sources and sinks (rumqttc), over TCP, TLS or a Unix
-//! domain socket.
+//! domain socket. The rumqttc built is `connectors/vendor/rumqttc`: the published 0.25.1 with
+//! waiting requests written in one flush and quick acknowledgements over TCP (its
+//! `WEIR-PATCH.md`).
 //!
 //! - `config.rs`: [`ConnectionConfig`] (shared by sources, sinks and the pipeline's
 //!   `[broker]`), [`MqttSourceConfig`], [`MqttSinkConfig`];
