@@ -353,6 +353,10 @@ fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 /// `target/<profile>/weir`, next to the running test's own directory.
 pub fn weir_binary() -> PathBuf {
+    // Another build, to compare two builds in alternating runs of a benchmark.
+    if let Some(path) = std::env::var_os("WEIR_BINARY") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("weir");
     assert!(path.is_file(), "{} is missing: build it with `cargo build -p weir` (`cargo test --workspace` and scripts/test.sh do)", path.display());

@@ -20,7 +20,8 @@
 //! `WEIR_BENCH_MESSAGES` sets messages per throughput case (default 100000);
 //! `WEIR_BENCH_SMOKE=1` runs every case once with few messages and no Node-RED (CI keeps the
 //! benchmark working that way; no figure is judged); `WEIR_BENCH_R8_RATE=N` runs only R8, at
-//! N messages per second (for working on latency). Results and method: `docs/benchmarks.md`.
+//! N messages per second (for working on latency); `WEIR_BENCH_QOS=0|1` runs only the R1 and R1b
+//! rows of that QoS (for profiling one case). Results and method: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -363,8 +364,9 @@ fn main() {
     if let Some(rate) = std::env::var("WEIR_BENCH_R8_RATE").ok().and_then(|v| v.parse().ok()) {
         return r8(dir.path(), rate, smoke);
     }
+    let only_qos: Option<u8> = std::env::var("WEIR_BENCH_QOS").ok().and_then(|v| v.parse().ok());
     let mut republish_rate = 0.0;
-    for qos in [0u8, 1] {
+    for qos in [0u8, 1].into_iter().filter(|qos| only_qos.is_none_or(|only| only == *qos)) {
         for size in [64usize, 256] {
             let lines = payloads(n, size, |_| 80);
             let broker = Broker::start();
@@ -378,6 +380,9 @@ fn main() {
                 republish_rate = r1b.per_second;
             }
         }
+    }
+    if only_qos.is_some() {
+        return;
     }
 
     // R8: at half the rate weir republished at above.
