@@ -351,11 +351,13 @@ fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// `target/<profile>/weir`, next to the running test's own directory.
+/// `target/<profile>/weir`, next to the running test's own directory; or `WEIR_BINARY`, to
+/// compare another build in alternating runs of a benchmark.
 pub fn weir_binary() -> PathBuf {
-    // Another build, to compare two builds in alternating runs of a benchmark.
     if let Some(path) = std::env::var_os("WEIR_BINARY") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "WEIR_BINARY={} is not a file", path.display());
+        return path;
     }
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("weir");
