@@ -21,8 +21,9 @@ use tokio::time::Sleep;
 
 use crate::framed::AsyncReadWrite;
 
-/// How long a read may stay unanswered before its acknowledgement is sent on its own.
-const GRACE: Duration = Duration::from_millis(1);
+/// How long a read may stay unanswered before its acknowledgement is sent on its own. tokio's
+/// timer fires on whole milliseconds, so this is 0.5–1.5 ms in effect.
+const GRACE: Duration = Duration::from_micros(500);
 
 /// `tcp`, with the above when `quickack` is set (Linux only).
 pub(crate) fn boxed(tcp: TcpStream, quickack: bool) -> Box<dyn AsyncReadWrite> {
