@@ -10,7 +10,7 @@ use weir_core::{Ack, AckOutcome, BuildContext, Message, Property, Sink as _, Sou
 use super::config::IotHubConfig;
 use super::link::{DeviceLink, link};
 use super::protocol::parse_property_bag;
-use crate::mqtt::Received;
+use crate::mqtt::{AckToken, Received};
 
 /// Cloud-to-device messages: subscribes to `devices/{device}/messages/devicebound/#` on the
 /// device's one connection (shared with its sink), and acknowledges a message (which
@@ -61,7 +61,7 @@ impl Source for IotHubSource {
             warn!(source = %ctx.name, %device, error = %format!("{err:#}"), "could not ask for cloud-to-device messages yet; will on the next connect");
         }
         let mut subscribed = link.inbound.subscribed();
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Box<Received>>();
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckToken>();
         let messages_in = metrics::counter!("weir_source_messages_total", "source" => ctx.name.to_string());
         loop {
             tokio::select! {
@@ -73,8 +73,8 @@ impl Source for IotHubSource {
                         info!(source = %ctx.name, %device, "receiving cloud-to-device messages");
                     }
                 }
-                Some(received) = ack_rx.recv() => {
-                    if let Err(err) = client.ack(&received).await {
+                Some(token) = ack_rx.recv() => {
+                    if let Err(err) = client.ack(token).await {
                         warn!(source = %ctx.name, %err, "could not acknowledge a cloud-to-device message; IoT Hub will send it again");
                     }
                 }
@@ -82,8 +82,8 @@ impl Source for IotHubSource {
                     messages_in.increment(1);
                     let Some(permit) = ctx.reserve().await else { break };
                     let tx = ack_tx.clone();
-                    let to_ack = received.clone();
-                    let ack = Ack::with_permit(move |outcome| if outcome == AckOutcome::Accepted { let _ = tx.send(to_ack); }, Some(permit));
+                    let token = received.ack_token();
+                    let ack = Ack::with_permit(move |outcome| if outcome == AckOutcome::Accepted { let _ = tx.send(token); }, Some(permit));
                     if ctx.output.send(to_message(&received, ctx.name.clone(), ack)).await.is_err() {
                         break;
                     }
@@ -93,12 +93,12 @@ impl Source for IotHubSource {
         // Acknowledge what the pipeline still accepts; the rest comes again from IoT Hub.
         let deadline = tokio::time::Instant::now() + ctx.drain_timeout;
         while !ctx.drained() && tokio::time::Instant::now() < deadline {
-            if let Ok(Some(received)) = tokio::time::timeout(Duration::from_millis(20), ack_rx.recv()).await {
-                let _ = client.ack(&received).await;
+            if let Ok(Some(token)) = tokio::time::timeout(Duration::from_millis(20), ack_rx.recv()).await {
+                let _ = client.ack(token).await;
             }
         }
-        while let Ok(received) = ack_rx.try_recv() {
-            let _ = client.ack(&received).await;
+        while let Ok(token) = ack_rx.try_recv() {
+            let _ = client.ack(token).await;
         }
         // Without a sink of the same device, nobody else closes the connection.
         if Arc::strong_count(&link) == 1 {

@@ -25,11 +25,20 @@ pub enum EventLoop {
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
-/// A received publish, kept to acknowledge it later.
+/// A received publish.
 #[derive(Debug, Clone)]
 pub enum Received {
     V311(rumqttc::Publish),
     V5(rumqttc::v5::mqttbytes::v5::Publish),
+}
+
+/// What acknowledging a received publish takes: its packet id and QoS. Kept instead of the
+/// publish itself, so a message waiting in the pipeline does not also hold its topic and
+/// properties a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct AckToken {
+    pkid: u16,
+    qos: QoS,
 }
 
 /// What the event loop reports, the same for both protocol versions.
@@ -255,11 +264,20 @@ impl Client {
         Ok(())
     }
 
-    pub async fn ack(&self, received: &Received) -> anyhow::Result<()> {
-        match (self, received) {
-            (Client::V311(client), Received::V311(publish)) => client.ack(publish).await?,
-            (Client::V5(client), Received::V5(publish)) => client.ack(publish).await?,
-            _ => bail!("acknowledging a publish on a connection of the other protocol version"),
+    /// Acknowledge a publish received on this connection (PUBACK or PUBREC by its QoS).
+    pub async fn ack(&self, token: AckToken) -> anyhow::Result<()> {
+        // rumqttc builds the acknowledgement from the publish's QoS and packet id alone.
+        match self {
+            Client::V311(client) => {
+                let mut publish = rumqttc::Publish::new("", qos4(token.qos), Vec::new());
+                publish.pkid = token.pkid;
+                client.ack(&publish).await?
+            }
+            Client::V5(client) => {
+                let mut publish = rumqttc::v5::mqttbytes::v5::Publish::new("", qos5(token.qos), Bytes::new(), None);
+                publish.pkid = token.pkid;
+                client.ack(&publish).await?
+            }
         }
         Ok(())
     }
@@ -295,6 +313,14 @@ impl Client {
 }
 
 impl Received {
+    pub fn ack_token(&self) -> AckToken {
+        let pkid = match self {
+            Received::V311(p) => p.pkid,
+            Received::V5(p) => p.pkid,
+        };
+        AckToken { pkid, qos: self.qos() }
+    }
+
     pub fn qos(&self) -> QoS {
         let level = match self {
             Received::V311(p) => p.qos as u8,

@@ -24,7 +24,7 @@ mod sink;
 mod source;
 mod tls;
 
-pub use client::{Client, Received};
+pub use client::{AckToken, Client, Received};
 pub use config::{ConnectionConfig, MqttSinkConfig, MqttSourceConfig, PasswordProvider, Protocol, TlsConfig};
 pub use inbound::Inbound;
 pub use sink::MqttSink;

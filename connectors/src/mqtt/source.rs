@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use weir_core::{Ack, AckOutcome, Backoff, BuildContext, Message, QoS, Source, SourceContext, SourceKind};
 
-use super::client::{self, Event, Received};
+use super::client::{self, AckToken, Event};
 use super::config::{ConnectionConfig, MqttSourceConfig};
 
 /// Subscribes to topics and hands each message to the pipeline.
@@ -41,11 +41,11 @@ impl Source for MqttSource {
         let (client, mut eventloop) = client::connect(&self.connection, &self.default_client_id, "", &self.base_dir, true)?;
         // Acknowledgements come back from whichever task dropped the last copy of a message;
         // one task sends them so the event loop never waits on the pipeline.
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Received>();
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckToken>();
         let ack_client = client.clone();
         let acker = tokio::spawn(async move {
-            while let Some(received) = ack_rx.recv().await {
-                if let Err(err) = ack_client.ack(&received).await {
+            while let Some(token) = ack_rx.recv().await {
+                if let Err(err) = ack_client.ack(token).await {
                     warn!(%err, "could not queue an acknowledgement; the broker will redeliver the message");
                 }
             }
@@ -86,10 +86,11 @@ impl Source for MqttSource {
                     }
                     let Some(permit) = ctx.reserve().await else { break };
                     let tx = ack_tx.clone();
+                    let token = received.ack_token();
                     let ack = Ack::with_permit(
                         move |outcome| {
                             if outcome == AckOutcome::Accepted {
-                                let _ = tx.send(*received);
+                                let _ = tx.send(token);
                             }
                         },
                         Some(permit),
