@@ -4,7 +4,7 @@
 //! a position-independent executable with about 75,000 relative relocations; stored the classic
 //! way (24 bytes each) they are a 1.8 MB table that the loader reads at every start and that then
 //! stays resident. Packed they take 20 KB, and idle RSS drops by about 3.5 MB
-//! (docs/benchmarks.md, "R9 memory").
+//! (docs/benchmarks.md, the relay section: "R9: packed relocations").
 //!
 //! The binary then needs glibc 2.36 or newer where it runs (it already needs 2.34) and binutils
 //! 2.38 or newer where it is linked. To build for an older system, set
