@@ -261,7 +261,6 @@ impl AggregateRunner {
                 return;
             }
         };
-        let windows: Vec<Window> = self.table.open_windows().map(|open| open.window.clone()).collect();
         let openings: Vec<Opening<'_>> =
             self.table.open_windows().map(|open| Opening { window: window_ref(&open.window), snapshot: open.data.checkpointed.as_deref() }).collect();
         if !openings.is_empty()
@@ -272,7 +271,7 @@ impl AggregateRunner {
                 Ok(fresh) => instance = fresh,
                 Err(_) => return,
             }
-            let empty: Vec<Opening<'_>> = windows.iter().map(|w| Opening { window: window_ref(w), snapshot: None }).collect();
+            let empty: Vec<Opening<'_>> = openings.iter().map(|opening| Opening { snapshot: None, ..*opening }).collect();
             if instance.open_windows(&empty).is_err() {
                 return;
             }
