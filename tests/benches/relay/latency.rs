@@ -137,14 +137,24 @@ impl BareRelay {
                 options.set_network_options(no_delay());
                 let (client, mut events) = AsyncClient::new(options, 10_000);
                 client.subscribe(from, QoS::AtLeastOnce).await.expect("subscribe");
+                // Republished with `try_publish`, keeping what does not fit: awaiting a full
+                // request queue here would stop the event loop that empties it (the relay hung
+                // that way once it fell 10,000 messages behind).
+                let mut waiting = std::collections::VecDeque::new();
                 loop {
+                    while let Some(payload) = waiting.pop_front() {
+                        if let Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) =
+                            client.try_publish(to.as_str(), QoS::AtLeastOnce, false, payload)
+                        {
+                            waiting.push_front(publish.payload);
+                            break;
+                        }
+                    }
                     tokio::select! {
                         _ = &mut stopped => break,
                         event = events.poll() => match event {
                             Ok(Event::Incoming(Packet::SubAck(_))) => { let _ = ready.send(()); }
-                            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                                client.publish(to.as_str(), QoS::AtLeastOnce, false, publish.payload).await.expect("republish");
-                            }
+                            Ok(Event::Incoming(Packet::Publish(publish))) => waiting.push_back(publish.payload),
                             Ok(_) => {}
                             Err(err) => panic!("bare relay: {err}"),
                         },
