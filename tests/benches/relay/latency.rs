@@ -143,11 +143,13 @@ impl BareRelay {
                 let mut waiting = std::collections::VecDeque::new();
                 loop {
                     while let Some(payload) = waiting.pop_front() {
-                        if let Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) =
-                            client.try_publish(to.as_str(), QoS::AtLeastOnce, false, payload)
-                        {
-                            waiting.push_front(publish.payload);
-                            break;
+                        match client.try_publish(to.as_str(), QoS::AtLeastOnce, false, payload) {
+                            Ok(()) => {}
+                            Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => {
+                                waiting.push_front(publish.payload);
+                                break;
+                            }
+                            Err(err) => panic!("bare relay: republish: {err}"),
                         }
                     }
                     tokio::select! {
