@@ -126,6 +126,11 @@ impl Mosquitto {
         wait_for_port(self.port, "mosquitto");
     }
 
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stop the broker (it loses its sessions: persistence is off).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

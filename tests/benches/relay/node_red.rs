@@ -35,9 +35,10 @@ fn binary() -> PathBuf {
     path
 }
 
-/// The flow: readings on `input` whose `field` is over `limit` go to `output`, at QoS 1.
-/// (Nodes without a position are taken for configuration nodes, so each has `x` and `y`.)
-fn flow(broker: u16, input: &str, output: &str, field: &str, limit: f64) -> String {
+/// The flow: readings on `input` whose `field` is over `limit` go to `output`, subscribed
+/// and published at `qos`. (Nodes without a position are taken for configuration nodes, so
+/// each has `x` and `y`.)
+fn flow(broker: u16, qos: u8, input: &str, output: &str, field: &str, limit: f64) -> String {
     serde_json::json!([
         { "id": "tab", "type": "tab", "label": "threshold" },
         {
@@ -46,25 +47,25 @@ fn flow(broker: u16, input: &str, output: &str, field: &str, limit: f64) -> Stri
             "cleansession": true, "birthTopic": "", "closeTopic": "", "willTopic": ""
         },
         {
-            "id": "in", "type": "mqtt in", "z": "tab", "name": "readings", "topic": input, "qos": "1", "datatype": "json",
+            "id": "in", "type": "mqtt in", "z": "tab", "name": "readings", "topic": input, "qos": qos.to_string(), "datatype": "json",
             "broker": "broker", "nl": false, "rap": true, "rh": 0, "inputs": 0, "x": 100, "y": 100, "wires": [["threshold"]]
         },
         {
             "id": "threshold", "type": "function", "z": "tab", "name": "threshold", "outputs": 1, "timeout": 0,
             "func": format!("return msg.payload.{field} > {limit} ? msg : null;"), "x": 300, "y": 100, "wires": [["out"]]
         },
-        { "id": "out", "type": "mqtt out", "z": "tab", "name": "alerts", "topic": output, "qos": "1", "retain": "false", "broker": "broker", "x": 500, "y": 100, "wires": [] }
+        { "id": "out", "type": "mqtt out", "z": "tab", "name": "alerts", "topic": output, "qos": qos.to_string(), "retain": "false", "broker": "broker", "x": 500, "y": 100, "wires": [] }
     ])
     .to_string()
 }
 
 impl NodeRed {
-    /// Start Node-RED with the threshold flow and wait until its editor answers and the
-    /// flow had a moment to connect.
-    pub fn start(broker: u16, input: &str, output: &str, field: &str, limit: f64) -> NodeRed {
+    /// Start Node-RED with the threshold flow at `qos` and wait until its editor answers and
+    /// the flow had a moment to connect.
+    pub fn start(broker: u16, qos: u8, input: &str, output: &str, field: &str, limit: f64) -> NodeRed {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        std::fs::write(dir.path().join("flows.json"), flow(broker, input, output, field, limit)).expect("flow file");
+        std::fs::write(dir.path().join("flows.json"), flow(broker, qos, input, output, field, limit)).expect("flow file");
         // Loopback only, no telemetry, no update checks, no projects.
         let settings = format!(
             "module.exports = {{ uiHost: '127.0.0.1', uiPort: {port}, flowFile: 'flows.json', credentialSecret: false, \

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Instructions weir executes per message on the R1b path (MQTT source → pass-through WASM
+# filter → republished to a local topic), counted by valgrind's callgrind: the same count
+# for the same binary and input however busy the machine is, so small changes show where
+# throughput runs are noise. See docs/benchmarks.md ("Instructions per message").
+#
+#   scripts/count-instructions.sh [BINARY] [MESSAGES] [QOS]
+#   (defaults: target/release/weir 5000 0)
+#
+# Starts Mosquitto on a free loopback port and weir under callgrind, zeroes the counters
+# once weir is ready, publishes MESSAGES readings of ~60 bytes with mosquitto_pub, waits
+# until a subscriber has all the republished copies, and divides weir's instructions since
+# the zeroing by MESSAGES. Needs valgrind, mosquitto, mosquitto-clients and the example
+# modules (scripts/build-filters.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=$(realpath "${1:-target/release/weir}")
+messages=${2:-5000}
+qos=${3:-0}
+for tool in valgrind callgrind_control mosquitto mosquitto_pub mosquitto_sub; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install valgrind mosquitto mosquitto-clients" >&2; exit 1; }
+done
+module=$PWD/filters/target/wasm32-wasip2/release/pass_through.wasm
+[[ -f $module ]] || { echo "$module is missing: run scripts/build-filters.sh" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 200000\n' "$port" >"$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+pids+=($!)
+cat >"$work/relay.toml" <<EOF
+[broker]
+url = "mqtt://127.0.0.1:$port"
+qos = $qos
+[modules.job]
+path = "$module"
+kind = "filter"
+[routes]
+in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/job/inputs/in")'
+out = 'FROM /messages/modules/job/outputs/* INTO /topics/out/{\$topic[1]}'
+EOF
+sleep 0.3
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$binary" run "$work/relay.toml" >"$work/weir.log" 2>&1 &
+weir=$!
+pids+=("$weir")
+for _ in $(seq 600); do grep -q "ready: every source" "$work/weir.log" && break; sleep 0.2; done
+grep -q "ready: every source" "$work/weir.log" || { cat "$work/weir.log" >&2; echo "weir did not get ready under valgrind" >&2; exit 1; }
+
+python3 -c "
+for i in range($messages): print('{\"seq\":%d,\"temperature\":80,\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}' % i)" >"$work/readings"
+mosquitto_sub -p "$port" -t 'out/#' -q "$qos" -C "$messages" >/dev/null &
+subscriber=$!
+pids+=("$subscriber")
+sleep 0.5
+callgrind_control -z "$weir" >/dev/null 2>&1
+mosquitto_pub -p "$port" -t bench/in -q "$qos" -l <"$work/readings"
+for _ in $(seq 600); do kill -0 "$subscriber" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$subscriber" 2>/dev/null; then echo "the subscriber did not receive all $messages messages" >&2; exit 1; fi
+callgrind_control -d "$weir" >/dev/null 2>&1
+sleep 1
+dump=$(ls -t "$work"/callgrind.out.* | head -1)
+total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
+echo "$(basename "$binary"): $messages messages at QoS $qos, $total instructions, $((total / messages)) per message"
