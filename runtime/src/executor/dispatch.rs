@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tracing::debug;
 use weir_core::Message;
@@ -53,21 +54,28 @@ pub struct Dispatcher {
     routes: Vec<CompiledRoute>,
     index: RouteIndex,
     pub deadletter: mpsc::Sender<Work>,
+    /// The input of work for a sink (sinks have no inputs), shared instead of allocated
+    /// per message.
+    no_input: Arc<str>,
 }
 
-/// Where one message goes: the target, the work for it, and the route's name.
-type Deliveries = Vec<(Target, Work, Arc<str>)>;
+/// Where one message goes: the target, the work for it, and the route's name (most messages
+/// go one or two places: no allocation for those).
+type Deliveries = SmallVec<[(Target, Work, Arc<str>); 2]>;
 
 impl Dispatcher {
     pub fn new(routes: Vec<CompiledRoute>, deadletter: mpsc::Sender<Work>) -> Self {
         let index = RouteIndex::new(routes.iter().map(|compiled| &compiled.route));
-        Dispatcher { routes, index, deadletter }
+        Dispatcher { routes, index, deadletter, no_input: Arc::from("") }
     }
 
     /// Decide where `message` goes. Messages no route takes are dropped (and counted).
+    /// Every route that takes it gets a copy but the last, which gets the message itself:
+    /// a copy shares the metadata, so a route that then sets the topic would clone all of it.
     fn plan(&self, message: Message) -> (Deliveries, Vec<DeadLetter>) {
-        let mut deliveries = Vec::new();
+        let mut deliveries = Deliveries::new();
         let mut dead = Vec::new();
+        let mut taken_by: Option<&CompiledRoute> = None;
         for position in self.index.candidates(&message) {
             let compiled = &self.routes[position];
             if !compiled.route.condition_holds(&message) {
@@ -88,26 +96,39 @@ impl Dispatcher {
                     continue;
                 }
             }
-            compiled.matched.increment(1);
-            let mut copy = message.clone();
-            if let RouteSink::Topic(template) = &compiled.route.sink {
-                match template.render(&copy) {
-                    Ok(topic) => copy.meta_mut().topic = topic,
-                    Err(reason) => {
-                        dead.push(DeadLetter::new(copy, "template", reason).route(&compiled.name));
-                        continue;
-                    }
-                }
+            if let Some(earlier) = taken_by.replace(compiled) {
+                self.deliver(earlier, message.clone(), &mut deliveries, &mut dead);
             }
-            let expires_ms = compiled.time_to_live_ms.map(|ttl| copy.meta().ingest_time_ms + ttl).unwrap_or(0);
-            let work = Work::Message { input: input_of(&compiled.target), message: copy, priority: compiled.priority, expires_ms };
-            deliveries.push((compiled.target.clone(), work, compiled.name.clone()));
         }
-        if deliveries.is_empty() && dead.is_empty() {
-            debug!(topic = %message.meta().topic, "no route takes this message");
-            metrics::counter!(telemetry::UNROUTED).increment(1);
+        match taken_by {
+            Some(last) => self.deliver(last, message, &mut deliveries, &mut dead),
+            None => {
+                debug!(topic = %message.meta().topic, "no route takes this message");
+                metrics::counter!(telemetry::UNROUTED).increment(1);
+            }
         }
         (deliveries, dead)
+    }
+
+    /// `message` as `compiled` sends it: its topic rendered, its priority and expiry set.
+    fn deliver(&self, compiled: &CompiledRoute, mut message: Message, deliveries: &mut Deliveries, dead: &mut Vec<DeadLetter>) {
+        compiled.matched.increment(1);
+        if let RouteSink::Topic(template) = &compiled.route.sink {
+            match template.render(&message) {
+                Ok(topic) => message.meta_mut().topic = topic,
+                Err(reason) => {
+                    dead.push(DeadLetter::new(message, "template", reason).route(&compiled.name));
+                    return;
+                }
+            }
+        }
+        let expires_ms = compiled.time_to_live_ms.map(|ttl| message.meta().ingest_time_ms + ttl).unwrap_or(0);
+        let input = match &compiled.target {
+            Target::Module { input, .. } => input.clone(),
+            _ => self.no_input.clone(),
+        };
+        let work = Work::Message { input, message, priority: compiled.priority, expires_ms };
+        deliveries.push((compiled.target.clone(), work, compiled.name.clone()));
     }
 
     /// Send on from an async task (sources).
@@ -174,13 +195,6 @@ impl Dispatcher {
             Target::Module { name, .. } => Some(&**name),
             _ => None,
         })
-    }
-}
-
-fn input_of(target: &Target) -> Arc<str> {
-    match target {
-        Target::Module { input, .. } => input.clone(),
-        _ => Arc::from(""),
     }
 }
 

@@ -101,7 +101,8 @@ impl ModuleWorker {
 
     fn forward(&self, messages: Vec<Message>, results: BatchResult) {
         let name = &self.module.name;
-        let origin = |output: Option<&str>| ModuleOutput { module: name.clone(), output: Arc::from(output.unwrap_or("out")) };
+        let default_output: Arc<str> = Arc::from("out");
+        let origin = |output: Option<&str>| ModuleOutput { module: name.clone(), output: output.map_or_else(|| default_output.clone(), Arc::from) };
         let reject = |message: Message, reason: String| {
             self.dispatcher.dead_letter_blocking(DeadLetter::new(message, "rejected", reason).module(name));
         };

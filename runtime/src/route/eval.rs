@@ -33,7 +33,16 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// For templates: the text a value stands for; `None` when undefined.
+    /// For templates: the text a value stands for, borrowed when it is a string; `None`
+    /// when undefined.
+    pub fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Value::Str(s) => Some(Cow::Borrowed(s)),
+            other => other.to_text().map(Cow::Owned),
+        }
+    }
+
+    /// The text a value stands for, as an owned string; `None` when undefined.
     pub fn to_text(&self) -> Option<String> {
         Some(match self {
             Value::Undefined => return None,

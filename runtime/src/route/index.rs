@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use smallvec::SmallVec;
 use weir_core::{Message, Metadata};
 
 use super::{Route, RouteSource, TopicFilter};
@@ -50,13 +51,14 @@ impl RouteIndex {
     }
 
     /// The routes whose source matches `message`, in route order (conditions not checked).
-    pub fn candidates(&self, message: &Message) -> Vec<usize> {
+    /// Up to eight without allocating: this runs for every message a source or module sends.
+    pub fn candidates(&self, message: &Message) -> SmallVec<[usize; 8]> {
         let meta: &Metadata = message.meta();
         let (keyed, others) = match &meta.origin {
             Some(origin) => (self.by_module.get(&*origin.module), &self.other_for_modules),
             None => (self.by_first_level.get(meta.topic.split('/').next().unwrap_or("")), &self.other_for_topics),
         };
-        let mut routes = Vec::new();
+        let mut routes = SmallVec::new();
         for &group in keyed.map(Vec::as_slice).unwrap_or_default().iter().chain(others) {
             let (source, members) = &self.groups[group];
             if source.matches(meta) {
@@ -110,7 +112,7 @@ mod tests {
         ];
         for message in &cases {
             let expected: Vec<usize> = routes.iter().enumerate().filter(|(_, r)| r.source.matches(message.meta())).map(|(i, _)| i).collect();
-            assert_eq!(index.candidates(message), expected, "{:?}", message.meta().topic);
+            assert_eq!(index.candidates(message).to_vec(), expected, "{:?}", message.meta().topic);
         }
     }
 }

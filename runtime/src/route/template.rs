@@ -53,7 +53,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Expr(expr, source) => match expr::eval(expr, message).to_text() {
+                Part::Expr(expr, source) => match expr::eval(expr, message).text() {
                     Some(text) if !text.contains(['+', '#']) => out.push_str(&text),
                     Some(text) => return Err(format!("topic template {{{source}}} gave `{text}`, which contains an MQTT wildcard")),
                     None => return Err(format!("topic template {{{source}}} is undefined for this message")),
