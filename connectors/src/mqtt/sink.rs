@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -104,10 +105,10 @@ impl MqttSink {
         self.client.clone()
     }
 
-    fn topic_for(&self, message: &Message) -> String {
+    fn topic_for<'a>(&self, message: &'a Message) -> Cow<'a, str> {
         match &self.topic {
-            Some(template) => template.replace("{topic}", &message.meta().topic),
-            None => message.meta().topic.clone(),
+            Some(template) => Cow::Owned(template.replace("{topic}", &message.meta().topic)),
+            None => Cow::Borrowed(&message.meta().topic),
         }
     }
 

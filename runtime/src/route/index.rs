@@ -3,8 +3,7 @@
 //! per message; topic groups are looked up by their filter's first level and module-output
 //! groups by module, so routes on other sources cost nothing.
 
-use std::collections::HashMap;
-
+use foldhash::HashMap;
 use smallvec::SmallVec;
 use weir_core::{Message, Metadata};
 
@@ -14,7 +13,8 @@ use super::{Route, RouteSource, TopicFilter};
 pub struct RouteIndex {
     /// Distinct sources, each with the routes (by index, in order) that share it.
     groups: Vec<(RouteSource, Vec<usize>)>,
-    /// Topic groups by the first level of their filter.
+    /// Topic groups by the first level of their filter. (foldhash: looked up for every
+    /// message, and the keys come from the pipeline, not from the messages.)
     by_first_level: HashMap<String, Vec<usize>>,
     /// Module-output groups by module.
     by_module: HashMap<String, Vec<usize>>,
