@@ -2,15 +2,16 @@
 # Install what the tests need (idempotent: fast when already done) and run every test.
 #   - Debian packages: mosquitto (real broker for the end-to-end tests), rabbitmq-server (the
 #     AMQP connector's tests; the tests start their own node, not the system service), and
-#     libssl-dev and npm if the machine lacks them;
+#     libssl-dev, npm and valgrind if the machine lacks them;
 #   - npm packages azurite and @azure/storage-blob (the blob sink's tests), node-red (the
 #     relay benchmark's smoke run), and tansu (a Kafka-compatible broker, cargo install), in
 #     $WEIR_TOOLS;
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
-#     the SDK's and the example modules' own unit tests, every workspace test, a smoke run
-#     of the relay benchmark, and 30 s of fuzzing the route language (cargo-fuzz, installed once).
+#     the SDK's and the example modules' own unit tests, every workspace test, smoke runs
+#     of the relay benchmark and of the instruction counter, and 30 s of fuzzing the route
+#     language (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)   # rdkafka builds librdkafka with TLS
 command -v npm >/dev/null 2>&1 || missing+=(npm)              # Azurite and the Azure SDK for the blob tests
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)    # scripts/count-instructions.sh
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     sudo_if_needed apt-get update -qq
@@ -60,9 +62,11 @@ cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
 
-# A smoke run of the relay benchmark (every case, few messages, the debug build): keeps it
-# working; no figure is judged here (docs/benchmarks.md has the real runs).
+# Smoke runs of the relay benchmark (every case, few messages, the debug build) and of the
+# instruction counter: keep them working; no figure is judged here (docs/benchmarks.md has
+# the real runs).
 cargo test -p weir-tests --bench relay 2>&1 | tail -n 20
+scripts/count-instructions.sh target/debug/weir 200
 
 # A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
 # flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
