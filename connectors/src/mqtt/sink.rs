@@ -181,17 +181,22 @@ impl Driver {
         let mut renew_at: Option<tokio::time::Instant> = None;
         let mut renewing = false;
         loop {
-            let event = tokio::select! {
-                event = eventloop.poll() => event,
-                () = sleep_until(renew_at), if renew_at.is_some() => {
-                    renew_at = None;
-                    renewing = true;
-                    info!(broker = %self.url, "renewing the password (SAS token) before it expires: reconnecting");
-                    let client = self.client.clone();
-                    // Not awaited here: the request goes through the event loop polled below.
-                    tokio::spawn(async move { client.disconnect().await });
-                    continue;
-                }
+            // Without a password to renew, no `select!`: it would move each event's poll
+            // future (2.7 KB in rumqttc) once more.
+            let event = match renew_at {
+                None => eventloop.poll().await,
+                Some(at) => tokio::select! {
+                    event = eventloop.poll() => event,
+                    () = tokio::time::sleep_until(at) => {
+                        renew_at = None;
+                        renewing = true;
+                        info!(broker = %self.url, "renewing the password (SAS token) before it expires: reconnecting");
+                        let client = self.client.clone();
+                        // Not awaited here: the request goes through the event loop polled below.
+                        tokio::spawn(async move { client.disconnect().await });
+                        continue;
+                    }
+                },
             };
             match event {
                 Ok(Event::Connected { .. }) => {
@@ -267,13 +272,6 @@ impl Driver {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
