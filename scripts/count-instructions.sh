@@ -63,4 +63,5 @@ callgrind_control -d "$weir" >/dev/null 2>&1
 sleep 1
 dump=$(ls -t "$work"/callgrind.out.* | head -1)
 total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
-echo "$(basename "$binary"): $messages messages at QoS $qos, $total instructions, $((total / messages)) per message"
+inline=$(grep -q "called where its messages arrive" "$work/weir.log" && echo "the module called inline" || echo "the module called on its own thread")
+echo "$(basename "$binary"): $messages messages at QoS $qos, $total instructions, $((total / messages)) per message ($inline)"

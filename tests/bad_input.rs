@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use weir::config::ConfigErrors;
-use weir_tests::{Mosquitto, RunningPipeline, Subscriber, module, publish_v5, toml_path, wait_for_lines};
+use weir_tests::{Mosquitto, RunningPipeline, Subscriber, WeirProcess, free_port, metric, module, publish_v5, scrape_metrics, toml_path, wait_for_lines};
 
 /// `weir check` on `toml`; the errors it reports.
 fn check_errors(toml: &str) -> ConfigErrors {
@@ -203,4 +203,98 @@ json_out = 'FROM /messages/modules/hot/outputs/* INTO /topics/hot'
         .collect();
     assert_eq!(modules.iter().filter(|m| *m == "chaos").count(), 3);
     pipeline.stop().await.unwrap();
+}
+
+/// A module whose calls are short is called where its messages arrive, not on its thread;
+/// the first call that runs long there (a loop stopped by the deadline) dead-letters its
+/// message, sends the module back to its own thread for good, and everything else keeps
+/// flowing, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_module_that_runs_long_goes_back_to_its_own_thread() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let pipeline = dir.path().join("pipeline.toml");
+    let toml = format!(
+        r#"
+deadletter = "dlq"
+
+[runtime]
+http_listen = "127.0.0.1:{metrics_port}"
+
+[broker]
+url = "mqtt://127.0.0.1:{port}"
+
+[modules.chaos]
+path = {chaos}
+deadline = "300ms"
+batch_size = 1
+
+[modules.steady]
+path = {pass}
+own_thread = true
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[routes]
+chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
+steady_in = 'FROM /topics/steady INTO BrokeredEndpoint("/modules/steady/inputs/in")'
+steady_out = 'FROM /messages/modules/steady/outputs/* INTO /topics/survived'
+direct = 'FROM /topics/direct INTO /topics/passed'
+"#,
+        port = broker.port,
+        chaos = toml_path(&module("chaos")),
+        pass = toml_path(&module("pass_through")),
+    );
+    std::fs::write(&pipeline, toml).unwrap();
+    let mut weir = WeirProcess::start(&pipeline);
+    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
+    let gauge = |module: &str| metric(&scrape_metrics(metrics_port), "weir_module_inline", &[&format!("module=\"{module}\"")]);
+    let inline = || gauge("chaos");
+    assert_eq!(inline(), Some(0.0), "a module starts on its own thread");
+
+    let to = |topic: &str, prefix: &str, n: usize| -> Vec<_> {
+        (0..n).map(|i| (topic.to_owned(), format!("{prefix}-{i}").into_bytes(), PublishProperties::default())).collect()
+    };
+    let numbered = |prefix: &str, n: usize| to("chaos", prefix, n);
+    let payloads =
+        |messages: Vec<rumqttc::v5::mqttbytes::v5::Publish>| messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect::<Vec<_>>();
+    publish_v5(broker.port, numbered("short", 40)).await;
+    let got = payloads(survived.take(40, Duration::from_secs(20)).await);
+    assert_eq!(got, (0..40).map(|i| format!("short-{i}")).collect::<Vec<_>>(), "in order across the move from its thread to inline");
+    assert_eq!(inline(), Some(1.0), "short calls made the module inline:\n{}", weir.log_text());
+    // `own_thread = true`: as many short calls, and still only its thread calls it.
+    publish_v5(broker.port, to("steady", "steady", 40)).await;
+    assert_eq!(payloads(survived.take(40, Duration::from_secs(20)).await), (0..40).map(|i| format!("steady-{i}")).collect::<Vec<_>>());
+    assert_eq!(gauge("steady"), Some(0.0), "own_thread keeps a module on its thread");
+
+    // A trap made inline (its panic message goes to weir's stderr): dead-lettered, the
+    // module recycled and still inline.
+    let mut trap = vec![("chaos".to_owned(), b"trap".to_vec(), PublishProperties::default())];
+    trap.extend(numbered("recycled", 3));
+    publish_v5(broker.port, trap).await;
+    let got = payloads(survived.take(3, Duration::from_secs(20)).await);
+    assert_eq!(got, (0..3).map(|i| format!("recycled-{i}")).collect::<Vec<_>>());
+    wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    assert_eq!(inline(), Some(1.0), "a trap is not a long call: the module stays inline\n{}", weir.log_text());
+
+    let mut after = vec![("chaos".to_owned(), b"loop".to_vec(), PublishProperties::default())];
+    after.extend(numbered("after", 10));
+    after.push(("direct".to_owned(), b"meanwhile".to_vec(), PublishProperties::default()));
+    publish_v5(broker.port, after).await;
+    let got = payloads(survived.take(10, Duration::from_secs(20)).await);
+    assert_eq!(got, (0..10).map(|i| format!("after-{i}")).collect::<Vec<_>>());
+    assert_eq!(&passed.take(1, Duration::from_secs(10)).await[0].payload[..], b"meanwhile");
+    wait_for_lines(&dir.path().join("deadletter.jsonl"), 2, Duration::from_secs(10)).await;
+    let letters = dead_letters(&dir.path().join("deadletter.jsonl"));
+    let summary: Vec<(&str, &str)> = letters.iter().map(|(p, r, _)| (p.as_str(), r.as_str())).collect();
+    assert_eq!(summary, vec![("trap", "trap"), ("loop", "deadline")]);
+    assert_eq!(inline(), Some(0.0), "the long call sent the module back to its own thread");
+    let log = weir.log_text();
+    assert!(log.contains("a module call where its messages arrive ran long"), "{log}");
+    weir.stop();
 }

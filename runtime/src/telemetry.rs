@@ -21,6 +21,9 @@ pub const MODULE_DROPPED: &str = "weir_module_dropped_total";
 pub const MODULE_FAILURES: &str = "weir_module_failures_total";
 /// Seconds per module call.
 pub const MODULE_CALL_SECONDS: &str = "weir_module_call_seconds";
+/// 1 while a module is called where its messages arrive, 0 while only its own thread calls it
+/// (executor::module_slot).
+pub const MODULE_INLINE: &str = "weir_module_inline";
 /// Aggregate modules: messages that came after their windows closed, seconds per
 /// checkpoint, open windows, and keys with open windows.
 pub const AGGREGATE_LATE: &str = "weir_aggregate_late_total";

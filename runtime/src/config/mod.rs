@@ -125,6 +125,13 @@ pub struct ModuleConfig {
     /// Messages per call, at most. Default: `runtime.batch_size`.
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// Call this module only on its own thread. By default a module whose calls stay under
+    /// 1 ms is called on the thread its messages arrive on, which saves two thread hand-offs
+    /// per batch, and goes back to its own thread for good once a call takes longer (that one
+    /// call holds up the connections, up to `deadline`). Set this for a module that may
+    /// sometimes run long. Default false.
+    #[serde(default)]
+    pub own_thread: bool,
     /// Aggregate modules: how the host windows their messages (kind, size, key, time).
     #[serde(default)]
     pub window: Option<window::WindowConfig>,

@@ -23,6 +23,8 @@ pub struct ModulePlan {
     pub config_json: String,
     pub limits: ModuleLimits,
     pub batch_size: usize,
+    /// Never call this module inline, only on its own thread.
+    pub own_thread: bool,
     /// Aggregate modules: the validated `window` table.
     pub window: Option<crate::aggregate::AggregateSpec>,
 }
@@ -121,6 +123,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
                 deadline: module.deadline.map(|d| d.0).unwrap_or(defaults.deadline),
             },
             batch_size: module.batch_size.unwrap_or(pipeline.runtime.batch_size).max(1),
+            own_thread: module.own_thread,
             window,
         });
     }

@@ -13,6 +13,7 @@ use tracing::debug;
 use weir_core::Message;
 
 use super::deadletter::DeadLetter;
+use super::module_slot::ModuleSlot;
 use crate::route::{Route, RouteIndex, RouteSink};
 use crate::telemetry;
 
@@ -43,9 +44,27 @@ pub struct CompiledRoute {
 /// A destination queue.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Module { name: Arc<str>, input: Arc<str>, queue: mpsc::Sender<Work> },
-    Sink { name: Arc<str>, queue: mpsc::Sender<Work> },
+    /// `slot`: the module's instance, for modules that may be called inline (not aggregates).
+    Module {
+        name: Arc<str>,
+        input: Arc<str>,
+        queue: mpsc::Sender<Work>,
+        slot: Option<Arc<ModuleSlot>>,
+    },
+    Sink {
+        name: Arc<str>,
+        queue: mpsc::Sender<Work>,
+    },
     DeadLetter,
+}
+
+/// Messages held back for one inline module call.
+struct Held {
+    slot: Arc<ModuleSlot>,
+    input: Arc<str>,
+    target: Target,
+    route: Arc<str>,
+    messages: Vec<Message>,
 }
 
 /// Routes plus the dead-letter queue: everything needed to send a message on.
@@ -131,20 +150,92 @@ impl Dispatcher {
         deliveries.push((compiled.target.clone(), work, compiled.name.clone()));
     }
 
-    /// Send on from an async task (sources).
-    pub async fn dispatch(&self, message: Message) {
-        let (deliveries, dead) = self.plan(message);
-        for (target, work, route) in deliveries {
-            let queue = match &target {
-                Target::Module { queue, .. } | Target::Sink { queue, .. } => queue,
-                Target::DeadLetter => &self.deadletter,
-            };
-            if let Err(mpsc::error::SendError(work)) = queue.send(work).await {
-                fail(work, &route);
+    /// Send on a batch from an async task (what sources received), leaving `messages` empty.
+    /// A module that runs inline is called here once for its share of the batch (see
+    /// [`ModuleSlot`]), and what it outputs is sent on the same way.
+    pub async fn dispatch_batch(&self, messages: &mut Vec<Message>) {
+        let mut round = std::mem::take(messages);
+        while !round.is_empty() {
+            let mut held: SmallVec<[Held; 1]> = SmallVec::new();
+            for message in round.drain(..) {
+                let (deliveries, dead) = self.plan(message);
+                for (target, work, route) in deliveries {
+                    match (&target, work) {
+                        (Target::Module { slot: Some(slot), input, .. }, Work::Message { message, .. }) if slot.runs_inline() => {
+                            match held.iter_mut().find(|h| Arc::ptr_eq(&h.slot, slot) && h.input == *input) {
+                                Some(group) => group.messages.push(message),
+                                None => held.push(Held { slot: slot.clone(), input: input.clone(), target: target.clone(), route, messages: vec![message] }),
+                            }
+                        }
+                        (_, work) => self.send(&target, work, &route).await,
+                    }
+                }
+                for letter in dead {
+                    self.dead_letter(letter).await;
+                }
+            }
+            let mut next = Vec::new();
+            for group in held {
+                self.call_inline(group, &mut next).await;
+            }
+            *messages = round;
+            round = next;
+        }
+    }
+
+    /// Call a module inline on what was held for it, a batch at a time, or queue the messages
+    /// for its thread if it cannot be called here now. Outputs go to `next`.
+    async fn call_inline(&self, group: Held, next: &mut Vec<Message>) {
+        let Held { slot, input, target, route, mut messages } = group;
+        while !messages.is_empty() {
+            let rest = if messages.len() > slot.batch_size { messages.split_off(slot.batch_size) } else { Vec::new() };
+            match slot.call_inline(&input, messages).await {
+                Ok(processed) => {
+                    next.extend(processed.outputs);
+                    for letter in processed.dead {
+                        self.dead_letter(letter).await;
+                    }
+                    messages = rest;
+                }
+                Err(mut refused) => {
+                    refused.extend(rest);
+                    for message in refused {
+                        let work = Work::Message { input: input.clone(), message, priority: 0, expires_ms: 0 };
+                        self.send(&target, work, &route).await;
+                    }
+                    return;
+                }
             }
         }
-        for letter in dead {
-            self.dead_letter(letter).await;
+    }
+
+    /// Send `work` to `target`'s queue from an async task.
+    async fn send(&self, target: &Target, work: Work, route: &str) {
+        let queue = self.queue_for(target);
+        if let Err(mpsc::error::SendError(work)) = queue.send(work).await {
+            self.unqueue(target);
+            fail(work, route);
+        }
+    }
+
+    /// `target`'s queue; a module's counts the message as on its way to the module's thread.
+    fn queue_for<'a>(&'a self, target: &'a Target) -> &'a mpsc::Sender<Work> {
+        match target {
+            Target::Module { queue, slot, .. } => {
+                if let Some(slot) = slot {
+                    slot.queued(1);
+                }
+                queue
+            }
+            Target::Sink { queue, .. } => queue,
+            Target::DeadLetter => &self.deadletter,
+        }
+    }
+
+    /// A message counted by `queue_for` never reached the queue.
+    fn unqueue(&self, target: &Target) {
+        if let Target::Module { slot: Some(slot), .. } = target {
+            slot.handled(1);
         }
     }
 
@@ -152,11 +243,8 @@ impl Dispatcher {
     pub fn dispatch_blocking(&self, message: Message) {
         let (deliveries, dead) = self.plan(message);
         for (target, work, route) in deliveries {
-            let queue = match &target {
-                Target::Module { queue, .. } | Target::Sink { queue, .. } => queue,
-                Target::DeadLetter => &self.deadletter,
-            };
-            if let Err(mpsc::error::SendError(work)) = queue.blocking_send(work) {
+            if let Err(mpsc::error::SendError(work)) = self.queue_for(&target).blocking_send(work) {
+                self.unqueue(&target);
                 fail(work, &route);
             }
         }

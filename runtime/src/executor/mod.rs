@@ -1,8 +1,10 @@
 //! Runs a pipeline.
 //!
 //! - [`dispatch`]: route evaluation and delivery to queues (no central router task);
-//! - [`module_worker`]: one thread per module, calling it a batch at a time (aggregate
-//!   modules get [`crate::aggregate::worker`] instead);
+//! - [`module_slot`]: a module's instance, called inline where its messages arrive while
+//!   its calls stay short, else by its worker;
+//! - [`module_worker`]: one thread per module, calling it a batch at a time with what is
+//!   queued for it (aggregate modules get [`crate::aggregate::worker`] instead);
 //! - [`sink_worker`]: delivering to a sink: batches, retries, dead-letters rejections;
 //! - [`queued`]: a sink behind a store-and-forward queue: writer thread and forwarder task;
 //! - [`deadletter`]: what a dead letter carries;
@@ -12,6 +14,7 @@
 
 pub mod deadletter;
 pub mod dispatch;
+pub mod module_slot;
 pub mod module_worker;
 pub mod queued;
 pub mod sink_worker;
@@ -33,6 +36,7 @@ use crate::config::validate::{Plan, module_error};
 use crate::route::RouteSink;
 use crate::wasm::{EngineSettings, LoadedModule, ModuleKind, WasmEngine};
 use dispatch::{CompiledRoute, Dispatcher, Target, Work};
+use module_slot::ModuleSlot;
 use module_worker::ModuleWorker;
 use queued::{Forwarder, QueueWriter};
 use sink_worker::{SinkDriver, SinkWorker};
@@ -176,14 +180,21 @@ pub async fn run(
         _ => unreachable!("a local broker is started when dead letters go to a local topic"),
     };
 
-    // Module queues.
+    // Module queues, and the shared instances of modules that may be called inline.
     let mut module_queues = HashMap::new();
     let mut module_receivers = HashMap::new();
+    let mut module_slots = HashMap::new();
+    // A module's WASI calls block on the runtime, which an async task can do only on a
+    // worker of a multi-threaded runtime (the vendored wasmtime-wasi, runtime/vendor).
+    let inline_possible = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     for module in &modules {
-        let spec_batch = plan.modules.iter().find(|m| *m.name == *module.name).map(|m| m.batch_size).unwrap_or(settings.batch_size);
-        let (tx, rx) = mpsc::channel(spec_batch * 4);
+        let spec = plan.modules.iter().find(|m| *m.name == *module.name).context("module plan")?;
+        let (tx, rx) = mpsc::channel(spec.batch_size * 4);
         module_queues.insert(module.name.to_string(), tx);
-        module_receivers.insert(module.name.to_string(), (rx, spec_batch));
+        module_receivers.insert(module.name.to_string(), (rx, spec.batch_size));
+        if spec.window.is_none() {
+            module_slots.insert(module.name.to_string(), Arc::new(ModuleSlot::new(module.clone(), spec.batch_size, spec.own_thread || !inline_possible)));
+        }
     }
 
     // Routes with their targets.
@@ -197,7 +208,9 @@ pub async fn run(
             }
             RouteSink::Named(name) => Target::Sink { name: name.as_str().into(), queue: sink_queues[name].clone() },
             RouteSink::DeadLetter => Target::DeadLetter,
-            RouteSink::Module { id, input } => Target::Module { name: id.as_str().into(), input: input.as_str().into(), queue: module_queues[id].clone() },
+            RouteSink::Module { id, input } => {
+                Target::Module { name: id.as_str().into(), input: input.as_str().into(), queue: module_queues[id].clone(), slot: module_slots.get(id).cloned() }
+            }
             RouteSink::Topic(_) => Target::Sink { name: "$local".into(), queue: local_topics.clone().context("local topic sink missing")? },
         };
         if let (crate::route::RouteSource::Module { id, .. }, Target::Module { name, .. }) = (&route_plan.route.source, &target) {
@@ -249,7 +262,10 @@ pub async fn run(
                 let runtime = tokio::runtime::Handle::current();
                 AggregateWorker { module, spec, queue: rx, dispatcher: dispatcher.clone(), batch_size, max_held, runtime }.spawn()
             }
-            None => ModuleWorker { module, queue: rx, dispatcher: dispatcher.clone(), batch_size }.spawn(),
+            None => {
+                let slot = module_slots.remove(&name).context("module slot")?;
+                ModuleWorker { slot, queue: rx, dispatcher: dispatcher.clone() }.spawn()
+            }
         };
         module_threads.insert(name.clone(), thread.with_context(|| format!("starting the worker thread of module `{name}`"))?);
     }
@@ -282,9 +298,11 @@ pub async fn run(
             drain_timeout: settings.drain_timeout.0,
         };
         let dispatcher = dispatcher.clone();
+        let batch_size = settings.batch_size.max(1);
         let forward = tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                dispatcher.dispatch(message).await;
+            let mut batch = Vec::with_capacity(batch_size);
+            while rx.recv_many(&mut batch, batch_size).await > 0 {
+                dispatcher.dispatch_batch(&mut batch).await;
             }
         });
         let run = tokio::spawn(async move {

@@ -1,0 +1,304 @@
+//! A module's live instance, shared by its worker thread and the tasks that deliver to it.
+//!
+//! Crossing to the module's thread costs a wake-up of that thread and, for what it outputs,
+//! one of the async thread: on a small box that was a third of weir's CPU time
+//! (docs/benchmarks.md). So a module whose calls stay short is called where its messages
+//! arrive, on the task that dispatches a source's messages, a batch at a time. Its worker
+//! thread still does everything else:
+//! - the first calls: a module starts on its thread and is called inline only after
+//!   [`PROMOTE_AFTER`] calls in a row took under a quarter of [`INLINE_BUDGET`];
+//! - any backlog: what was queued for the thread (during probation, or while an instance is
+//!   restarted) is handled there first; a batch waits for that before it is called inline,
+//!   which keeps each producer's messages in order;
+//! - (re)starting an instance after a failure;
+//! - for good, once any call runs past [`INLINE_BUDGET`] (the one call that did so held the
+//!   connections' thread up to the module's deadline), and always with `own_thread = true`.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use weir_core::{Message, ModuleOutput, Property};
+
+use super::deadletter::DeadLetter;
+use crate::telemetry;
+use crate::wasm::abi::OutputMessage;
+use crate::wasm::{BatchResult, Failure, FailureReason, LoadedModule, ModuleInstance};
+
+/// A call that takes longer than this is too long for the connections' thread.
+pub const INLINE_BUDGET: Duration = Duration::from_millis(1);
+/// Short calls in a row on the module's thread before it is called inline.
+pub const PROMOTE_AFTER: u32 = 16;
+
+const ON_PROBATION: u8 = 0;
+const INLINE: u8 = 1;
+const OWN_THREAD: u8 = 2;
+
+/// What a call made of a batch: messages to send on and dead letters.
+#[derive(Default)]
+pub struct Processed {
+    pub outputs: Vec<Message>,
+    pub dead: Vec<DeadLetter>,
+    /// The instance could not start: the caller should not retry at once.
+    pub start_failed: bool,
+}
+
+pub struct ModuleSlot {
+    pub module: LoadedModule,
+    /// Messages per call, at most.
+    pub batch_size: usize,
+    instance: Mutex<Option<ModuleInstance>>,
+    /// Messages sent to the worker's queue and not yet fully handled (outputs sent on).
+    backlog: AtomicUsize,
+    /// Told when `backlog` reaches zero.
+    drained: Notify,
+    mode: AtomicU8,
+    short_calls: AtomicU32,
+    metrics: ModuleMetrics,
+}
+
+impl std::fmt::Debug for ModuleSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleSlot").field("module", &self.module.name).field("mode", &self.mode).field("backlog", &self.backlog).finish_non_exhaustive()
+    }
+}
+
+/// The module's metric handles, registered once.
+struct ModuleMetrics {
+    input: metrics::Counter,
+    output: metrics::Counter,
+    dropped: metrics::Counter,
+    call_seconds: metrics::Histogram,
+    inline: metrics::Gauge,
+}
+
+impl ModuleSlot {
+    pub fn new(module: LoadedModule, batch_size: usize, own_thread: bool) -> Self {
+        let name = module.name.to_string();
+        let metrics = ModuleMetrics {
+            input: metrics::counter!(telemetry::MODULE_IN, "module" => name.clone()),
+            output: metrics::counter!(telemetry::MODULE_OUT, "module" => name.clone()),
+            dropped: metrics::counter!(telemetry::MODULE_DROPPED, "module" => name.clone()),
+            call_seconds: metrics::histogram!(telemetry::MODULE_CALL_SECONDS, "module" => name.clone()),
+            inline: metrics::gauge!(telemetry::MODULE_INLINE, "module" => name),
+        };
+        metrics.inline.set(0.0);
+        ModuleSlot {
+            module,
+            batch_size: batch_size.max(1),
+            instance: Mutex::new(None),
+            backlog: AtomicUsize::new(0),
+            drained: Notify::new(),
+            mode: AtomicU8::new(if own_thread { OWN_THREAD } else { ON_PROBATION }),
+            short_calls: AtomicU32::new(0),
+            metrics,
+        }
+    }
+
+    /// Whether batches for this module should be offered to [`ModuleSlot::try_inline`].
+    pub fn runs_inline(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) == INLINE
+    }
+
+    /// `count` messages are on their way to the worker's queue.
+    pub fn queued(&self, count: usize) {
+        self.backlog.fetch_add(count, Ordering::SeqCst);
+    }
+
+    /// `count` queued messages are handled and what they became is sent on (or they never
+    /// reached the queue).
+    pub fn handled(&self, count: usize) {
+        if self.backlog.fetch_sub(count, Ordering::SeqCst) == count {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Call the module on `messages` here, if it runs inline, once what is queued for its
+    /// thread is handled. The messages come back, to be queued, if it does not run inline
+    /// (any more), or if the thread took new work or must restart the instance. The caller
+    /// sends the outputs on.
+    pub async fn call_inline(&self, input: &str, messages: Vec<Message>) -> Result<Processed, Vec<Message>> {
+        loop {
+            if !self.runs_inline() {
+                return Err(messages);
+            }
+            let drained = self.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            drained.as_mut().enable();
+            if self.backlog.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            drained.await;
+        }
+        let Ok(mut instance) = self.instance.try_lock() else {
+            return Err(messages);
+        };
+        if instance.is_none() || self.backlog.load(Ordering::SeqCst) != 0 {
+            return Err(messages);
+        }
+        Ok(self.call(&mut instance, input, messages, true))
+    }
+
+    /// Call the module on `messages` from its thread, starting an instance if there is none.
+    pub fn call_queued(&self, input: &str, messages: Vec<Message>) -> Processed {
+        let mut instance = self.lock();
+        if instance.is_none() {
+            match ModuleInstance::start(&self.module) {
+                Ok(started) => *instance = Some(started),
+                Err(failure) => {
+                    tracing::error!(module = %self.module.name, %failure, "module instance could not start; its messages go to $deadletter until it can");
+                    let dead = messages
+                        .into_iter()
+                        .map(|message| DeadLetter::new(message, "init", "the module instance could not start (see the log)").module(&self.module.name))
+                        .collect();
+                    return Processed { outputs: Vec::new(), dead, start_failed: true };
+                }
+            }
+        }
+        self.call(&mut instance, input, messages, false)
+    }
+
+    /// Start the first instance (on the worker's thread, before any message).
+    pub fn start(&self) {
+        let mut instance = self.lock();
+        match ModuleInstance::start(&self.module) {
+            Ok(started) => *instance = Some(started),
+            Err(failure) => {
+                tracing::error!(module = %self.module.name, %failure, "module instance could not start; its messages go to $deadletter until it can")
+            }
+        }
+    }
+
+    /// The worker is stopping: drop the instance, and never call inline again.
+    pub fn close(&self) {
+        self.mode.store(OWN_THREAD, Ordering::Relaxed);
+        self.metrics.inline.set(0.0);
+        self.lock().take();
+        self.drained.notify_waiters();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<ModuleInstance>> {
+        self.instance.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn call(&self, instance: &mut MutexGuard<'_, Option<ModuleInstance>>, input: &str, messages: Vec<Message>, inline: bool) -> Processed {
+        let Some(live) = instance.as_mut() else {
+            unreachable!("callers start an instance or check for one");
+        };
+        self.metrics.input.increment(messages.len() as u64);
+        let started = Instant::now();
+        let result = live.call(input, &messages);
+        let took = started.elapsed();
+        self.metrics.call_seconds.record(took.as_secs_f64());
+        self.judge(took, result.as_ref().err().map(|failure| failure.reason), inline);
+        match result {
+            Ok(results) => self.outputs(messages, results),
+            Err(failure) => {
+                **instance = None;
+                Processed { dead: self.failed(messages, &failure), ..Processed::default() }
+            }
+        }
+    }
+
+    /// Promote a module whose calls stay short; keep one whose call ran long on its thread.
+    /// A call that failed otherwise than by its deadline (a trap, say, whose panic message
+    /// takes a while to write) says nothing about how long the module's calls take.
+    fn judge(&self, took: Duration, failure: Option<FailureReason>, inline: bool) {
+        let name = &*self.module.name;
+        let mode = self.mode.load(Ordering::Relaxed);
+        let ok = failure.is_none();
+        if mode == INLINE && took > INLINE_BUDGET && failure.is_none_or(|reason| reason == FailureReason::Deadline) {
+            self.mode.store(OWN_THREAD, Ordering::Relaxed);
+            self.metrics.inline.set(0.0);
+            let on = if inline { "where its messages arrive" } else { "on its own thread" };
+            warn!(module = name, took = ?took, budget = ?INLINE_BUDGET, "a module call {on} ran long; the module is called only on its own thread from now on");
+        } else if mode == ON_PROBATION {
+            if !ok || took > INLINE_BUDGET / 4 {
+                self.short_calls.store(0, Ordering::Relaxed);
+            } else if self.short_calls.fetch_add(1, Ordering::Relaxed) + 1 >= PROMOTE_AFTER {
+                self.mode.store(INLINE, Ordering::Relaxed);
+                self.metrics.inline.set(1.0);
+                info!(module = name, "module calls are short: called where its messages arrive, no thread hand-off");
+            }
+        }
+    }
+
+    fn failed(&self, messages: Vec<Message>, failure: &Failure) -> Vec<DeadLetter> {
+        let name = &*self.module.name;
+        warn!(module = name, reason = failure.reason.as_str(), detail = %failure.detail, batch = messages.len(), "module call failed; batch to $deadletter, instance recycled");
+        metrics::counter!(telemetry::MODULE_FAILURES, "module" => name.to_owned(), "reason" => failure.reason.as_str()).increment(1);
+        messages.into_iter().map(|message| DeadLetter::new(message, failure.reason.as_str(), failure.detail.clone()).module(name)).collect()
+    }
+
+    /// The messages a call's results make, in batch order, and the rejected ones.
+    fn outputs(&self, messages: Vec<Message>, results: BatchResult) -> Processed {
+        let name = &self.module.name;
+        let default_origin = ModuleOutput { module: name.clone(), output: Arc::from("out") };
+        let origin = |output: Option<&str>| match output {
+            None => default_origin.clone(),
+            Some(output) => ModuleOutput { module: name.clone(), output: Arc::from(output) },
+        };
+        let mut dead = Vec::new();
+        let mut reject = |message: Message, reason: String| dead.push(DeadLetter::new(message, "rejected", reason).module(name));
+        let mut dropped = 0u64;
+        let mut outputs = Vec::with_capacity(messages.len());
+        match results {
+            BatchResult::Filter(results) => {
+                for (mut message, result) in messages.into_iter().zip(results) {
+                    match result {
+                        Ok(true) => {
+                            message.meta_mut().origin = Some(origin(None));
+                            outputs.push(message);
+                        }
+                        Ok(false) => dropped += 1,
+                        Err(reason) => reject(message, reason),
+                    }
+                }
+            }
+            BatchResult::Map(results) => {
+                for (message, result) in messages.into_iter().zip(results) {
+                    match result {
+                        Ok(output) => outputs.push(derive(&message, output, &origin)),
+                        Err(reason) => reject(message, reason),
+                    }
+                }
+            }
+            BatchResult::FlatMap(results) => {
+                for (message, result) in messages.into_iter().zip(results) {
+                    match result {
+                        Ok(produced) => {
+                            if produced.is_empty() {
+                                dropped += 1;
+                            }
+                            outputs.extend(produced.into_iter().map(|output| derive(&message, output, &origin)));
+                        }
+                        Err(reason) => reject(message, reason),
+                    }
+                }
+            }
+        }
+        self.metrics.output.increment(outputs.len() as u64);
+        self.metrics.dropped.increment(dropped);
+        Processed { outputs, dead, start_failed: false }
+    }
+}
+
+/// A module's output message: new payload, the input's metadata with what the module changed.
+fn derive(input: &Message, output: OutputMessage, origin: &dyn Fn(Option<&str>) -> ModuleOutput) -> Message {
+    let mut message = input.derive(Bytes::from(output.payload));
+    let meta = message.meta_mut();
+    meta.origin = Some(origin(output.output.as_deref()));
+    if let Some(topic) = output.topic {
+        meta.topic = topic;
+    }
+    if let Some(properties) = output.properties {
+        meta.properties = properties.into_iter().map(|p| Property::new(p.name, p.value)).collect();
+    }
+    if let Some(content_type) = output.content_type {
+        meta.content_type = Some(content_type);
+    }
+    message
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# weir's CPU time and context switches per message for one burst of readings: the R1 job
+# (MQTT source → pass-through WASM filter → null sink) or the R1b job (the filter's output
+# republished to a local topic). For comparing builds where throughput runs are noise; run
+# the builds alternately. See docs/benchmarks.md ("Modules called inline").
+#
+#   scripts/cpu-per-message.sh [BINARY] [MESSAGES] [PAYLOAD_BYTES] [QOS] [null|republish]
+#   (defaults: target/release/weir 50000 64 1 republish)
+#
+# Starts Mosquitto on a free loopback port and weir, publishes MESSAGES readings with
+# mosquitto_pub as fast as the broker takes them, waits until weir has handled all of them
+# (the null sink's count on /metrics, or a subscriber that has every republished copy), and
+# reads weir's user+system CPU ticks (/proc, 10 ms each) and its threads' voluntary context
+# switches over that time. Needs mosquitto, mosquitto-clients and the example modules
+# (scripts/build-filters.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=$(realpath "${1:-target/release/weir}")
+messages=${2:-50000}
+size=${3:-64}
+qos=${4:-1}
+job=${5:-republish}
+for tool in mosquitto mosquitto_pub mosquitto_sub python3; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install mosquitto mosquitto-clients" >&2; exit 1; }
+done
+module=$PWD/filters/target/wasm32-wasip2/release/pass_through.wasm
+[[ -f $module ]] || { echo "$module is missing: run scripts/build-filters.sh" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+metrics=$(free_port)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 200000\n' "$port" >"$work/mosquitto.conf"
+mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
+pids+=($!)
+case $job in
+    null) sink=$'[sinks.discard]\ntype = "null"'; into=discard ;;
+    republish) sink=""; into='/topics/out/x' ;;
+    *) echo "job is null or republish, not $job" >&2; exit 1 ;;
+esac
+cat >"$work/relay.toml" <<EOF
+[runtime]
+http_listen = "127.0.0.1:$metrics"
+[broker]
+url = "mqtt://127.0.0.1:$port"
+qos = $qos
+client_id = "cpu-per-message-$$"
+[modules.job]
+path = "$module"
+kind = "filter"
+$sink
+[routes]
+in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/job/inputs/in")'
+out = 'FROM /messages/modules/job/outputs/* INTO $into'
+EOF
+sleep 0.2
+"$binary" run "$work/relay.toml" >"$work/weir.log" 2>&1 &
+weir=$!
+pids+=("$weir")
+for _ in $(seq 200); do grep -q "ready: every source" "$work/weir.log" && break; sleep 0.05; done
+grep -q "ready: every source" "$work/weir.log" || { cat "$work/weir.log" >&2; echo "weir did not get ready" >&2; exit 1; }
+python3 -c "
+pad = 'x' * max(0, $size - 40)
+for i in range($messages): print('{\"seq\":%d,\"temperature\":80,\"pad\":\"%s\"}' % (i, pad))" >"$work/readings"
+if [[ $job == republish ]]; then
+    mosquitto_sub -p "$port" -t 'out/#' -q "$qos" -C "$messages" >/dev/null &
+    subscriber=$!
+    pids+=("$subscriber")
+    sleep 0.3
+fi
+handled() {
+    python3 -c "
+import urllib.request
+text = urllib.request.urlopen('http://127.0.0.1:$metrics/metrics').read().decode()
+print(sum(int(float(l.split()[-1])) for l in text.splitlines() if l.startswith('weir_sink_messages_total') and 'discard' in l))"
+}
+ticks() { awk '{print $14 + $15}' "/proc/$weir/stat"; }
+switches() { cat /proc/"$weir"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
+cpu0=$(ticks)
+switches0=$(switches)
+start=$(date +%s.%N)
+mosquitto_pub -p "$port" -t bench/in -q "$qos" -l <"$work/readings"
+for _ in $(seq 1200); do
+    if [[ $job == republish ]]; then kill -0 "$subscriber" 2>/dev/null || break; else (($(handled) >= messages)) && break; fi
+    sleep 0.05
+done
+end=$(date +%s.%N)
+cpu=$(($(ticks) - cpu0))
+switched=$(($(switches) - switches0))
+inline=$(grep -q "called where its messages arrive" "$work/weir.log" && echo "called inline" || echo "called on its own thread")
+python3 -c "print('%s: %d messages of %d B at QoS %s (%s), %.2f s: %.2f µs of CPU and %.2f context switches per message (module %s)' % (
+    '$(basename "$binary")', $messages, $size, '$qos', '$job', $end - $start, $cpu * 10000.0 / $messages, $switched / $messages, '$inline'))"
