@@ -17,20 +17,8 @@ cd "$(dirname "$0")/.."
 binary=$(realpath "${1:-target/release/weir}")
 messages=${2:-5000}
 qos=${3:-0}
-for tool in valgrind callgrind_control mosquitto mosquitto_pub mosquitto_sub; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install valgrind mosquitto mosquitto-clients" >&2; exit 1; }
-done
-module=$PWD/filters/target/wasm32-wasip2/release/pass_through.wasm
-[[ -f $module ]] || { echo "$module is missing: run scripts/build-filters.sh" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 200000\n' "$port" >"$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
-pids+=($!)
+tools=(valgrind callgrind_control)
+source scripts/relay-setup.sh
 cat >"$work/relay.toml" <<EOF
 [broker]
 url = "mqtt://127.0.0.1:$port"

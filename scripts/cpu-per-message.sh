@@ -20,22 +20,9 @@ messages=${2:-50000}
 size=${3:-64}
 qos=${4:-1}
 job=${5:-republish}
-for tool in mosquitto mosquitto_pub mosquitto_sub python3; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install mosquitto mosquitto-clients" >&2; exit 1; }
-done
-module=$PWD/filters/target/wasm32-wasip2/release/pass_through.wasm
-[[ -f $module ]] || { echo "$module is missing: run scripts/build-filters.sh" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-port=$(free_port)
+tools=()
+source scripts/relay-setup.sh
 metrics=$(free_port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 200000\n' "$port" >"$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" >/dev/null 2>&1 &
-pids+=($!)
 case $job in
     null) sink=$'[sinks.discard]\ntype = "null"'; into=discard ;;
     republish) sink=""; into='/topics/out/x' ;;
