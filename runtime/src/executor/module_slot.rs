@@ -98,7 +98,7 @@ impl ModuleSlot {
         }
     }
 
-    /// Whether batches for this module should be offered to [`ModuleSlot::try_inline`].
+    /// Whether batches for this module should be offered to [`ModuleSlot::call_inline`].
     pub fn runs_inline(&self) -> bool {
         self.mode.load(Ordering::Relaxed) == INLINE
     }
@@ -145,29 +145,31 @@ impl ModuleSlot {
     /// Call the module on `messages` from its thread, starting an instance if there is none.
     pub fn call_queued(&self, input: &str, messages: Vec<Message>) -> Processed {
         let mut instance = self.lock();
-        if instance.is_none() {
-            match ModuleInstance::start(&self.module) {
-                Ok(started) => *instance = Some(started),
-                Err(failure) => {
-                    tracing::error!(module = %self.module.name, %failure, "module instance could not start; its messages go to $deadletter until it can");
-                    let dead = messages
-                        .into_iter()
-                        .map(|message| DeadLetter::new(message, "init", "the module instance could not start (see the log)").module(&self.module.name))
-                        .collect();
-                    return Processed { outputs: Vec::new(), dead, start_failed: true };
-                }
-            }
+        if instance.is_none() && !self.start_into(&mut instance) {
+            let dead = messages
+                .into_iter()
+                .map(|message| DeadLetter::new(message, "init", "the module instance could not start (see the log)").module(&self.module.name))
+                .collect();
+            return Processed { outputs: Vec::new(), dead, start_failed: true };
         }
         self.call(&mut instance, input, messages, false)
     }
 
     /// Start the first instance (on the worker's thread, before any message).
     pub fn start(&self) {
-        let mut instance = self.lock();
+        self.start_into(&mut self.lock());
+    }
+
+    /// A new instance in `instance`; false (and logged) if it cannot start.
+    fn start_into(&self, instance: &mut Option<ModuleInstance>) -> bool {
         match ModuleInstance::start(&self.module) {
-            Ok(started) => *instance = Some(started),
+            Ok(started) => {
+                *instance = Some(started);
+                true
+            }
             Err(failure) => {
-                tracing::error!(module = %self.module.name, %failure, "module instance could not start; its messages go to $deadletter until it can")
+                tracing::error!(module = %self.module.name, %failure, "module instance could not start; its messages go to $deadletter until it can");
+                false
             }
         }
     }

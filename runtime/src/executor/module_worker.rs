@@ -24,6 +24,8 @@ impl ModuleWorker {
     }
 
     fn run(mut self) {
+        // However the thread ends, nothing may wait for it to handle its backlog any more.
+        let _close = CloseOnDrop(self.slot.clone());
         self.slot.start();
         let batch_size = self.slot.batch_size;
         let mut batch: Vec<(Arc<str>, Message)> = Vec::with_capacity(batch_size);
@@ -63,7 +65,14 @@ impl ModuleWorker {
                 break;
             }
         }
-        self.slot.close();
         info!(module = %self.slot.module.name, "module worker stopped");
+    }
+}
+
+struct CloseOnDrop(Arc<ModuleSlot>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
