@@ -4,8 +4,13 @@
 # for the same binary and input however busy the machine is, so small changes show where
 # throughput runs are noise. See docs/benchmarks.md ("Instructions per message").
 #
-#   scripts/count-instructions.sh [BINARY] [MESSAGES] [QOS]
-#   (defaults: target/release/weir 5000 0)
+#   scripts/count-instructions.sh [BINARY] [MESSAGES] [QOS] [INLINE_BUDGET]
+#   (defaults: target/release/weir 5000 0 50ms)
+#
+# Under valgrind a module call takes some 50 times as long as at full speed, so the pipeline's
+# `inline_call_budget` is 50 ms here: the module is called inline, as it would be at 1 ms at
+# full speed. INLINE_BUDGET=0s counts the path through the module's own thread; an empty one
+# leaves the setting out (builds older than the setting reject it).
 #
 # Starts Mosquitto on a free loopback port and weir under callgrind, zeroes the counters
 # once weir is ready, publishes MESSAGES readings of ~60 bytes with mosquitto_pub, waits
@@ -17,9 +22,13 @@ cd "$(dirname "$0")/.."
 binary=$(realpath "${1:-target/release/weir}")
 messages=${2:-5000}
 qos=${3:-0}
+budget=${4-50ms}
 tools=(valgrind callgrind_control)
 source scripts/relay-setup.sh
+runtime=""
+[[ -n $budget ]] && runtime=$'[runtime]\ninline_call_budget = "'"$budget"'"'
 cat >"$work/relay.toml" <<EOF
+$runtime
 [broker]
 url = "mqtt://127.0.0.1:$port"
 qos = $qos

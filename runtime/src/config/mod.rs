@@ -126,10 +126,10 @@ pub struct ModuleConfig {
     #[serde(default)]
     pub batch_size: Option<usize>,
     /// Call this module only on its own thread. By default a module whose calls stay under
-    /// 1 ms is called on the thread its messages arrive on, which saves two thread hand-offs
-    /// per batch, and goes back to its own thread for good once a call takes longer (that one
-    /// call holds up the connections, up to `deadline`). Set this for a module that may
-    /// sometimes run long. Default false.
+    /// `runtime.inline_call_budget` (1 ms) is called on the thread its messages arrive on,
+    /// which saves two thread hand-offs per batch, and goes back to its own thread for good
+    /// once a call takes longer (that one call holds up the connections, up to `deadline`).
+    /// Set this for a module that may sometimes run long. Default false.
     #[serde(default)]
     pub own_thread: bool,
     /// Aggregate modules: how the host windows their messages (kind, size, key, time).
@@ -277,6 +277,12 @@ pub struct RuntimeSettings {
     /// and `/readyz` over HTTP on this address, e.g. "127.0.0.1:9464". Default: not served.
     #[serde(default)]
     pub http_listen: Option<String>,
+    /// A module whose calls take less than this is called where its messages arrive, with no
+    /// thread hand-off; one call that takes longer sends it back to its own thread for good
+    /// (and holds up the connections that once, up to the module's `deadline`). "0s" keeps
+    /// every module on its own thread. Default "1ms".
+    #[serde(default = "RuntimeSettings::default_inline_call_budget")]
+    pub inline_call_budget: HumanDuration,
 }
 
 impl RuntimeSettings {
@@ -289,6 +295,9 @@ impl RuntimeSettings {
     fn default_drain_timeout() -> HumanDuration {
         HumanDuration(std::time::Duration::from_secs(15))
     }
+    fn default_inline_call_budget() -> HumanDuration {
+        HumanDuration(std::time::Duration::from_millis(1))
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -299,6 +308,7 @@ impl Default for RuntimeSettings {
             cache_dir: None,
             drain_timeout: Self::default_drain_timeout(),
             http_listen: None,
+            inline_call_budget: Self::default_inline_call_budget(),
         }
     }
 }

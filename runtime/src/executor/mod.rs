@@ -193,7 +193,10 @@ pub async fn run(
         module_queues.insert(module.name.to_string(), tx);
         module_receivers.insert(module.name.to_string(), (rx, spec.batch_size));
         if spec.window.is_none() {
-            module_slots.insert(module.name.to_string(), Arc::new(ModuleSlot::new(module.clone(), spec.batch_size, spec.own_thread || !inline_possible)));
+            module_slots.insert(
+                module.name.to_string(),
+                Arc::new(ModuleSlot::new(module.clone(), spec.batch_size, spec.own_thread || !inline_possible, settings.inline_call_budget.0)),
+            );
         }
     }
 

@@ -6,13 +6,15 @@
 //! arrive, on the task that dispatches a source's messages, a batch at a time. Its worker
 //! thread still does everything else:
 //! - the first calls: a module starts on its thread and is called inline only after
-//!   [`PROMOTE_AFTER`] calls in a row took under a quarter of [`INLINE_BUDGET`];
+//!   [`PROMOTE_AFTER`] calls in a row took under a quarter of its budget
+//!   (`runtime.inline_call_budget`, 1 ms unless set);
 //! - any backlog: what was queued for the thread (during probation, or while an instance is
 //!   restarted) is handled there first; a batch waits for that before it is called inline,
 //!   which keeps each producer's messages in order;
 //! - (re)starting an instance after a failure;
-//! - for good, once any call runs past [`INLINE_BUDGET`] (the one call that did so held the
-//!   connections' thread up to the module's deadline), and always with `own_thread = true`.
+//! - for good, once any call runs past the budget (the one call that did so held the
+//!   connections' thread up to the module's deadline), and always with `own_thread = true`
+//!   or a budget of zero.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,8 +30,6 @@ use crate::telemetry;
 use crate::wasm::abi::OutputMessage;
 use crate::wasm::{BatchResult, Failure, FailureReason, LoadedModule, ModuleInstance};
 
-/// A call that takes longer than this is too long for the connections' thread.
-pub const INLINE_BUDGET: Duration = Duration::from_millis(1);
 /// Short calls in a row on the module's thread before it is called inline.
 pub const PROMOTE_AFTER: u32 = 16;
 
@@ -56,6 +56,8 @@ pub struct ModuleSlot {
     /// Told when `backlog` reaches zero.
     drained: Notify,
     mode: AtomicU8,
+    /// A call that takes longer is too long for the connections' thread.
+    budget: Duration,
     short_calls: AtomicU32,
     metrics: ModuleMetrics,
 }
@@ -76,7 +78,9 @@ struct ModuleMetrics {
 }
 
 impl ModuleSlot {
-    pub fn new(module: LoadedModule, batch_size: usize, own_thread: bool) -> Self {
+    /// `budget`: see `runtime.inline_call_budget`; zero (or `own_thread`) keeps the module on
+    /// its thread.
+    pub fn new(module: LoadedModule, batch_size: usize, own_thread: bool, budget: Duration) -> Self {
         let name = module.name.to_string();
         let metrics = ModuleMetrics {
             input: metrics::counter!(telemetry::MODULE_IN, "module" => name.clone()),
@@ -92,7 +96,8 @@ impl ModuleSlot {
             instance: Mutex::new(None),
             backlog: AtomicUsize::new(0),
             drained: Notify::new(),
-            mode: AtomicU8::new(if own_thread { OWN_THREAD } else { ON_PROBATION }),
+            mode: AtomicU8::new(if own_thread || budget.is_zero() { OWN_THREAD } else { ON_PROBATION }),
+            budget,
             short_calls: AtomicU32::new(0),
             metrics,
         }
@@ -212,13 +217,13 @@ impl ModuleSlot {
         let name = &*self.module.name;
         let mode = self.mode.load(Ordering::Relaxed);
         let ok = failure.is_none();
-        if mode == INLINE && took > INLINE_BUDGET && failure.is_none_or(|reason| reason == FailureReason::Deadline) {
+        if mode == INLINE && took > self.budget && failure.is_none_or(|reason| reason == FailureReason::Deadline) {
             self.mode.store(OWN_THREAD, Ordering::Relaxed);
             self.metrics.inline.set(0.0);
             let on = if inline { "where its messages arrive" } else { "on its own thread" };
-            warn!(module = name, took = ?took, budget = ?INLINE_BUDGET, "a module call {on} ran long; the module is called only on its own thread from now on");
+            warn!(module = name, took = ?took, budget = ?self.budget, "a module call {on} ran long; the module is called only on its own thread from now on");
         } else if mode == ON_PROBATION {
-            if !ok || took > INLINE_BUDGET / 4 {
+            if !ok || took > self.budget / 4 {
                 self.short_calls.store(0, Ordering::Relaxed);
             } else if self.short_calls.fetch_add(1, Ordering::Relaxed) + 1 >= PROMOTE_AFTER {
                 self.mode.store(INLINE, Ordering::Relaxed);
