@@ -99,8 +99,9 @@ pub enum FilterCommand {
 
 /// The async runtime for connectors and routing (and module calls that stay short; slower
 /// modules run on threads of their own). On an edge box the broker shares the cores, so it
-/// takes one worker thread fewer than there are cores (at least one): on two cores, one worker republished 8–33 % more QoS 0 messages per
-/// second than two (docs/benchmarks.md). `TOKIO_WORKER_THREADS=N` sets the count.
+/// takes one worker thread fewer than there are cores (at least one): on two cores, one
+/// worker republished 8–33 % more QoS 0 messages per second than two (docs/benchmarks.md).
+/// `TOKIO_WORKER_THREADS=N` sets the count.
 fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
