@@ -233,6 +233,7 @@ batch_size = 1
 [modules.steady]
 path = {pass}
 own_thread = true
+batch_size = 1
 
 [sinks.dlq]
 type = "file"
@@ -296,5 +297,42 @@ direct = 'FROM /topics/direct INTO /topics/passed'
     assert_eq!(inline(), Some(0.0), "the long call sent the module back to its own thread");
     let log = weir.log_text();
     assert!(log.contains("a module call where its messages arrive ran long"), "{log}");
+    weir.stop();
+}
+
+/// `inline_call_budget = "0s"`: short calls or not, every module stays on its own thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_inline_budget_keeps_every_module_on_its_thread() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let pipeline = dir.path().join("pipeline.toml");
+    let toml = format!(
+        r#"
+[runtime]
+http_listen = "127.0.0.1:{metrics_port}"
+inline_call_budget = "0s"
+
+[broker]
+url = "mqtt://127.0.0.1:{port}"
+
+[modules.pass]
+path = {pass}
+batch_size = 1
+
+[routes]
+in = 'FROM /topics/in/# INTO BrokeredEndpoint("/modules/pass/inputs/in")'
+out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
+"#,
+        port = broker.port,
+        pass = toml_path(&module("pass_through")),
+    );
+    std::fs::write(&pipeline, toml).unwrap();
+    let mut weir = WeirProcess::start(&pipeline);
+    let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
+    let readings = (0..40).map(|i| ("in/a".to_owned(), format!("{i}").into_bytes(), PublishProperties::default())).collect();
+    publish_v5(broker.port, readings).await;
+    assert_eq!(out.take(40, Duration::from_secs(20)).await.len(), 40);
+    assert_eq!(metric(&scrape_metrics(metrics_port), "weir_module_inline", &[r#"module="pass""#]), Some(0.0), "{}", weir.log_text());
     weir.stop();
 }
