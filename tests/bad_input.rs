@@ -205,6 +205,17 @@ json_out = 'FROM /messages/modules/hot/outputs/* INTO /topics/hot'
     pipeline.stop().await.unwrap();
 }
 
+/// `weir run` on `pipeline` followed by a `[runtime]` table that serves metrics on a free
+/// port and has the keys in `runtime`, in a directory of its own; the process, that directory
+/// and the metrics port.
+fn run_with_metrics(runtime: &str, pipeline: &str) -> (WeirProcess, tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(&path, format!("{pipeline}\n[runtime]\nhttp_listen = \"127.0.0.1:{metrics_port}\"\n{runtime}\n")).unwrap();
+    (WeirProcess::start(&path), dir, metrics_port)
+}
+
 /// A module whose calls are short is called where its messages arrive, not on its thread;
 /// the first call that runs long there (a loop stopped by the deadline) dead-letters its
 /// message, sends the module back to its own thread for good, and everything else keeps
@@ -212,15 +223,9 @@ json_out = 'FROM /messages/modules/hot/outputs/* INTO /topics/hot'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inline_module_that_runs_long_goes_back_to_its_own_thread() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let metrics_port = free_port();
-    let pipeline = dir.path().join("pipeline.toml");
     let toml = format!(
         r#"
 deadletter = "dlq"
-
-[runtime]
-http_listen = "127.0.0.1:{metrics_port}"
 
 [broker]
 url = "mqtt://127.0.0.1:{port}"
@@ -250,8 +255,7 @@ direct = 'FROM /topics/direct INTO /topics/passed'
         chaos = toml_path(&module("chaos")),
         pass = toml_path(&module("pass_through")),
     );
-    std::fs::write(&pipeline, toml).unwrap();
-    let mut weir = WeirProcess::start(&pipeline);
+    let (mut weir, dir, metrics_port) = run_with_metrics("", &toml);
     let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
     let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
     let gauge = |module: &str| metric(&scrape_metrics(metrics_port), "weir_module_inline", &[&format!("module=\"{module}\"")]);
@@ -304,15 +308,8 @@ direct = 'FROM /topics/direct INTO /topics/passed'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_inline_budget_keeps_every_module_on_its_thread() {
     let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let metrics_port = free_port();
-    let pipeline = dir.path().join("pipeline.toml");
     let toml = format!(
         r#"
-[runtime]
-http_listen = "127.0.0.1:{metrics_port}"
-inline_call_budget = "0s"
-
 [broker]
 url = "mqtt://127.0.0.1:{port}"
 
@@ -327,8 +324,7 @@ out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
         port = broker.port,
         pass = toml_path(&module("pass_through")),
     );
-    std::fs::write(&pipeline, toml).unwrap();
-    let mut weir = WeirProcess::start(&pipeline);
+    let (mut weir, _dir, metrics_port) = run_with_metrics(r#"inline_call_budget = "0s""#, &toml);
     let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
     let readings = (0..40).map(|i| ("in/a".to_owned(), format!("{i}").into_bytes(), PublishProperties::default())).collect();
     publish_v5(broker.port, readings).await;
