@@ -75,8 +75,16 @@ for _ in $(seq 1200); do
     sleep 0.05
 done
 end=$(date +%s.%N)
+incomplete() {
+    echo "$1 (the broker's log, then weir's, follow; Mosquitto 2.0 has disconnected mosquitto_pub \"due to out of memory\" after some 35,000 QoS 1 messages sent in one go: send fewer)" >&2
+    tail -n 3 "$work/mosquitto.log" "$work/weir.log" >&2
+    exit 1
+}
+if [[ $job == republish ]] && kill -0 "$subscriber" 2>/dev/null; then incomplete "the subscriber did not receive all $messages messages within a minute"; fi
+if [[ $job == null ]] && (($(handled) < messages)); then incomplete "weir handled $(handled) of $messages messages within a minute"; fi
 cpu=$(($(ticks) - cpu0))
 switched=$(($(switches) - switches0))
 inline=$(grep -q "called where its messages arrive" "$work/weir.log" && echo "called inline" || echo "called on its own thread")
+grep -q "ran long" "$work/weir.log" && inline="$inline, then on its own thread after a long call"
 python3 -c "print('%s: %d messages of %d B at QoS %s (%s), %.2f s: %.2f µs of CPU and %.2f context switches per message (module %s)' % (
     '$(basename "$binary")', $messages, $size, '$qos', '$job', $end - $start, $cpu * 10000.0 / $messages, $switched / $messages, '$inline'))"

@@ -332,3 +332,50 @@ out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
     assert_eq!(metric(&scrape_metrics(metrics_port), "weir_module_inline", &[r#"module="pass""#]), Some(0.0), "{}", weir.log_text());
     weir.stop();
 }
+
+/// One call that looks long (the system may have given the CPU to someone else meanwhile)
+/// does not send an inline module back to its thread; three in a row do, and every message
+/// is still kept, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_long_calls_in_a_row_send_an_inline_module_back_to_its_thread() {
+    let broker = Mosquitto::start();
+    let toml = format!(
+        r#"
+[broker]
+url = "mqtt://127.0.0.1:{port}"
+
+[modules.chaos]
+path = {chaos}
+batch_size = 1
+
+[routes]
+chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
+"#,
+        port = broker.port,
+        chaos = toml_path(&module("chaos")),
+    );
+    let (mut weir, _dir, metrics_port) = run_with_metrics("", &toml);
+    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let inline = || metric(&scrape_metrics(metrics_port), "weir_module_inline", &[r#"module="chaos""#]);
+    let send = |payloads: &[&str]| -> Vec<_> { payloads.iter().map(|p| ("chaos".to_owned(), p.as_bytes().to_vec(), PublishProperties::default())).collect() };
+    let received =
+        |messages: Vec<rumqttc::v5::mqttbytes::v5::Publish>| messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect::<Vec<_>>();
+
+    let short: Vec<String> = (0..20).map(|i| format!("short-{i}")).collect();
+    publish_v5(broker.port, send(&short.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    assert_eq!(received(survived.take(20, Duration::from_secs(20)).await), short);
+    assert_eq!(inline(), Some(1.0), "{}", weir.log_text());
+
+    // `slow` spins for 2 ms: over the 1 ms budget, under ten times it.
+    let twice = ["slow", "slow", "between", "slow", "slow"];
+    publish_v5(broker.port, send(&twice)).await;
+    assert_eq!(received(survived.take(5, Duration::from_secs(20)).await), twice);
+    assert_eq!(inline(), Some(1.0), "two long calls in a row are not enough:\n{}", weir.log_text());
+
+    publish_v5(broker.port, send(&["slow", "after"])).await;
+    assert_eq!(received(survived.take(2, Duration::from_secs(20)).await), ["slow", "after"]);
+    assert_eq!(inline(), Some(0.0), "the third long call in a row sent it back:\n{}", weir.log_text());
+    assert!(weir.log_text().contains("a module call where its messages arrive ran long"), "{}", weir.log_text());
+    weir.stop();
+}

@@ -1,6 +1,7 @@
 //! Chaos: a filter that misbehaves on command, so tests can show weir survives it.
 //! The payload says what to do: `trap` (panics, which traps), `loop` (spins until the
-//! host's deadline stops it), `hog` (allocates without bound until the memory cap),
+//! host's deadline stops it), `slow` (spins for 2 ms, then keeps the message), `hog`
+//! (allocates without bound until the memory cap),
 //! `describe` (rejects the message with everything the module sees of its metadata as the
 //! reason, so a test can check what crosses the boundary), and anything else is kept.
 //! Config `fail_init = true` makes `init` fail.
@@ -27,6 +28,13 @@ pub fn misbehave(msg: &Message, config: &Config) -> Result<bool> {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        b"slow" => {
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(2) {
+                std::hint::black_box(());
+            }
+            Ok(true)
         }
         b"hog" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();

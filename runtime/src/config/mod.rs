@@ -128,8 +128,9 @@ pub struct ModuleConfig {
     /// Call this module only on its own thread. By default a module whose calls stay under
     /// `runtime.inline_call_budget` (1 ms) is called on the thread its messages arrive on,
     /// which saves two thread hand-offs per batch, and goes back to its own thread for good
-    /// once a call takes longer (that one call holds up the connections, up to `deadline`).
-    /// Set this for a module that may sometimes run long. Default false.
+    /// once its calls take longer (three in a row, or one ten times as long or stopped by
+    /// `deadline`; such a call holds up the connections, up to `deadline`). Set this for a
+    /// module that may sometimes run long. Default false.
     #[serde(default)]
     pub own_thread: bool,
     /// Aggregate modules: how the host windows their messages (kind, size, key, time).
@@ -278,9 +279,10 @@ pub struct RuntimeSettings {
     #[serde(default)]
     pub http_listen: Option<String>,
     /// A module whose calls take less than this is called where its messages arrive, with no
-    /// thread hand-off; one call that takes longer sends it back to its own thread for good
-    /// (and holds up the connections that once, up to the module's `deadline`). "0s" keeps
-    /// every module on its own thread. Default "1ms".
+    /// thread hand-off; calls that take longer (three in a row, or one ten times as long or
+    /// stopped by the module's `deadline`) send it back to its own thread for good, after
+    /// holding up the connections that long. "0s" keeps every module on its own thread.
+    /// Default "1ms".
     #[serde(default = "RuntimeSettings::default_inline_call_budget")]
     pub inline_call_budget: HumanDuration,
 }

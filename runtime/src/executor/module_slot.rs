@@ -12,9 +12,10 @@
 //!   restarted) is handled there first; a batch waits for that before it is called inline,
 //!   which keeps each producer's messages in order;
 //! - (re)starting an instance after a failure;
-//! - for good, once any call runs past the budget (the one call that did so held the
-//!   connections' thread up to the module's deadline), and always with `own_thread = true`
-//!   or a budget of zero.
+//! - for good, once calls run past the budget ([`LONG_IN_A_ROW`] in a row, or one by ten
+//!   times as much, or one stopped by its deadline: such a call held up the connections'
+//!   thread, up to the module's deadline), and always with `own_thread = true` or a budget of
+//!   zero.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +33,8 @@ use crate::wasm::{BatchResult, Failure, FailureReason, LoadedModule, ModuleInsta
 
 /// Short calls in a row on the module's thread before it is called inline.
 pub const PROMOTE_AFTER: u32 = 16;
+/// Calls in a row over the budget that send an inline module back to its thread.
+pub const LONG_IN_A_ROW: u32 = 3;
 
 const ON_PROBATION: u8 = 0;
 const INLINE: u8 = 1;
@@ -59,6 +62,7 @@ pub struct ModuleSlot {
     /// A call that takes longer is too long for the connections' thread.
     budget: Duration,
     short_calls: AtomicU32,
+    long_calls: AtomicU32,
     metrics: ModuleMetrics,
 }
 
@@ -99,6 +103,7 @@ impl ModuleSlot {
             mode: AtomicU8::new(if own_thread || budget.is_zero() { OWN_THREAD } else { ON_PROBATION }),
             budget,
             short_calls: AtomicU32::new(0),
+            long_calls: AtomicU32::new(0),
             metrics,
         }
     }
@@ -210,20 +215,31 @@ impl ModuleSlot {
         }
     }
 
-    /// Promote a module whose calls stay short; keep one whose call ran long on its thread.
-    /// A call that failed otherwise than by its deadline (a trap, say, whose panic message
-    /// takes a while to write) says nothing about how long the module's calls take.
+    /// Promote a module whose calls stay short; send one whose calls run long back to its
+    /// thread. The clock is the wall's, so a short call looks long when the system gave the
+    /// CPU to someone else meanwhile (the broker, say; on a box loaded with three relays that
+    /// sent a pass-through module back in three runs of nine): it takes [`LONG_IN_A_ROW`]
+    /// calls in a row over the budget, or one over ten times the budget or stopped by its
+    /// deadline. A call that failed otherwise (a trap, say, whose panic message takes a while
+    /// to write) says nothing about how long the module's calls take.
     fn judge(&self, took: Duration, failure: Option<FailureReason>, inline: bool) {
         let name = &*self.module.name;
         let mode = self.mode.load(Ordering::Relaxed);
-        let ok = failure.is_none();
-        if mode == INLINE && took > self.budget && failure.is_none_or(|reason| reason == FailureReason::Deadline) {
-            self.mode.store(OWN_THREAD, Ordering::Relaxed);
-            self.metrics.inline.set(0.0);
-            let on = if inline { "where its messages arrive" } else { "on its own thread" };
-            warn!(module = name, took = ?took, budget = ?self.budget, "a module call {on} ran long; the module is called only on its own thread from now on");
+        let timed_out = failure == Some(FailureReason::Deadline);
+        if mode == INLINE && (failure.is_none() || timed_out) {
+            if !timed_out && took <= self.budget {
+                self.long_calls.store(0, Ordering::Relaxed);
+                return;
+            }
+            let in_a_row = self.long_calls.fetch_add(1, Ordering::Relaxed) + 1;
+            if timed_out || took > self.budget * 10 || in_a_row >= LONG_IN_A_ROW {
+                self.mode.store(OWN_THREAD, Ordering::Relaxed);
+                self.metrics.inline.set(0.0);
+                let on = if inline { "where its messages arrive" } else { "on its own thread" };
+                warn!(module = name, took = ?took, in_a_row, budget = ?self.budget, "a module call {on} ran long; the module is called only on its own thread from now on");
+            }
         } else if mode == ON_PROBATION {
-            if !ok || took > self.budget / 4 {
+            if failure.is_some() || took > self.budget / 4 {
                 self.short_calls.store(0, Ordering::Relaxed);
             } else if self.short_calls.fetch_add(1, Ordering::Relaxed) + 1 >= PROMOTE_AFTER {
                 self.mode.store(INLINE, Ordering::Relaxed);
