@@ -379,3 +379,46 @@ chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
     assert!(weir.log_text().contains("a module call where its messages arrive ran long"), "{}", weir.log_text());
     weir.stop();
 }
+
+/// Two modules in a chain, both moving from their threads to inline while messages flow:
+/// every message comes out once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_modules_moving_inline_keeps_order() {
+    let broker = Mosquitto::start();
+    let toml = format!(
+        r#"
+[broker]
+url = "mqtt://127.0.0.1:{port}"
+
+[modules.first]
+path = {pass}
+batch_size = 1
+
+[modules.second]
+path = {pass}
+batch_size = 1
+
+[routes]
+in = 'FROM /topics/chain INTO BrokeredEndpoint("/modules/first/inputs/in")'
+middle = 'FROM /messages/modules/first/outputs/* INTO BrokeredEndpoint("/modules/second/inputs/in")'
+out = 'FROM /messages/modules/second/outputs/* INTO /topics/chained'
+"#,
+        port = broker.port,
+        pass = toml_path(&module("pass_through")),
+    );
+    let (mut weir, _dir, metrics_port) = run_with_metrics("", &toml);
+    let mut chained = Subscriber::connect(broker.port, &["chained"]).await;
+    let sent: Vec<String> = (0..300).map(|i| format!("m-{i}")).collect();
+    // In a few bursts, so the modules move inline while earlier messages are still queued.
+    for burst in sent.chunks(60) {
+        publish_v5(broker.port, burst.iter().map(|p| ("chain".to_owned(), p.clone().into_bytes(), PublishProperties::default())).collect()).await;
+    }
+    let got: Vec<String> = chained.take(300, Duration::from_secs(30)).await.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect();
+    assert_eq!(got, sent);
+    chained.assert_quiet(Duration::from_millis(300)).await;
+    let scraped = scrape_metrics(metrics_port);
+    for name in ["first", "second"] {
+        assert_eq!(metric(&scraped, "weir_module_inline", &[&format!("module=\"{name}\"")]), Some(1.0), "{name}:\n{}", weir.log_text());
+    }
+    weir.stop();
+}
