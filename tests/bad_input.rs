@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use weir::config::ConfigErrors;
 use weir_tests::{Mosquitto, RunningPipeline, Subscriber, WeirProcess, free_port, metric, module, publish_v5, scrape_metrics, toml_path, wait_for_lines};
 
@@ -205,15 +205,36 @@ json_out = 'FROM /messages/modules/hot/outputs/* INTO /topics/hot'
     pipeline.stop().await.unwrap();
 }
 
-/// `weir run` on `pipeline` followed by a `[runtime]` table that serves metrics on a free
-/// port and has the keys in `runtime`, in a directory of its own; the process, that directory
-/// and the metrics port.
-fn run_with_metrics(runtime: &str, pipeline: &str) -> (WeirProcess, tempfile::TempDir, u16) {
+/// `weir run` on `pipeline` followed by a `[broker]` table for `broker` and a `[runtime]`
+/// table that serves metrics on a free port and has the keys in `runtime`, in a directory of
+/// its own; the process, that directory and the metrics port.
+fn run_with_metrics(broker: &Mosquitto, runtime: &str, pipeline: &str) -> (WeirProcess, tempfile::TempDir, u16) {
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
     let path = dir.path().join("pipeline.toml");
-    std::fs::write(&path, format!("{pipeline}\n[runtime]\nhttp_listen = \"127.0.0.1:{metrics_port}\"\n{runtime}\n")).unwrap();
+    let tables = format!("[broker]\nurl = \"mqtt://127.0.0.1:{}\"\n[runtime]\nhttp_listen = \"127.0.0.1:{metrics_port}\"\n{runtime}\n", broker.port);
+    std::fs::write(&path, format!("{pipeline}\n{tables}")).unwrap();
     (WeirProcess::start(&path), dir, metrics_port)
+}
+
+/// `weir_module_inline` of `module`, from weir's metrics on `metrics_port`.
+fn inline_gauge(metrics_port: u16, module: &str) -> Option<f64> {
+    metric(&scrape_metrics(metrics_port), "weir_module_inline", &[&format!("module=\"{module}\"")])
+}
+
+/// Plain MQTT 5 messages to `topic`, one per payload.
+fn on_topic<S: AsRef<str>>(topic: &str, payloads: &[S]) -> Vec<(String, Vec<u8>, PublishProperties)> {
+    payloads.iter().map(|p| (topic.to_owned(), p.as_ref().as_bytes().to_vec(), PublishProperties::default())).collect()
+}
+
+/// `prefix-0` … `prefix-{n-1}`.
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The payloads of `messages`, as text.
+fn texts(messages: Vec<Publish>) -> Vec<String> {
+    messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect()
 }
 
 /// A module whose calls are short is called where its messages arrive, not on its thread;
@@ -226,9 +247,6 @@ async fn an_inline_module_that_runs_long_goes_back_to_its_own_thread() {
     let toml = format!(
         r#"
 deadletter = "dlq"
-
-[broker]
-url = "mqtt://127.0.0.1:{port}"
 
 [modules.chaos]
 path = {chaos}
@@ -251,48 +269,40 @@ steady_in = 'FROM /topics/steady INTO BrokeredEndpoint("/modules/steady/inputs/i
 steady_out = 'FROM /messages/modules/steady/outputs/* INTO /topics/survived'
 direct = 'FROM /topics/direct INTO /topics/passed'
 "#,
-        port = broker.port,
         chaos = toml_path(&module("chaos")),
         pass = toml_path(&module("pass_through")),
     );
-    let (mut weir, dir, metrics_port) = run_with_metrics("", &toml);
+    let (mut weir, dir, metrics_port) = run_with_metrics(&broker, "", &toml);
     let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
     let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
-    let gauge = |module: &str| metric(&scrape_metrics(metrics_port), "weir_module_inline", &[&format!("module=\"{module}\"")]);
-    let inline = || gauge("chaos");
+    let inline = || inline_gauge(metrics_port, "chaos");
     assert_eq!(inline(), Some(0.0), "a module starts on its own thread");
 
-    let to = |topic: &str, prefix: &str, n: usize| -> Vec<_> {
-        (0..n).map(|i| (topic.to_owned(), format!("{prefix}-{i}").into_bytes(), PublishProperties::default())).collect()
-    };
-    let numbered = |prefix: &str, n: usize| to("chaos", prefix, n);
-    let payloads =
-        |messages: Vec<rumqttc::v5::mqttbytes::v5::Publish>| messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect::<Vec<_>>();
-    publish_v5(broker.port, numbered("short", 40)).await;
-    let got = payloads(survived.take(40, Duration::from_secs(20)).await);
-    assert_eq!(got, (0..40).map(|i| format!("short-{i}")).collect::<Vec<_>>(), "in order across the move from its thread to inline");
+    publish_v5(broker.port, on_topic("chaos", &numbered("short", 40))).await;
+    let got = texts(survived.take(40, Duration::from_secs(20)).await);
+    assert_eq!(got, numbered("short", 40), "in order across the move from its thread to inline");
     assert_eq!(inline(), Some(1.0), "short calls made the module inline:\n{}", weir.log_text());
     // `own_thread = true`: as many short calls, and still only its thread calls it.
-    publish_v5(broker.port, to("steady", "steady", 40)).await;
-    assert_eq!(payloads(survived.take(40, Duration::from_secs(20)).await), (0..40).map(|i| format!("steady-{i}")).collect::<Vec<_>>());
-    assert_eq!(gauge("steady"), Some(0.0), "own_thread keeps a module on its thread");
+    publish_v5(broker.port, on_topic("steady", &numbered("steady", 40))).await;
+    assert_eq!(texts(survived.take(40, Duration::from_secs(20)).await), numbered("steady", 40));
+    assert_eq!(inline_gauge(metrics_port, "steady"), Some(0.0), "own_thread keeps a module on its thread");
 
     // A trap made inline (its panic message goes to weir's stderr): dead-lettered, the
     // module recycled and still inline.
-    let mut trap = vec![("chaos".to_owned(), b"trap".to_vec(), PublishProperties::default())];
-    trap.extend(numbered("recycled", 3));
+    let mut trap = on_topic("chaos", &["trap"]);
+    trap.extend(on_topic("chaos", &numbered("recycled", 3)));
     publish_v5(broker.port, trap).await;
-    let got = payloads(survived.take(3, Duration::from_secs(20)).await);
-    assert_eq!(got, (0..3).map(|i| format!("recycled-{i}")).collect::<Vec<_>>());
+    let got = texts(survived.take(3, Duration::from_secs(20)).await);
+    assert_eq!(got, numbered("recycled", 3));
     wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
     assert_eq!(inline(), Some(1.0), "a trap is not a long call: the module stays inline\n{}", weir.log_text());
 
-    let mut after = vec![("chaos".to_owned(), b"loop".to_vec(), PublishProperties::default())];
-    after.extend(numbered("after", 10));
-    after.push(("direct".to_owned(), b"meanwhile".to_vec(), PublishProperties::default()));
+    let mut after = on_topic("chaos", &["loop"]);
+    after.extend(on_topic("chaos", &numbered("after", 10)));
+    after.extend(on_topic("direct", &["meanwhile"]));
     publish_v5(broker.port, after).await;
-    let got = payloads(survived.take(10, Duration::from_secs(20)).await);
-    assert_eq!(got, (0..10).map(|i| format!("after-{i}")).collect::<Vec<_>>());
+    let got = texts(survived.take(10, Duration::from_secs(20)).await);
+    assert_eq!(got, numbered("after", 10));
     assert_eq!(&passed.take(1, Duration::from_secs(10)).await[0].payload[..], b"meanwhile");
     wait_for_lines(&dir.path().join("deadletter.jsonl"), 2, Duration::from_secs(10)).await;
     let letters = dead_letters(&dir.path().join("deadletter.jsonl"));
@@ -310,9 +320,6 @@ async fn a_zero_inline_budget_keeps_every_module_on_its_thread() {
     let broker = Mosquitto::start();
     let toml = format!(
         r#"
-[broker]
-url = "mqtt://127.0.0.1:{port}"
-
 [modules.pass]
 path = {pass}
 batch_size = 1
@@ -321,15 +328,13 @@ batch_size = 1
 in = 'FROM /topics/in/# INTO BrokeredEndpoint("/modules/pass/inputs/in")'
 out = 'FROM /messages/modules/pass/outputs/* INTO /topics/out/{{$topic[1]}}'
 "#,
-        port = broker.port,
         pass = toml_path(&module("pass_through")),
     );
-    let (mut weir, _dir, metrics_port) = run_with_metrics(r#"inline_call_budget = "0s""#, &toml);
+    let (mut weir, _dir, metrics_port) = run_with_metrics(&broker, r#"inline_call_budget = "0s""#, &toml);
     let mut out = Subscriber::connect(broker.port, &["out/#"]).await;
-    let readings = (0..40).map(|i| ("in/a".to_owned(), format!("{i}").into_bytes(), PublishProperties::default())).collect();
-    publish_v5(broker.port, readings).await;
+    publish_v5(broker.port, on_topic("in/a", &numbered("reading", 40))).await;
     assert_eq!(out.take(40, Duration::from_secs(20)).await.len(), 40);
-    assert_eq!(metric(&scrape_metrics(metrics_port), "weir_module_inline", &[r#"module="pass""#]), Some(0.0), "{}", weir.log_text());
+    assert_eq!(inline_gauge(metrics_port, "pass"), Some(0.0), "{}", weir.log_text());
     weir.stop();
 }
 
@@ -341,9 +346,6 @@ async fn three_long_calls_in_a_row_send_an_inline_module_back_to_its_thread() {
     let broker = Mosquitto::start();
     let toml = format!(
         r#"
-[broker]
-url = "mqtt://127.0.0.1:{port}"
-
 [modules.chaos]
 path = {chaos}
 batch_size = 1
@@ -352,29 +354,25 @@ batch_size = 1
 chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
 chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
 "#,
-        port = broker.port,
         chaos = toml_path(&module("chaos")),
     );
-    let (mut weir, _dir, metrics_port) = run_with_metrics("", &toml);
+    let (mut weir, _dir, metrics_port) = run_with_metrics(&broker, "", &toml);
     let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
-    let inline = || metric(&scrape_metrics(metrics_port), "weir_module_inline", &[r#"module="chaos""#]);
-    let send = |payloads: &[&str]| -> Vec<_> { payloads.iter().map(|p| ("chaos".to_owned(), p.as_bytes().to_vec(), PublishProperties::default())).collect() };
-    let received =
-        |messages: Vec<rumqttc::v5::mqttbytes::v5::Publish>| messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect::<Vec<_>>();
+    let inline = || inline_gauge(metrics_port, "chaos");
+    let send = |payloads: &[&str]| on_topic("chaos", payloads);
 
-    let short: Vec<String> = (0..20).map(|i| format!("short-{i}")).collect();
-    publish_v5(broker.port, send(&short.iter().map(String::as_str).collect::<Vec<_>>())).await;
-    assert_eq!(received(survived.take(20, Duration::from_secs(20)).await), short);
+    publish_v5(broker.port, on_topic("chaos", &numbered("short", 20))).await;
+    assert_eq!(texts(survived.take(20, Duration::from_secs(20)).await), numbered("short", 20));
     assert_eq!(inline(), Some(1.0), "{}", weir.log_text());
 
     // `slow` spins for 2 ms: over the 1 ms budget, under ten times it.
     let twice = ["slow", "slow", "between", "slow", "slow"];
     publish_v5(broker.port, send(&twice)).await;
-    assert_eq!(received(survived.take(5, Duration::from_secs(20)).await), twice);
+    assert_eq!(texts(survived.take(5, Duration::from_secs(20)).await), twice);
     assert_eq!(inline(), Some(1.0), "two long calls in a row are not enough:\n{}", weir.log_text());
 
     publish_v5(broker.port, send(&["slow", "after"])).await;
-    assert_eq!(received(survived.take(2, Duration::from_secs(20)).await), ["slow", "after"]);
+    assert_eq!(texts(survived.take(2, Duration::from_secs(20)).await), ["slow", "after"]);
     assert_eq!(inline(), Some(0.0), "the third long call in a row sent it back:\n{}", weir.log_text());
     assert!(weir.log_text().contains("a module call where its messages arrive ran long"), "{}", weir.log_text());
     weir.stop();
@@ -387,9 +385,6 @@ async fn a_chain_of_modules_moving_inline_keeps_order() {
     let broker = Mosquitto::start();
     let toml = format!(
         r#"
-[broker]
-url = "mqtt://127.0.0.1:{port}"
-
 [modules.first]
 path = {pass}
 batch_size = 1
@@ -403,22 +398,19 @@ in = 'FROM /topics/chain INTO BrokeredEndpoint("/modules/first/inputs/in")'
 middle = 'FROM /messages/modules/first/outputs/* INTO BrokeredEndpoint("/modules/second/inputs/in")'
 out = 'FROM /messages/modules/second/outputs/* INTO /topics/chained'
 "#,
-        port = broker.port,
         pass = toml_path(&module("pass_through")),
     );
-    let (mut weir, _dir, metrics_port) = run_with_metrics("", &toml);
+    let (mut weir, _dir, metrics_port) = run_with_metrics(&broker, "", &toml);
     let mut chained = Subscriber::connect(broker.port, &["chained"]).await;
-    let sent: Vec<String> = (0..300).map(|i| format!("m-{i}")).collect();
+    let sent = numbered("m", 300);
     // In a few bursts, so the modules move inline while earlier messages are still queued.
     for burst in sent.chunks(60) {
-        publish_v5(broker.port, burst.iter().map(|p| ("chain".to_owned(), p.clone().into_bytes(), PublishProperties::default())).collect()).await;
+        publish_v5(broker.port, on_topic("chain", burst)).await;
     }
-    let got: Vec<String> = chained.take(300, Duration::from_secs(30)).await.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect();
-    assert_eq!(got, sent);
+    assert_eq!(texts(chained.take(300, Duration::from_secs(30)).await), sent);
     chained.assert_quiet(Duration::from_millis(300)).await;
-    let scraped = scrape_metrics(metrics_port);
     for name in ["first", "second"] {
-        assert_eq!(metric(&scraped, "weir_module_inline", &[&format!("module=\"{name}\"")]), Some(1.0), "{name}:\n{}", weir.log_text());
+        assert_eq!(inline_gauge(metrics_port, name), Some(1.0), "{name}:\n{}", weir.log_text());
     }
     weir.stop();
 }

@@ -135,6 +135,10 @@ impl ModuleSlot {
             if !self.runs_inline() {
                 return Err(messages);
             }
+            // Nothing queued, the usual case: no waiter to register (that takes a lock).
+            if self.backlog.load(Ordering::SeqCst) == 0 {
+                break;
+            }
             let drained = self.drained.notified();
             let mut drained = std::pin::pin!(drained);
             drained.as_mut().enable();
