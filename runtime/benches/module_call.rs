@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -30,6 +30,9 @@ fn module_call(c: &mut Criterion) {
     assert!(path.is_file(), "{} is missing: run scripts/build-filters.sh first", path.display());
     let engine = WasmEngine::new(&EngineSettings { max_instances: 4, ..EngineSettings::default() }).expect("engine");
     let module = LoadedModule::load(&engine, "pass", &path, None, "{}".into(), ModuleLimits::default()).expect("module");
+    // As on a module's own thread: inside the async runtime, whose timers WASI uses.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let _entered = runtime.enter();
     let mut instance = ModuleInstance::start(&module).expect("instance");
 
     let mut group = c.benchmark_group("module_call");
@@ -42,6 +45,18 @@ fn module_call(c: &mut Criterion) {
                 b.iter(|| match instance.call("in", black_box(messages)).expect("call") {
                     BatchResult::Filter(results) => black_box(results),
                     _ => unreachable!("a filter"),
+                })
+            });
+            // As a module called inline: awaited on an async task, no thread of its own.
+            group.bench_with_input(BenchmarkId::new(format!("wasm-awaited/{payload}B"), size), &messages, |b, messages| {
+                b.iter_custom(|iters| {
+                    runtime.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            black_box(instance.call_async("in", black_box(messages), None).await.expect("call"));
+                        }
+                        started.elapsed()
+                    })
                 })
             });
             // The same decision made by a native closure: the baseline the WASM path is compared with.

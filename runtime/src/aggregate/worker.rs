@@ -127,6 +127,8 @@ impl AggregateWorker {
 
     fn run(self) {
         let AggregateWorker { module, spec, mut queue, dispatcher, batch_size, max_held, runtime } = self;
+        // The module's WASI calls use this runtime's timers and I/O.
+        let _entered = runtime.enter();
         let tick = Duration::from_millis(100).min(spec.checkpoint_interval);
         let mut runner = AggregateRunner::new(module, spec, dispatcher, max_held);
         runner.restore();

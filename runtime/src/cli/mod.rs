@@ -115,8 +115,8 @@ fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format);
-    // Module calls (check, filter test) run outside the async runtime: WASI's blocking
-    // stream calls inside a module must not find themselves on an async worker thread.
+    // Module calls (check, filter test) run outside the async runtime: `wasm::finish` runs a
+    // call to its end on the calling thread, which must not be an async worker.
     let result = match cli.command {
         Command::Check { pipeline } => check::check(&pipeline).map(|_| ()),
         Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),

@@ -129,8 +129,9 @@ pub struct ModuleConfig {
     /// `runtime.inline_call_budget` (1 ms) is called on the thread its messages arrive on,
     /// which saves two thread hand-offs per batch, and goes back to its own thread for good
     /// once its calls take longer (three in a row, or one ten times as long or stopped by
-    /// `deadline`; such a call holds up the connections, up to `deadline`). Set this for a
-    /// module that may sometimes run long. Default false.
+    /// `deadline`). Such a call is set aside after the budget and finished on another
+    /// thread, but its source's messages wait for it. Set this for a module that may
+    /// sometimes run long. Default false.
     #[serde(default)]
     pub own_thread: bool,
     /// Aggregate modules: how the host windows their messages (kind, size, key, time).
@@ -279,10 +280,11 @@ pub struct RuntimeSettings {
     #[serde(default)]
     pub http_listen: Option<String>,
     /// A module whose calls take less than this is called where its messages arrive, with no
-    /// thread hand-off; calls that take longer (three in a row, or one ten times as long or
-    /// stopped by the module's `deadline`) send it back to its own thread for good, after
-    /// holding up the connections that long. "0s" keeps every module on its own thread.
-    /// Default "1ms".
+    /// thread hand-off. A call that outlives it is set aside at the next epoch tick (5 ms) and
+    /// finished on another thread, so the connections keep being served; calls that take
+    /// longer (three in a row, or one ten times as long or stopped by the module's
+    /// `deadline`) send the module back to its own thread for good. "0s" keeps every module
+    /// on its own thread. Default "1ms".
     #[serde(default = "RuntimeSettings::default_inline_call_budget")]
     pub inline_call_budget: HumanDuration,
 }

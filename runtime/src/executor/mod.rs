@@ -184,19 +184,14 @@ pub async fn run(
     let mut module_queues = HashMap::new();
     let mut module_receivers = HashMap::new();
     let mut module_slots = HashMap::new();
-    // A module's WASI calls block on the runtime, which an async task can do only on a
-    // worker of a multi-threaded runtime (the vendored wasmtime-wasi, runtime/vendor).
-    let inline_possible = tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
     for module in &modules {
         let spec = plan.modules.iter().find(|m| *m.name == *module.name).context("module plan")?;
         let (tx, rx) = mpsc::channel(spec.batch_size * 4);
         module_queues.insert(module.name.to_string(), tx);
         module_receivers.insert(module.name.to_string(), (rx, spec.batch_size));
         if spec.window.is_none() {
-            module_slots.insert(
-                module.name.to_string(),
-                Arc::new(ModuleSlot::new(module.clone(), spec.batch_size, spec.own_thread || !inline_possible, settings.inline_call_budget.0)),
-            );
+            module_slots
+                .insert(module.name.to_string(), Arc::new(ModuleSlot::new(module.clone(), spec.batch_size, spec.own_thread, settings.inline_call_budget.0)));
         }
     }
 

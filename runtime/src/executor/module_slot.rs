@@ -13,12 +13,16 @@
 //!   which keeps each producer's messages in order;
 //! - (re)starting an instance after a failure;
 //! - for good, once calls run past the budget ([`LONG_IN_A_ROW`] in a row, or one by ten
-//!   times as much, or one stopped by its deadline: such a call held up the connections'
-//!   thread, up to the module's deadline), and always with `own_thread = true` or a budget of
-//!   zero.
+//!   times as much, or one stopped by its deadline), and always with `own_thread = true` or a
+//!   budget of zero.
+//!
+//! An inline call that outlives the budget yields at the next epoch tick and is finished on a
+//! blocking thread while the dispatching task waits for it: the connections' thread is held
+//! for the budget and one tick at most, not up to the module's deadline.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,7 +33,7 @@ use weir_core::{Message, ModuleOutput, Property};
 use super::deadletter::DeadLetter;
 use crate::telemetry;
 use crate::wasm::abi::OutputMessage;
-use crate::wasm::{BatchResult, Failure, FailureReason, LoadedModule, ModuleInstance};
+use crate::wasm::{BatchResult, Failure, FailureReason, LoadedModule, ModuleInstance, finish};
 
 /// Short calls in a row on the module's thread before it is called inline.
 pub const PROMOTE_AFTER: u32 = 16;
@@ -53,7 +57,9 @@ pub struct ModuleSlot {
     pub module: LoadedModule,
     /// Messages per call, at most.
     pub batch_size: usize,
-    instance: Mutex<Option<ModuleInstance>>,
+    /// Locked by the module's thread for its calls, and by an inline call (which, when set
+    /// aside, takes the lock along to the thread that finishes it).
+    instance: Arc<tokio::sync::Mutex<Option<ModuleInstance>>>,
     /// Messages sent to the worker's queue and not yet fully handled (outputs sent on).
     backlog: AtomicUsize,
     /// Told when `backlog` reaches zero.
@@ -97,7 +103,7 @@ impl ModuleSlot {
         ModuleSlot {
             module,
             batch_size: batch_size.max(1),
-            instance: Mutex::new(None),
+            instance: Arc::new(tokio::sync::Mutex::new(None)),
             backlog: AtomicUsize::new(0),
             drained: Notify::new(),
             mode: AtomicU8::new(if own_thread || budget.is_zero() { OWN_THREAD } else { ON_PROBATION }),
@@ -130,7 +136,11 @@ impl ModuleSlot {
     /// thread is handled. The messages come back, to be queued, if it does not run inline
     /// (any more), or if the thread took new work or must restart the instance. The caller
     /// sends the outputs on.
-    pub async fn call_inline(&self, input: &str, messages: Vec<Message>) -> Result<Processed, Vec<Message>> {
+    ///
+    /// A call that outlives the budget is set aside at the next epoch tick and finished on a
+    /// blocking thread while this task waits for it: a module that suddenly runs long holds
+    /// the connections' thread for its budget and one tick, not up to its deadline.
+    pub async fn call_inline(&self, input: &Arc<str>, messages: Vec<Message>) -> Result<Processed, Vec<Message>> {
         loop {
             if !self.runs_inline() {
                 return Err(messages);
@@ -147,18 +157,30 @@ impl ModuleSlot {
             }
             drained.await;
         }
-        let Ok(mut instance) = self.instance.try_lock() else {
+        let Ok(mut instance) = self.instance.clone().try_lock_owned() else {
             return Err(messages);
         };
         if instance.is_none() || self.backlog.load(Ordering::SeqCst) != 0 {
             return Err(messages);
         }
-        Ok(self.call(&mut instance, input, messages, true))
+        self.metrics.input.increment(messages.len() as u64);
+        let started = Instant::now();
+        let (input, budget) = (input.clone(), self.budget);
+        let mut call = Box::pin(async move {
+            let live = instance.as_mut().expect("checked above");
+            let result = live.call_async(&input, &messages, Some(budget)).await;
+            (instance, messages, result)
+        });
+        let (mut instance, messages, result) = match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            Poll::Ready(done) => done,
+            Poll::Pending => tokio::task::spawn_blocking(move || finish(call)).await.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())),
+        };
+        Ok(self.called(&mut instance, messages, result, started.elapsed(), true))
     }
 
     /// Call the module on `messages` from its thread, starting an instance if there is none.
     pub fn call_queued(&self, input: &str, messages: Vec<Message>) -> Processed {
-        let mut instance = self.lock();
+        let mut instance = self.instance.blocking_lock();
         if instance.is_none() && !self.start_into(&mut instance) {
             let dead = messages
                 .into_iter()
@@ -166,12 +188,18 @@ impl ModuleSlot {
                 .collect();
             return Processed { outputs: Vec::new(), dead, start_failed: true };
         }
-        self.call(&mut instance, input, messages, false)
+        let Some(live) = instance.as_mut() else {
+            unreachable!("an instance was started above");
+        };
+        self.metrics.input.increment(messages.len() as u64);
+        let started = Instant::now();
+        let result = live.call(input, &messages);
+        self.called(&mut instance, messages, result, started.elapsed(), false)
     }
 
     /// Start the first instance (on the worker's thread, before any message).
     pub fn start(&self) {
-        self.start_into(&mut self.lock());
+        self.start_into(&mut self.instance.blocking_lock());
     }
 
     /// A new instance in `instance`; false (and logged) if it cannot start.
@@ -192,28 +220,25 @@ impl ModuleSlot {
     pub fn close(&self) {
         self.mode.store(OWN_THREAD, Ordering::Relaxed);
         self.metrics.inline.set(0.0);
-        self.lock().take();
+        self.instance.blocking_lock().take();
         self.drained.notify_waiters();
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<ModuleInstance>> {
-        self.instance.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn call(&self, instance: &mut MutexGuard<'_, Option<ModuleInstance>>, input: &str, messages: Vec<Message>, inline: bool) -> Processed {
-        let Some(live) = instance.as_mut() else {
-            unreachable!("callers start an instance or check for one");
-        };
-        self.metrics.input.increment(messages.len() as u64);
-        let started = Instant::now();
-        let result = live.call(input, &messages);
-        let took = started.elapsed();
+    /// What a call on `messages` made of them; a failed call drops the instance.
+    fn called(
+        &self,
+        instance: &mut Option<ModuleInstance>,
+        messages: Vec<Message>,
+        result: Result<BatchResult, Failure>,
+        took: Duration,
+        inline: bool,
+    ) -> Processed {
         self.metrics.call_seconds.record(took.as_secs_f64());
         self.judge(took, result.as_ref().err().map(|failure| failure.reason), inline);
         match result {
             Ok(results) => self.outputs(messages, results),
             Err(failure) => {
-                **instance = None;
+                *instance = None;
                 Processed { dead: self.failed(messages, &failure), ..Processed::default() }
             }
         }

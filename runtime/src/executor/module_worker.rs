@@ -19,8 +19,14 @@ pub struct ModuleWorker {
 }
 
 impl ModuleWorker {
+    /// Start the thread; call from inside the async runtime, whose timers and I/O the
+    /// module's WASI calls use.
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name(format!("weir-module-{}", self.slot.module.name)).spawn(move || self.run())
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new().name(format!("weir-module-{}", self.slot.module.name)).spawn(move || {
+            let _entered = runtime.enter();
+            self.run()
+        })
     }
 
     fn run(mut self) {

@@ -7,7 +7,7 @@ use weir_core::Message;
 
 use super::abi::OutputMessage;
 use super::host::InstanceState;
-use super::instance::{AccumulateParams, AccumulateReturn, Failure, FailureReason, ModuleInstance, classify, contract, one_result_each};
+use super::instance::{AccumulateParams, AccumulateReturn, Failure, FailureReason, ModuleInstance, classify, contract, finish, one_result_each};
 
 /// `weir:module/aggregate.window`, borrowed.
 #[derive(ComponentType, Lower, Clone, Copy, Debug)]
@@ -74,9 +74,9 @@ impl ModuleInstance {
         (Result<R, String>,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
         R: 'static,
     {
-        self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
+        self.arm(None);
         let typed = func.typed::<P, (Result<R, String>,)>(&self.store).map_err(|err| contract(err, &format!("aggregate.{name}")))?;
-        match typed.call(&mut self.store, params) {
+        match finish(typed.call_async(&mut self.store, params)) {
             Ok((Ok(result),)) => Ok(result),
             Ok((Err(message),)) => Err(Failure { reason: FailureReason::Contract, detail: format!("{name} returned an error: {message}") }),
             Err(err) => Err(classify(&self.store, err, name)),
@@ -92,16 +92,18 @@ impl ModuleInstance {
     /// Fold `batch[i]` into window `windows[i]`; one result per message.
     pub fn accumulate(&mut self, batch: &[Message], windows: &[u64]) -> Result<Vec<Result<(), String>>, Failure> {
         self.aggregate_funcs()?;
-        let results = self.with_batch(batch, |instance, refs| {
-            // SAFETY: `aggregate_funcs` above made sure this is an aggregate instance, whose
-            // `call` (its `accumulate`) `start` type-checked against exactly these types.
-            #[allow(unsafe_code)]
-            let func = unsafe { TypedFunc::<AccumulateParams<'_>, (AccumulateReturn,)>::new_unchecked(instance.call) };
-            match func.call(&mut instance.store, (refs, windows)) {
-                Ok((results,)) => Ok(results),
-                Err(err) => Err(classify(&instance.store, err, "accumulate")),
-            }
-        })?;
+        self.arm(None);
+        // SAFETY: `aggregate_funcs` above made sure this is an aggregate instance, whose
+        // `call` (its `accumulate`) `start` type-checked against exactly these types.
+        #[allow(unsafe_code)]
+        let func = unsafe { TypedFunc::<AccumulateParams<'_>, (AccumulateReturn,)>::new_unchecked(self.call) };
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let called = finish(func.call_async(&mut self.store, (buffers.fill(batch), windows)));
+        self.buffers = buffers;
+        let results = match called {
+            Ok((results,)) => results,
+            Err(err) => return Err(classify(&self.store, err, "accumulate")),
+        };
         one_result_each("accumulate results", results.len(), batch.len())?;
         Ok(results)
     }

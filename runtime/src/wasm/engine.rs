@@ -20,7 +20,7 @@ pub struct EngineSettings {
     pub max_memory_bytes: usize,
     /// Instances alive at once, including one spare per module for recycling.
     pub max_instances: u32,
-    /// Epoch tick: the granularity of call deadlines.
+    /// Epoch tick: how often a running call's clock is looked at (deadlines, budgets).
     pub tick: Duration,
 }
 
@@ -63,7 +63,10 @@ impl WasmEngine {
             .total_memories(instances * 8)
             .total_tables(instances * 32)
             .table_elements(200_000)
-            .max_memory_size(settings.max_memory_bytes);
+            .max_memory_size(settings.max_memory_bytes)
+            // Each call runs on a stack of its own (calls are async, see `instance`); an
+            // instance makes one call at a time.
+            .total_stacks(instances);
 
         let mut config = Config::new();
         config
@@ -89,11 +92,6 @@ impl WasmEngine {
         host::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking host services")?;
         spawn_ticker(&engine, settings.tick);
         Ok(WasmEngine { engine, linker: Arc::new(linker), tick: settings.tick })
-    }
-
-    /// Epoch ticks that make up `deadline` (at least one).
-    pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
-        (deadline.as_micros() / self.tick.as_micros().max(1)).max(1) as u64 + 1
     }
 }
 

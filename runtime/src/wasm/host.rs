@@ -5,6 +5,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::instance::CallClock;
+
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../sdk-guest/wit",
@@ -19,6 +21,8 @@ pub struct InstanceState {
     pub module: Arc<str>,
     pub config_json: Arc<str>,
     pub limits: MemoryCap,
+    /// The clock of the call under way, looked at on every epoch tick.
+    pub(super) clock: CallClock,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -29,7 +33,7 @@ impl InstanceState {
         // nothing from WASI that the pipeline does not grant. Its stderr is weir's, so a
         // panic message lands in the log next to the dead letters it caused.
         let wasi = WasiCtx::builder().inherit_stderr().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
-        InstanceState { module, config_json, limits, wasi, table: ResourceTable::new() }
+        InstanceState { module, config_json, limits, clock: CallClock::default(), wasi, table: ResourceTable::new() }
     }
 }
 
@@ -61,9 +65,9 @@ impl WasiView for InstanceState {
     }
 }
 
-/// Add WASI (p2, granting nothing) and weir's host services to a linker.
+/// Add WASI (p2, granting nothing, async like every call) and weir's host services to a linker.
 pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
     bindings::Imports::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! One live instance of a module, called a batch at a time.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
-use wasmtime::Store;
 use wasmtime::component::{Func, Instance};
+use wasmtime::{Store, UpdateDeadline};
 use weir_core::Message;
 
 use super::abi::{BatchBuffers, BatchRef, OutputMessage, Verdicts};
@@ -103,13 +104,18 @@ impl fmt::Debug for ModuleInstance {
 }
 
 impl ModuleInstance {
-    /// Instantiate and run `init`.
+    /// Instantiate and run `init`, on this thread (see [`finish`]).
     pub fn start(module: &LoadedModule) -> Result<Self, Failure> {
+        finish(Self::start_async(module))
+    }
+
+    async fn start_async(module: &LoadedModule) -> Result<Self, Failure> {
         let state = InstanceState::new(module.name.clone(), module.config_json.clone(), MemoryCap { max_bytes: module.limits.memory_bytes, hit: false });
         let mut store = Store::new(&module.engine.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(module.engine.ticks(module.limits.deadline));
-        let instance: Instance = module.pre.instantiate(&mut store).map_err(|err| classify(&store, err, "instantiating"))?;
+        store.epoch_deadline_callback(|mut store| Ok(store.data_mut().clock.on_tick()));
+        arm(&mut store, module.limits.deadline, None);
+        let instance: Instance = module.pre.instantiate_async(&mut store).await.map_err(|err| classify(&store, err, "instantiating"))?;
         let init = instance
             .get_func(&mut store, module.init_export)
             .ok_or_else(|| Failure { reason: FailureReason::Contract, detail: "`init` is not a function".into() })?;
@@ -125,8 +131,8 @@ impl ModuleInstance {
             ModuleKind::Aggregate => call.typed::<AccumulateParams<'_>, (AccumulateReturn,)>(&store).map(drop),
         }
         .map_err(|err| contract(err, module.kind.interface()))?;
-        store.set_epoch_deadline(module.engine.ticks(module.limits.deadline));
-        match init.call(&mut store, ()) {
+        arm(&mut store, module.limits.deadline, None);
+        match init.call_async(&mut store, ()).await {
             Ok((Ok(()),)) => {}
             Ok((Err(message),)) => return Err(Failure { reason: FailureReason::Init, detail: format!("init failed: {message}") }),
             Err(err) => return Err(classify(&store, err, "init")),
@@ -142,44 +148,104 @@ impl ModuleInstance {
         &self.module
     }
 
-    /// Call the module's kind on a batch. `Err` means the instance is unusable: drop it.
+    /// Call the module's kind on a batch, on this thread (see [`finish`]). `Err` means the
+    /// instance is unusable: drop it.
     pub fn call(&mut self, input: &str, batch: &[Message]) -> Result<BatchResult, Failure> {
-        let result = self.with_batch(batch, |instance, refs| match instance.module.kind {
-            ModuleKind::Filter => instance.call_typed::<FilterReturn>(input, refs).map(|verdicts| BatchResult::Filter(verdicts.0)),
-            ModuleKind::Map => instance.call_typed::<MapReturn>(input, refs).map(BatchResult::Map),
-            ModuleKind::FlatMap => instance.call_typed::<FlatMapReturn>(input, refs).map(BatchResult::FlatMap),
+        finish(self.call_async(input, batch, None))
+    }
+
+    /// Call the module's kind on a batch. Once the call has run for `set_aside_after`, it
+    /// yields at the next epoch tick: whoever polls it may then finish it somewhere else
+    /// (`executor::module_slot` hands it to a blocking thread). `Err` means the instance is
+    /// unusable: drop it.
+    pub async fn call_async(&mut self, input: &str, batch: &[Message], set_aside_after: Option<Duration>) -> Result<BatchResult, Failure> {
+        self.arm(set_aside_after);
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let refs = buffers.fill(batch);
+        let result = match self.module.kind {
+            ModuleKind::Filter => self.call_typed::<FilterReturn>(input, refs).await.map(|verdicts| BatchResult::Filter(verdicts.0)),
+            ModuleKind::Map => self.call_typed::<MapReturn>(input, refs).await.map(BatchResult::Map),
+            ModuleKind::FlatMap => self.call_typed::<FlatMapReturn>(input, refs).await.map(BatchResult::FlatMap),
             ModuleKind::Aggregate => Err(Failure {
                 reason: FailureReason::Contract,
                 detail: "aggregate modules are called through their windows (wasm::aggregate), not per batch".into(),
             }),
-        })?;
+        };
+        self.buffers = buffers;
+        let result = result?;
         one_result_each("results", result.len(), batch.len())?;
         Ok(result)
     }
 
-    /// Lay `batch` out in the reused buffers and make `call` with it, under the deadline.
-    pub(super) fn with_batch<R>(&mut self, batch: &[Message], call: impl FnOnce(&mut Self, BatchRef<'_>) -> Result<R, Failure>) -> Result<R, Failure> {
-        self.store.set_epoch_deadline(self.module.engine.ticks(self.module.limits.deadline));
-        let mut buffers = std::mem::take(&mut self.buffers);
-        let result = call(self, buffers.fill(batch));
-        self.buffers = buffers;
-        result
+    /// Start the clock of a call: the module's deadline, and when to yield.
+    pub(super) fn arm(&mut self, set_aside_after: Option<Duration>) {
+        arm(&mut self.store, self.module.limits.deadline, set_aside_after);
     }
 
     /// `R` must be the kind's `*Return` type, which `start` checked.
     #[allow(unsafe_code)]
-    fn call_typed<R>(&mut self, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
+    async fn call_typed<R>(&mut self, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
     where
-        (R,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+        (R,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync,
         R: 'static,
     {
         // SAFETY: `start` type-checked `call` against exactly these parameter and result
         // types (`call` passes the kind's `R`), so skipping the check per call is sound; it
         // was a few percent of a call (docs/benchmarks.md).
         let func = unsafe { wasmtime::component::TypedFunc::<(&str, BatchRef<'_>), (R,)>::new_unchecked(self.call) };
-        match func.call(&mut self.store, (input, batch)) {
+        match func.call_async(&mut self.store, (input, batch)).await {
             Ok((result,)) => Ok(result),
             Err(err) => Err(classify(&self.store, err, "call")),
+        }
+    }
+}
+
+/// Run a module call to its end on this thread: a module's or an aggregate's own thread, or
+/// the command line; never on an async worker, where calls are awaited instead. WASI's host
+/// calls find Tokio's timers and I/O through the runtime the thread has entered (or
+/// wasmtime-wasi's own runtime when it has entered none).
+pub fn finish<F: std::future::Future>(call: F) -> F::Output {
+    wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
+        // A call that neither yields nor waits on WASI is done at its first poll, with no
+        // executor: a third of the cost of a short call (docs/benchmarks.md).
+        let mut call = std::pin::pin!(call);
+        match call.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(done) => done,
+            std::task::Poll::Pending => wasmtime_wasi::runtime::in_tokio(call),
+        }
+    })
+}
+
+fn arm(store: &mut Store<InstanceState>, deadline: Duration, set_aside_after: Option<Duration>) {
+    store.data_mut().clock = CallClock { started: Instant::now(), deadline, set_aside_after };
+    store.set_epoch_deadline(1);
+}
+
+/// The clock of the call under way, looked at on every epoch tick (a few milliseconds): a
+/// wall-clock deadline that stops the call, and a budget after which it yields once.
+#[derive(Debug)]
+pub(crate) struct CallClock {
+    started: Instant,
+    deadline: Duration,
+    set_aside_after: Option<Duration>,
+}
+
+impl Default for CallClock {
+    fn default() -> Self {
+        CallClock { started: Instant::now(), deadline: Duration::MAX, set_aside_after: None }
+    }
+}
+
+impl CallClock {
+    fn on_tick(&mut self) -> UpdateDeadline {
+        let ran = self.started.elapsed();
+        if ran >= self.deadline {
+            UpdateDeadline::Interrupt
+        } else if self.set_aside_after.is_some_and(|after| ran >= after) {
+            self.set_aside_after = None;
+            UpdateDeadline::Yield(1)
+        } else {
+            UpdateDeadline::Continue(1)
         }
     }
 }

@@ -21,5 +21,5 @@ pub mod instance;
 pub mod module;
 
 pub use engine::{EngineSettings, WasmEngine};
-pub use instance::{BatchResult, Failure, FailureReason, ModuleInstance};
+pub use instance::{BatchResult, Failure, FailureReason, ModuleInstance, finish};
 pub use module::{LoadedModule, ModuleKind, ModuleLimits};

@@ -1,8 +1,0 @@
-#[derive(Debug, Clone)]
-pub(crate) struct DirOptionsExt {}
-
-impl DirOptionsExt {
-    pub(crate) const fn new() -> Self {
-        Self {}
-    }
-}

@@ -1,2 +1,0 @@
-mod ip_name_lookup;
-mod types;
