@@ -1,4 +1,4 @@
-# Sourced by count-instructions.sh and cpu-per-message.sh: what both need around one weir
+# Sourced by count-instructions.sh, cpu-per-message.sh and inline-stall.sh: what they need around one weir
 # run of the relay job. After sourcing: $module (the pass-through filter), $work (a directory
 # removed on exit, with every process in $pids killed), $port (Mosquitto listening on it,
 # with the relay benchmark's settings), and free_port.

@@ -62,11 +62,12 @@ cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
 
-# Smoke runs of the relay benchmark (every case, few messages, the debug build) and of the
-# instruction counter: keep them working; no figure is judged here (docs/benchmarks.md has
-# the real runs).
+# Smoke runs of the relay benchmark (every case, few messages, the debug build), of the
+# instruction counter and of the inline-stall probe: keep them working; no figure is judged
+# here (docs/benchmarks.md has the real runs).
 cargo test -p weir-tests --bench relay 2>&1 | tail -n 20
 scripts/count-instructions.sh target/debug/weir 200
+scripts/inline-stall.sh target/debug/weir 1 | tail -n 1
 
 # A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
 # flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
