@@ -380,9 +380,10 @@ chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
 
 /// A call that runs long while the module is inline is set aside once it outlives the
 /// budget and finished on another thread: while it runs (a loop, until its 4 s deadline),
-/// another source's messages keep flowing through weir.
+/// messages of the same source and of another one keep flowing through weir, and what comes
+/// for the module meanwhile waits its turn behind the call, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_inline_call_does_not_hold_up_other_sources() {
+async fn a_long_inline_call_does_not_hold_up_other_messages() {
     let broker = Mosquitto::start();
     let plant = Mosquitto::start();
     let toml = format!(
@@ -406,6 +407,7 @@ path = "deadletter.jsonl"
 [routes]
 chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
 chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
+direct = 'FROM /topics/direct INTO /topics/passed'
 plant = "FROM /topics/line/# WHERE $source = 'plant' INTO /topics/relayed"
 "#,
         chaos = toml_path(&module("chaos")),
@@ -414,24 +416,29 @@ plant = "FROM /topics/line/# WHERE $source = 'plant' INTO /topics/relayed"
     let (mut weir, dir, metrics_port) = run_with_metrics(&broker, "", &toml);
     let letters = dir.path().join("deadletter.jsonl");
     let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
     let mut relayed = Subscriber::connect(broker.port, &["relayed"]).await;
     publish_v5(broker.port, on_topic("chaos", &numbered("short", 20))).await;
     assert_eq!(texts(survived.take(20, Duration::from_secs(20)).await), numbered("short", 20));
     assert_eq!(inline_gauge(metrics_port, "chaos"), Some(1.0), "{}", weir.log_text());
 
-    publish_v5(broker.port, on_topic("chaos", &["loop"])).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    publish_v5(plant.port, on_topic("line/3", &numbered("during", 5))).await;
-    assert_eq!(texts(relayed.take(5, Duration::from_secs(20)).await), numbered("during", 5));
+    let mut meanwhile = on_topic("chaos", &["loop"]);
+    meanwhile.extend(on_topic("chaos", &numbered("queued", 3)));
+    meanwhile.extend(on_topic("direct", &numbered("same-source", 5)));
+    publish_v5(broker.port, meanwhile).await;
+    publish_v5(plant.port, on_topic("line/3", &numbered("other-source", 5))).await;
+    assert_eq!(texts(passed.take(5, Duration::from_secs(20)).await), numbered("same-source", 5));
+    assert_eq!(texts(relayed.take(5, Duration::from_secs(20)).await), numbered("other-source", 5));
     assert!(
         weir_tests::json_lines(&letters).is_empty(),
-        "the other source's messages waited for the long call to end (its dead letter is written):\n{}",
+        "the other messages waited for the long call to end (its dead letter is written):\n{}",
         weir.log_text()
     );
 
     wait_for_lines(&letters, 1, Duration::from_secs(20)).await;
     let summary: Vec<(String, String)> = dead_letters(&letters).into_iter().map(|(payload, reason, _)| (payload, reason)).collect();
     assert_eq!(summary, [("loop".to_owned(), "deadline".to_owned())]);
+    assert_eq!(texts(survived.take(3, Duration::from_secs(20)).await), numbered("queued", 3));
     assert_eq!(inline_gauge(metrics_port, "chaos"), Some(0.0), "the deadline sent the module back to its thread");
     publish_v5(broker.port, on_topic("chaos", &numbered("after", 5))).await;
     assert_eq!(texts(survived.take(5, Duration::from_secs(20)).await), numbered("after", 5));

@@ -13,7 +13,7 @@ use tracing::debug;
 use weir_core::Message;
 
 use super::deadletter::DeadLetter;
-use super::module_slot::ModuleSlot;
+use super::module_slot::{Inline, ModuleSlot};
 use crate::route::{Route, RouteIndex, RouteSink};
 use crate::telemetry;
 
@@ -153,7 +153,7 @@ impl Dispatcher {
     /// Send on a batch from an async task (what sources received), leaving `messages` empty.
     /// A module that runs inline is called here once for its share of the batch (see
     /// [`ModuleSlot`]), and what it outputs is sent on the same way.
-    pub async fn dispatch_batch(&self, messages: &mut Vec<Message>) {
+    pub async fn dispatch_batch(self: &Arc<Self>, messages: &mut Vec<Message>) {
         let mut round = std::mem::take(messages);
         while !round.is_empty() {
             let mut held: SmallVec<[Held; 1]> = SmallVec::new();
@@ -185,27 +185,51 @@ impl Dispatcher {
 
     /// Call a module inline on what was held for it, a batch at a time, or queue the messages
     /// for its thread if it cannot be called here now. Outputs go to `next`.
-    async fn call_inline(&self, group: Held, next: &mut Vec<Message>) {
+    async fn call_inline(self: &Arc<Self>, group: Held, next: &mut Vec<Message>) {
         let Held { slot, input, target, route, mut messages } = group;
+        let first = next.len();
         while !messages.is_empty() {
             let rest = if messages.len() > slot.batch_size { messages.split_off(slot.batch_size) } else { Vec::new() };
             match slot.call_inline(&input, messages).await {
-                Ok(processed) => {
+                Inline::Done(processed) => {
                     next.extend(processed.outputs);
                     for letter in processed.dead {
                         self.dead_letter(letter).await;
                     }
                     messages = rest;
                 }
-                Err(mut refused) => {
+                Inline::SetAside(aside) => {
+                    // The call is finished on a blocking thread, which sends on what this
+                    // group's earlier batches made before what the call makes, in order.
+                    let earlier = next.split_off(first);
+                    let (dispatcher, finishing) = (self.clone(), slot.clone());
+                    let _detached = tokio::task::spawn_blocking(move || {
+                        finishing.finish_set_aside(aside, |processed| {
+                            for message in earlier.into_iter().chain(processed.outputs) {
+                                dispatcher.dispatch_blocking(message);
+                            }
+                            for letter in processed.dead {
+                                dispatcher.dead_letter_blocking(letter);
+                            }
+                        })
+                    });
+                    self.queue_for_thread(&target, &input, &route, rest).await;
+                    return;
+                }
+                Inline::Refused(mut refused) => {
                     refused.extend(rest);
-                    for message in refused {
-                        let work = Work::Message { input: input.clone(), message, priority: 0, expires_ms: 0 };
-                        self.send(&target, work, &route).await;
-                    }
+                    self.queue_for_thread(&target, &input, &route, refused).await;
                     return;
                 }
             }
+        }
+    }
+
+    /// Queue `messages` for a module's own thread.
+    async fn queue_for_thread(&self, target: &Target, input: &Arc<str>, route: &str, messages: Vec<Message>) {
+        for message in messages {
+            let work = Work::Message { input: input.clone(), message, priority: 0, expires_ms: 0 };
+            self.send(target, work, route).await;
         }
     }
 

@@ -8,25 +8,29 @@
 //! - the first calls: a module starts on its thread and is called inline only after
 //!   [`PROMOTE_AFTER`] calls in a row took under a quarter of its budget
 //!   (`runtime.inline_call_budget`, 1 ms unless set);
-//! - any backlog: what was queued for the thread (during probation, or while an instance is
-//!   restarted) is handled there first; a batch waits for that before it is called inline,
-//!   which keeps each producer's messages in order;
+//! - any backlog: what was queued for the thread (during probation, while an instance is
+//!   restarted, or behind a call set aside) is handled there first; a batch waits for that
+//!   before it is called inline, which keeps each producer's messages in order;
 //! - (re)starting an instance after a failure;
 //! - for good, once calls run past the budget ([`LONG_IN_A_ROW`] in a row, or one by ten
 //!   times as much, or one stopped by its deadline), and always with `own_thread = true` or a
 //!   budget of zero.
 //!
 //! An inline call that outlives the budget yields at the next epoch tick and is finished on a
-//! blocking thread while the dispatching task waits for it: the connections' thread is held
-//! for the budget and one tick at most, not up to the module's deadline.
+//! blocking thread, which sends on what it made; the dispatching task goes on with other
+//! messages, and what comes for the module meanwhile queues behind the call. The
+//! connections' thread is held for the budget and one tick at most, not up to the module's
+//! deadline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedMutexGuard};
 use tracing::{info, warn};
 use weir_core::{Message, ModuleOutput, Property};
 
@@ -43,6 +47,39 @@ pub const LONG_IN_A_ROW: u32 = 3;
 const ON_PROBATION: u8 = 0;
 const INLINE: u8 = 1;
 const OWN_THREAD: u8 = 2;
+
+/// What [`ModuleSlot::call_inline`] did with a batch.
+pub enum Inline {
+    /// Called: send the outputs on.
+    Done(Processed),
+    /// The call outlived the budget: finish it on a blocking thread with
+    /// [`ModuleSlot::finish_set_aside`].
+    SetAside(SetAside),
+    /// Not called: queue the messages for the module's thread.
+    Refused(Vec<Message>),
+}
+
+/// An inline call that outlived its budget, paused at an epoch tick, holding the instance.
+pub struct SetAside {
+    call: SetAsideCall,
+    started: Instant,
+    count: usize,
+}
+
+type SetAsideCall = Pin<Box<dyn Future<Output = (OwnedMutexGuard<Option<ModuleInstance>>, Vec<Message>, Result<BatchResult, Failure>)> + Send>>;
+
+/// Clears [`ModuleSlot::aside`] and counts the set-aside messages handled when dropped.
+struct AsideDone<'a> {
+    slot: &'a ModuleSlot,
+    count: usize,
+}
+
+impl Drop for AsideDone<'_> {
+    fn drop(&mut self) {
+        self.slot.aside.store(false, Ordering::SeqCst);
+        self.slot.handled(self.count);
+    }
+}
 
 /// What a call made of a batch: messages to send on and dead letters.
 #[derive(Default)]
@@ -64,6 +101,9 @@ pub struct ModuleSlot {
     backlog: AtomicUsize,
     /// Told when `backlog` reaches zero.
     drained: Notify,
+    /// A call was set aside and is being finished on a blocking thread: what comes for the
+    /// module is queued behind it, not waited for.
+    aside: AtomicBool,
     mode: AtomicU8,
     /// A call that takes longer is too long for the connections' thread.
     budget: Duration,
@@ -106,6 +146,7 @@ impl ModuleSlot {
             instance: Arc::new(tokio::sync::Mutex::new(None)),
             backlog: AtomicUsize::new(0),
             drained: Notify::new(),
+            aside: AtomicBool::new(false),
             mode: AtomicU8::new(if own_thread || budget.is_zero() { OWN_THREAD } else { ON_PROBATION }),
             budget,
             short_calls: AtomicU32::new(0),
@@ -137,13 +178,14 @@ impl ModuleSlot {
     /// (any more), or if the thread took new work or must restart the instance. The caller
     /// sends the outputs on.
     ///
-    /// A call that outlives the budget is set aside at the next epoch tick and finished on a
-    /// blocking thread while this task waits for it: a module that suddenly runs long holds
-    /// the connections' thread for its budget and one tick, not up to its deadline.
-    pub async fn call_inline(&self, input: &Arc<str>, messages: Vec<Message>) -> Result<Processed, Vec<Message>> {
+    /// A call that outlives the budget is set aside at the next epoch tick, to be finished on
+    /// a blocking thread ([`ModuleSlot::finish_set_aside`]): the connections' thread is held
+    /// for the budget and one tick, not up to the module's deadline, and the source's other
+    /// messages go on. Until it is finished, what comes for the module queues behind it.
+    pub async fn call_inline(&self, input: &Arc<str>, messages: Vec<Message>) -> Inline {
         loop {
-            if !self.runs_inline() {
-                return Err(messages);
+            if !self.runs_inline() || self.aside.load(Ordering::SeqCst) {
+                return Inline::Refused(messages);
             }
             // Nothing queued, the usual case: no waiter to register (that takes a lock).
             if self.backlog.load(Ordering::SeqCst) == 0 {
@@ -158,24 +200,40 @@ impl ModuleSlot {
             drained.await;
         }
         let Ok(mut instance) = self.instance.clone().try_lock_owned() else {
-            return Err(messages);
+            return Inline::Refused(messages);
         };
         if instance.is_none() || self.backlog.load(Ordering::SeqCst) != 0 {
-            return Err(messages);
+            return Inline::Refused(messages);
         }
-        self.metrics.input.increment(messages.len() as u64);
+        let count = messages.len();
+        self.metrics.input.increment(count as u64);
         let started = Instant::now();
         let (input, budget) = (input.clone(), self.budget);
-        let mut call = Box::pin(async move {
+        let mut call: SetAsideCall = Box::pin(async move {
             let live = instance.as_mut().expect("checked above");
             let result = live.call_async(&input, &messages, Some(budget)).await;
             (instance, messages, result)
         });
-        let (mut instance, messages, result) = match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-            Poll::Ready(done) => done,
-            Poll::Pending => tokio::task::spawn_blocking(move || finish(call)).await.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())),
-        };
-        Ok(self.called(&mut instance, messages, result, started.elapsed(), true))
+        match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready((mut instance, messages, result)) => Inline::Done(self.called(&mut instance, messages, result, started.elapsed(), true)),
+            Poll::Pending => {
+                self.aside.store(true, Ordering::SeqCst);
+                self.queued(count);
+                Inline::SetAside(SetAside { call, started, count })
+            }
+        }
+    }
+
+    /// Finish a call that [`ModuleSlot::call_inline`] set aside, on this (blocking) thread.
+    /// `send_on` gets what it made while the instance is still held, so that nothing the
+    /// module makes next can overtake it.
+    pub fn finish_set_aside(&self, aside: SetAside, send_on: impl FnOnce(Processed)) {
+        let SetAside { call, started, count } = aside;
+        // However this ends, what queued behind the call is no longer held back by it.
+        let _done = AsideDone { slot: self, count };
+        let (mut instance, messages, result) = finish(call);
+        send_on(self.called(&mut instance, messages, result, started.elapsed(), true));
+        drop(instance);
     }
 
     /// Call the module on `messages` from its thread, starting an instance if there is none.
