@@ -35,17 +35,16 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     dirs::cache_dir().map(|dir| dir.join("weir").join("modules"))
 }
 
-/// The engine, the linker shared by every module, and the epoch ticker.
+/// The engine and the linker shared by every module (the epoch ticker runs beside them).
 #[derive(Clone)]
 pub struct WasmEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<InstanceState>>,
-    pub(crate) tick: Duration,
 }
 
 impl std::fmt::Debug for WasmEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmEngine").field("tick", &self.tick).finish_non_exhaustive()
+        f.debug_struct("WasmEngine").finish_non_exhaustive()
     }
 }
 
@@ -91,7 +90,7 @@ impl WasmEngine {
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking host services")?;
         spawn_ticker(&engine, settings.tick);
-        Ok(WasmEngine { engine, linker: Arc::new(linker), tick: settings.tick })
+        Ok(WasmEngine { engine, linker: Arc::new(linker) })
     }
 }
 
