@@ -445,6 +445,51 @@ plant = "FROM /topics/line/# WHERE $source = 'plant' INTO /topics/relayed"
     weir.stop();
 }
 
+/// Stopping weir while a set-aside call still runs loses nothing: its message is in flight
+/// until the call ends, so the source's drain waits for it, and it is dead-lettered at its
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_during_a_set_aside_call_loses_nothing() {
+    let broker = Mosquitto::start();
+    let toml = format!(
+        r#"
+deadletter = "dlq"
+
+[modules.chaos]
+path = {chaos}
+deadline = "2s"
+batch_size = 1
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[routes]
+chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
+direct = 'FROM /topics/direct INTO /topics/passed'
+"#,
+        chaos = toml_path(&module("chaos")),
+    );
+    let (mut weir, dir, metrics_port) = run_with_metrics(&broker, "", &toml);
+    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
+    publish_v5(broker.port, on_topic("chaos", &numbered("short", 20))).await;
+    assert_eq!(texts(survived.take(20, Duration::from_secs(20)).await), numbered("short", 20));
+    assert_eq!(inline_gauge(metrics_port, "chaos"), Some(1.0), "{}", weir.log_text());
+
+    let mut burst = on_topic("chaos", &["loop"]);
+    burst.extend(on_topic("direct", &["marker"]));
+    publish_v5(broker.port, burst).await;
+    // The marker came after the loop: once it is through, the loop's call was set aside.
+    assert_eq!(texts(passed.take(1, Duration::from_secs(20)).await), ["marker"]);
+    weir.stop();
+
+    let letters = dead_letters(&dir.path().join("deadletter.jsonl"));
+    let summary: Vec<(&str, &str)> = letters.iter().map(|(payload, reason, _)| (payload.as_str(), reason.as_str())).collect();
+    assert_eq!(summary, [("loop", "deadline")], "{}", weir.log_text());
+}
+
 /// Two modules in a chain, both moving from their threads to inline while messages flow:
 /// every message comes out once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
