@@ -171,3 +171,46 @@ async fn through_a_unix_socket_both_ways_and_in_both_protocols() {
         pipeline.stop().await.unwrap();
     }
 }
+
+/// The MQTT sink on its own, against Mosquitto: a batch with a topic no broker takes (a
+/// wildcard) is rejected for that message alone while the others are published and
+/// acknowledged; a batch of nothing but such topics is rejected at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_sink_rejects_only_the_messages_it_cannot_publish() {
+    use weir_connectors::mqtt::{ConnectionConfig, MqttSink, MqttSinkConfig};
+    use weir_core::{Ack, Message, Metadata, Sink as _, SinkError};
+
+    let broker = Mosquitto::start();
+    let mut out = Subscriber::connect(broker.port, &["sink/#"]).await;
+    let config = MqttSinkConfig { connection: ConnectionConfig::plain("127.0.0.1", broker.port), topic: None, retain: None };
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = MqttSink::connect(&config.connection, dir.path(), "weir-sink-test", "", None, None, None).unwrap();
+    let batch = |topics: &[&str]| -> Vec<Message> {
+        topics.iter().map(|topic| Message::new(Bytes::from(topic.to_string()), Metadata::new("test".into(), *topic), Ack::none())).collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        match sink.deliver(&batch(&["sink/1", "sink/+", "sink/2"])).await {
+            // Not connected yet.
+            Err(SinkError::Unavailable(_)) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => break other,
+        }
+    };
+    match result {
+        Err(SinkError::Rejected(rejected)) => {
+            let indexes: Vec<usize> = rejected.iter().map(|(index, _)| *index).collect();
+            assert_eq!(indexes, [1], "{rejected:?}");
+        }
+        other => panic!("expected the wildcard topic rejected, got {other:?}"),
+    }
+    let got: Vec<String> = out.take(2, Duration::from_secs(10)).await.into_iter().map(|p| String::from_utf8(p.topic.to_vec()).unwrap()).collect();
+    assert_eq!(got, ["sink/1", "sink/2"]);
+
+    match sink.deliver(&batch(&["sink/#"])).await {
+        Err(SinkError::Rejected(rejected)) => assert_eq!(rejected.len(), 1),
+        other => panic!("expected the batch rejected, got {other:?}"),
+    }
+    sink.deliver(&batch(&["sink/3"])).await.unwrap();
+    assert_eq!(&out.take(1, Duration::from_secs(10)).await[0].topic[..], b"sink/3");
+    sink.close().await.unwrap();
+}

@@ -1,6 +1,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,9 +50,28 @@ pub struct MqttSink {
 /// Publishes waiting for their packet id (in request order), then for their acknowledgement.
 #[derive(Default)]
 struct Waiters {
-    unsent: VecDeque<oneshot::Sender<()>>,
+    unsent: VecDeque<Arc<BatchAcks>>,
     /// With when the publish left (to notice acknowledgements that a broker's Nagle delays).
-    by_packet: HashMap<u16, (oneshot::Sender<()>, Instant)>,
+    by_packet: HashMap<u16, (Arc<BatchAcks>, Instant)>,
+}
+
+/// What a batch waits for: one count of its messages not yet acknowledged, shared by their
+/// entries in [`Waiters`] (a channel each cost an allocation per message). If the connection
+/// task drops the entries before all are acknowledged (it ended), `done` is dropped unsent
+/// and the batch hears so.
+struct BatchAcks {
+    remaining: AtomicUsize,
+    done: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl BatchAcks {
+    fn acknowledged(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(done) = self.done.lock().ok().and_then(|mut done| done.take())
+        {
+            let _ = done.send(());
+        }
+    }
 }
 
 #[derive(Default)]
@@ -120,36 +140,38 @@ impl MqttSink {
         if !self.state.lock().map(|s| s.connected).unwrap_or(false) {
             return Err(unavailable(&self.state, &self.url, "cannot publish"));
         }
-        let mut pending = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
+        let mut valid = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
             let topic = self.topic_for(message);
-            if let Err(reason) = valid_topic(&topic) {
-                rejected.push((index, reason));
-                continue;
+            match valid_topic(&topic) {
+                Ok(()) => valid.push((message, topic)),
+                Err(reason) => rejected.push((index, reason)),
             }
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut waiters) = self.waiters.lock() {
-                waiters.unsent.push_back(tx);
-            }
+        }
+        let (done, all_acknowledged) = oneshot::channel();
+        let published = valid.len();
+        if published == 0 {
+            let _ = done.send(());
+        } else if let Ok(mut waiters) = self.waiters.lock() {
+            let acks = Arc::new(BatchAcks { remaining: AtomicUsize::new(published), done: Mutex::new(Some(done)) });
+            waiters.unsent.extend(std::iter::repeat_n(acks, published));
+        }
+        for (sent, (message, topic)) in valid.into_iter().enumerate() {
             let retain = self.retain.unwrap_or(message.meta().retain);
             if let Err(err) = self.client.publish(&topic, message.payload.clone(), message.meta(), self.qos, retain).await {
+                // This publish and the ones after it never reached the client: their entries
+                // are the newest.
                 if let Ok(mut waiters) = self.waiters.lock() {
-                    waiters.unsent.pop_back();
+                    let keep = waiters.unsent.len().saturating_sub(published - sent);
+                    waiters.unsent.truncate(keep);
                 }
                 return Err(SinkError::Unavailable(anyhow::anyhow!("MQTT broker {}: publish failed: {err}", self.url)));
             }
-            pending.push(rx);
         }
         let (state, url) = (self.state.clone(), self.url.clone());
         Ok(Box::pin(async move {
-            let all = async {
-                for rx in pending {
-                    rx.await.map_err(|_| ())?;
-                }
-                Ok::<(), ()>(())
-            };
-            match tokio::time::timeout(ACCEPT_TIMEOUT, all).await {
+            match tokio::time::timeout(ACCEPT_TIMEOUT, async { all_acknowledged.await.map_err(drop) }).await {
                 Ok(Ok(())) if rejected.is_empty() => Ok(()),
                 Ok(Ok(())) => Err(SinkError::Rejected(rejected)),
                 Ok(Err(())) => Err(unavailable(&state, &url, "the connection task ended")),
@@ -215,7 +237,7 @@ impl Driver {
                     let Ok(mut waiters) = self.waiters.lock() else { break };
                     if packet == 0 {
                         if let Some(waiter) = waiters.unsent.pop_front() {
-                            let _ = waiter.send(());
+                            waiter.acknowledged();
                         }
                     } else if !waiters.by_packet.contains_key(&packet) {
                         // Not a retransmission: the oldest unsent publish got this id.
@@ -226,7 +248,7 @@ impl Driver {
                 }
                 Ok(Event::Acknowledged(packet)) => {
                     if let Some((waiter, sent)) = self.waiters.lock().ok().and_then(|mut w| w.by_packet.remove(&packet)) {
-                        let _ = waiter.send(());
+                        waiter.acknowledged();
                         if self.over_tcp && ack_delays.record(sent.elapsed()) {
                             warn!("{}", ack_delays::advice(&self.url));
                         }
