@@ -67,7 +67,7 @@ pub fn eval<'a>(expr: &'a Expr, message: &'a Message) -> Value<'a> {
             Literal::Str(s) => Value::Str(Cow::Borrowed(s)),
         },
         Expr::System(name) => system_property(name, message),
-        Expr::TopicLevel(index) => message.meta().topic.split('/').nth(*index).map(|s| Value::Str(Cow::Borrowed(s))).unwrap_or(Value::Undefined),
+        Expr::TopicLevel(index) => super::topic_levels(&message.meta().topic).nth(*index).map(|s| Value::Str(Cow::Borrowed(s))).unwrap_or(Value::Undefined),
         Expr::Property(name) => message.meta().property(name).map(|s| Value::Str(Cow::Borrowed(s))).unwrap_or(Value::Undefined),
         Expr::Body(steps) => {
             // `$body.name…` needs one top-level field: found without decoding the rest.

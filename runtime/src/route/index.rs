@@ -56,7 +56,7 @@ impl RouteIndex {
         let meta: &Metadata = message.meta();
         let (keyed, others) = match &meta.origin {
             Some(origin) => (self.by_module.get(&*origin.module), &self.other_for_modules),
-            None => (self.by_first_level.get(meta.topic.split('/').next().unwrap_or("")), &self.other_for_topics),
+            None => (self.by_first_level.get(super::topic_levels(&meta.topic).next().unwrap_or("")), &self.other_for_topics),
         };
         let mut routes = SmallVec::new();
         for &group in keyed.map(Vec::as_slice).unwrap_or_default().iter().chain(others) {

@@ -122,7 +122,7 @@ impl TopicFilter {
     }
 
     pub fn matches(&self, topic: &str) -> bool {
-        let mut topic_levels = topic.split('/');
+        let mut topic_levels = topic_levels(topic);
         for level in &self.levels {
             match (level, topic_levels.next()) {
                 (Level::Rest, _) => return true,
@@ -133,6 +133,26 @@ impl TopicFilter {
         }
         topic_levels.next().is_none()
     }
+}
+
+/// The levels of a topic, as `topic.split('/')` gives them. Split byte by byte: topics are
+/// short, and `split('/')` set up a searcher per call (3 % of weir's instructions per message,
+/// for the routes' topic filters and the topic levels that templates and conditions read).
+pub(crate) fn topic_levels(topic: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(topic);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.bytes().position(|byte| byte == b'/') {
+            Some(slash) => {
+                rest = Some(&current[slash + 1..]);
+                Some(&current[..slash])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 impl fmt::Display for TopicFilter {

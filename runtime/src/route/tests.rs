@@ -127,3 +127,12 @@ fn a_route_can_read_the_body_as_iot_edge_does_or_not_at_all() {
     let not_body = Route { decode: BodyDecode::None, ..parse("FROM /* WHERE NOT is_defined($body.temperature) INTO $upstream").expect("parses") };
     assert!(not_body.condition_holds(&declared));
 }
+
+#[test]
+fn topic_levels_split_as_str_split_does() {
+    for topic in ["", "/", "a", "a/b", "a//b", "/a/", "factory/m1/telemetry", "é/ü/x", "a/+/#"] {
+        let ours: Vec<&str> = super::topic_levels(topic).collect();
+        let std: Vec<&str> = topic.split('/').collect();
+        assert_eq!(ours, std, "{topic:?}");
+    }
+}
