@@ -237,25 +237,27 @@ fn texts(messages: Vec<Publish>) -> Vec<String> {
     messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect()
 }
 
-/// A module whose calls are short is called where its messages arrive, not on its thread;
-/// the first call that runs long there (a loop stopped by the deadline) dead-letters its
-/// message, sends the module back to its own thread for good, and everything else keeps
-/// flowing, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inline_module_that_runs_long_goes_back_to_its_own_thread() {
-    let broker = Mosquitto::start();
+/// weir running the chaos filter, already called inline (twenty short calls, in order, made
+/// it so; it started on its own thread).
+struct ChaosInline {
+    weir: WeirProcess,
+    dir: tempfile::TempDir,
+    metrics_port: u16,
+    /// What the filter lets through.
+    survived: Subscriber,
+}
+
+/// Start weir with the chaos filter (`deadline` per call, a batch per message, dead letters
+/// to `deadletter.jsonl`) and `more` routes (then any further tables), and make the filter
+/// inline.
+async fn chaos_made_inline(broker: &Mosquitto, deadline: &str, more: &str) -> ChaosInline {
     let toml = format!(
         r#"
 deadletter = "dlq"
 
 [modules.chaos]
 path = {chaos}
-deadline = "300ms"
-batch_size = 1
-
-[modules.steady]
-path = {pass}
-own_thread = true
+deadline = "{deadline}"
 batch_size = 1
 
 [sinks.dlq]
@@ -265,23 +267,42 @@ path = "deadletter.jsonl"
 [routes]
 chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
 chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
-steady_in = 'FROM /topics/steady INTO BrokeredEndpoint("/modules/steady/inputs/in")'
-steady_out = 'FROM /messages/modules/steady/outputs/* INTO /topics/survived'
-direct = 'FROM /topics/direct INTO /topics/passed'
+{more}
 "#,
         chaos = toml_path(&module("chaos")),
+    );
+    let (weir, dir, metrics_port) = run_with_metrics(broker, "", &toml);
+    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    assert_eq!(inline_gauge(metrics_port, "chaos"), Some(0.0), "a module starts on its own thread");
+    publish_v5(broker.port, on_topic("chaos", &numbered("short", 20))).await;
+    let got = texts(survived.take(20, Duration::from_secs(20)).await);
+    assert_eq!(got, numbered("short", 20), "in order across the move from its thread to inline");
+    assert_eq!(inline_gauge(metrics_port, "chaos"), Some(1.0), "short calls made the module inline:\n{}", weir.log_text());
+    ChaosInline { weir, dir, metrics_port, survived }
+}
+
+/// A module whose calls are short is called where its messages arrive, not on its thread;
+/// the first call that runs long there (a loop stopped by the deadline) dead-letters its
+/// message, sends the module back to its own thread for good, and everything else keeps
+/// flowing, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_module_that_runs_long_goes_back_to_its_own_thread() {
+    let broker = Mosquitto::start();
+    let more = format!(
+        r#"steady_in = 'FROM /topics/steady INTO BrokeredEndpoint("/modules/steady/inputs/in")'
+steady_out = 'FROM /messages/modules/steady/outputs/* INTO /topics/survived'
+direct = 'FROM /topics/direct INTO /topics/passed'
+
+[modules.steady]
+path = {pass}
+own_thread = true
+batch_size = 1
+"#,
         pass = toml_path(&module("pass_through")),
     );
-    let (mut weir, dir, metrics_port) = run_with_metrics(&broker, "", &toml);
-    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let ChaosInline { mut weir, dir, metrics_port, mut survived } = chaos_made_inline(&broker, "300ms", &more).await;
     let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
     let inline = || inline_gauge(metrics_port, "chaos");
-    assert_eq!(inline(), Some(0.0), "a module starts on its own thread");
-
-    publish_v5(broker.port, on_topic("chaos", &numbered("short", 40))).await;
-    let got = texts(survived.take(40, Duration::from_secs(20)).await);
-    assert_eq!(got, numbered("short", 40), "in order across the move from its thread to inline");
-    assert_eq!(inline(), Some(1.0), "short calls made the module inline:\n{}", weir.log_text());
     // `own_thread = true`: as many short calls, and still only its thread calls it.
     publish_v5(broker.port, on_topic("steady", &numbered("steady", 40))).await;
     assert_eq!(texts(survived.take(40, Duration::from_secs(20)).await), numbered("steady", 40));
@@ -386,41 +407,21 @@ chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
 async fn a_long_inline_call_does_not_hold_up_other_messages() {
     let broker = Mosquitto::start();
     let plant = Mosquitto::start();
-    let toml = format!(
-        r#"
-deadletter = "dlq"
-
-[modules.chaos]
-path = {chaos}
-deadline = "4s"
-batch_size = 1
+    let more = format!(
+        r#"direct = 'FROM /topics/direct INTO /topics/passed'
+plant = "FROM /topics/line/# WHERE $source = 'plant' INTO /topics/relayed"
 
 [sources.plant]
 type = "mqtt"
-connection = {{ url = "mqtt://127.0.0.1:{plant}" }}
+connection = {{ url = "mqtt://127.0.0.1:{}" }}
 topics = ["line/#"]
-
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
-
-[routes]
-chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
-chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
-direct = 'FROM /topics/direct INTO /topics/passed'
-plant = "FROM /topics/line/# WHERE $source = 'plant' INTO /topics/relayed"
 "#,
-        chaos = toml_path(&module("chaos")),
-        plant = plant.port,
+        plant.port
     );
-    let (mut weir, dir, metrics_port) = run_with_metrics(&broker, "", &toml);
+    let ChaosInline { mut weir, dir, metrics_port, mut survived } = chaos_made_inline(&broker, "4s", &more).await;
     let letters = dir.path().join("deadletter.jsonl");
-    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
     let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
     let mut relayed = Subscriber::connect(broker.port, &["relayed"]).await;
-    publish_v5(broker.port, on_topic("chaos", &numbered("short", 20))).await;
-    assert_eq!(texts(survived.take(20, Duration::from_secs(20)).await), numbered("short", 20));
-    assert_eq!(inline_gauge(metrics_port, "chaos"), Some(1.0), "{}", weir.log_text());
 
     let mut meanwhile = on_topic("chaos", &["loop"]);
     meanwhile.extend(on_topic("chaos", &numbered("queued", 3)));
@@ -451,32 +452,9 @@ plant = "FROM /topics/line/# WHERE $source = 'plant' INTO /topics/relayed"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_during_a_set_aside_call_loses_nothing() {
     let broker = Mosquitto::start();
-    let toml = format!(
-        r#"
-deadletter = "dlq"
-
-[modules.chaos]
-path = {chaos}
-deadline = "2s"
-batch_size = 1
-
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
-
-[routes]
-chaos_in = 'FROM /topics/chaos INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
-chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO /topics/survived'
-direct = 'FROM /topics/direct INTO /topics/passed'
-"#,
-        chaos = toml_path(&module("chaos")),
-    );
-    let (mut weir, dir, metrics_port) = run_with_metrics(&broker, "", &toml);
-    let mut survived = Subscriber::connect(broker.port, &["survived"]).await;
+    let more = "direct = 'FROM /topics/direct INTO /topics/passed'";
+    let ChaosInline { mut weir, dir, .. } = chaos_made_inline(&broker, "2s", more).await;
     let mut passed = Subscriber::connect(broker.port, &["passed"]).await;
-    publish_v5(broker.port, on_topic("chaos", &numbered("short", 20))).await;
-    assert_eq!(texts(survived.take(20, Duration::from_secs(20)).await), numbered("short", 20));
-    assert_eq!(inline_gauge(metrics_port, "chaos"), Some(1.0), "{}", weir.log_text());
 
     let mut burst = on_topic("chaos", &["loop"]);
     burst.extend(on_topic("direct", &["marker"]));
