@@ -5,7 +5,10 @@
 //! - [`module`]: [`LoadedModule`], a compiled component with its `InstancePre`, the kind
 //!   it exports, and its limits.
 //! - [`instance`]: [`ModuleInstance`], one live instance: calls a batch under a deadline and
-//!   a memory cap, and classifies failures so the caller can dead-letter and recycle.
+//!   a memory cap, and classifies failures so the caller can dead-letter and recycle. Calls
+//!   are async (each on a fiber): awaited where a module is called inline, where a call that
+//!   outlives a budget yields once so that it can be finished elsewhere; run to the end on
+//!   the calling thread with [`finish`] everywhere else.
 //! - [`aggregate`]: the calls of an aggregate module (open, accumulate, merge, snapshot,
 //!   close), each taking a list of windows.
 //! - [`abi`]: the records that cross the boundary, borrowed on the way in so a payload is
