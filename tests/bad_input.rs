@@ -441,6 +441,8 @@ topics = ["line/#"]
     assert_eq!(summary, [("loop".to_owned(), "deadline".to_owned())]);
     assert_eq!(texts(survived.take(3, Duration::from_secs(20)).await), numbered("queued", 3));
     assert_eq!(inline_gauge(metrics_port, "chaos"), Some(0.0), "the deadline sent the module back to its thread");
+    let set_aside = metric(&scrape_metrics(metrics_port), "weir_module_set_aside_total", &["module=\"chaos\""]);
+    assert_eq!(set_aside, Some(1.0), "one call set aside");
     publish_v5(broker.port, on_topic("chaos", &numbered("after", 5))).await;
     assert_eq!(texts(survived.take(5, Duration::from_secs(20)).await), numbered("after", 5));
     weir.stop();

@@ -24,6 +24,8 @@ pub const MODULE_CALL_SECONDS: &str = "weir_module_call_seconds";
 /// 1 while a module is called where its messages arrive, 0 while only its own thread calls it
 /// (executor::module_slot).
 pub const MODULE_INLINE: &str = "weir_module_inline";
+/// Inline calls that outlived the budget and were finished on another thread.
+pub const MODULE_SET_ASIDE: &str = "weir_module_set_aside_total";
 /// Aggregate modules: messages that came after their windows closed, seconds per
 /// checkpoint, open windows, and keys with open windows.
 pub const AGGREGATE_LATE: &str = "weir_aggregate_late_total";

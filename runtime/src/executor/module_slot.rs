@@ -125,6 +125,7 @@ struct ModuleMetrics {
     dropped: metrics::Counter,
     call_seconds: metrics::Histogram,
     inline: metrics::Gauge,
+    set_aside: metrics::Counter,
 }
 
 impl ModuleSlot {
@@ -137,7 +138,8 @@ impl ModuleSlot {
             output: metrics::counter!(telemetry::MODULE_OUT, "module" => name.clone()),
             dropped: metrics::counter!(telemetry::MODULE_DROPPED, "module" => name.clone()),
             call_seconds: metrics::histogram!(telemetry::MODULE_CALL_SECONDS, "module" => name.clone()),
-            inline: metrics::gauge!(telemetry::MODULE_INLINE, "module" => name),
+            inline: metrics::gauge!(telemetry::MODULE_INLINE, "module" => name.clone()),
+            set_aside: metrics::counter!(telemetry::MODULE_SET_ASIDE, "module" => name),
         };
         metrics.inline.set(0.0);
         ModuleSlot {
@@ -217,6 +219,7 @@ impl ModuleSlot {
         match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready((mut instance, messages, result)) => Inline::Done(self.called(&mut instance, messages, result, started.elapsed(), true)),
             Poll::Pending => {
+                self.metrics.set_aside.increment(1);
                 self.aside.store(true, Ordering::SeqCst);
                 self.queued(count);
                 Inline::SetAside(SetAside { call, started, count })
