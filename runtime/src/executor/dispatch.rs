@@ -236,6 +236,17 @@ impl Dispatcher {
     /// Send `work` to `target`'s queue from an async task.
     async fn send(&self, target: &Target, work: Work, route: &str) {
         let queue = self.queue_for(target);
+        // Room in the queue, the usual case: no future to build and poll for the permit.
+        // (A permit freed while others wait goes to them first, so this never overtakes.)
+        let work = match queue.try_send(work) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(work)) => work,
+            Err(mpsc::error::TrySendError::Closed(work)) => {
+                self.unqueue(target);
+                fail(work, route);
+                return;
+            }
+        };
         if let Err(mpsc::error::SendError(work)) = queue.send(work).await {
             self.unqueue(target);
             fail(work, route);
