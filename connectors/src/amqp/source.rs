@@ -97,7 +97,7 @@ impl AmqpSource {
                     let Some(permit) = ctx.reserve().await else { return (Some(connection), Ended::Shutdown) };
                     let (tx, acker) = (settled_tx.clone(), delivery.acker);
                     let ack = Ack::with_permit(move |outcome| { let _ = tx.send((acker, outcome)); }, Some(permit));
-                    if ctx.output.send(Message::new(delivery.data, meta, ack)).await.is_err() {
+                    if !ctx.hand_on(Message::new(delivery.data, meta, ack)).await {
                         return (Some(connection), Ended::Shutdown);
                     }
                 }

@@ -84,7 +84,7 @@ impl Source for IotHubSource {
                     let tx = ack_tx.clone();
                     let token = received.ack_token();
                     let ack = Ack::with_permit(move |outcome| if outcome == AckOutcome::Accepted { let _ = tx.send(token); }, Some(permit));
-                    if ctx.output.send(to_message(&received, ctx.name.clone(), ack)).await.is_err() {
+                    if !ctx.hand_on(to_message(&received, ctx.name.clone(), ack)).await {
                         break;
                     }
                 }

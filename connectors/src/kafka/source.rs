@@ -147,7 +147,7 @@ impl Source for KafkaSource {
                     tracker.received(&partition, offset);
                     let tx = ack_tx.clone();
                     let ack = Ack::with_permit(move |outcome| { let _ = tx.send((partition, offset, outcome)); }, room.take());
-                    if ctx.output.send(to_message(&record, &ctx.name, ack)).await.is_err() {
+                    if !ctx.hand_on(to_message(&record, &ctx.name, ack)).await {
                         break;
                     }
                 }

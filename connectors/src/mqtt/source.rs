@@ -79,7 +79,7 @@ impl Source for MqttSource {
                             // wait for room like any subscriber reading at its own pace, so
                             // TCP slows the broker down (dropping here lost up to 92 % of an
                             // overload run).
-                            if ctx.output.send(Message::new(payload, meta, Ack::none())).await.is_err() {
+                            if !ctx.hand_on(Message::new(payload, meta, Ack::none())).await {
                                 return Ok(());
                             }
                             continue;
@@ -98,7 +98,7 @@ impl Source for MqttSource {
                         // Shutdown cancels this future, maybe in the middle of the send: the
                         // message must then count as not handed on (no PUBACK, redelivered).
                         let unsent = FailOnDrop(Some(ack.clone()));
-                        if ctx.output.send(Message::new(payload, meta, ack)).await.is_err() {
+                        if !ctx.hand_on(Message::new(payload, meta, ack)).await {
                             return Ok(());
                         }
                         unsent.sent();

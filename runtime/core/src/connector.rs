@@ -53,9 +53,28 @@ impl SourceContext {
 
     /// Wait for room in the in-flight window. `None` once shutdown has started.
     pub async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        // Room in the window, the usual case: no futures to build and poll. (A freed permit
+        // goes to those already waiting first.)
+        if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+            return Some(permit);
+        }
         tokio::select! {
             permit = self.in_flight.clone().acquire_owned() => permit.ok(),
             () = self.shutdown.cancelled() => None,
+        }
+    }
+
+    /// Hand `message` on to the pipeline, waiting for room; false once the pipeline takes no
+    /// more (it is stopping).
+    pub async fn hand_on(&self, message: Message) -> bool {
+        // Room in the channel, the usual case: no permit future to build and poll.
+        match self.output.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(message)) => self.output.send(message).await.is_ok(),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -278,5 +297,71 @@ impl Registry {
         let sinks = self.sinks.iter().map(|(name, b)| (*name, b.schema(generator))).collect();
         let sources = self.sources.iter().map(|(name, b)| (*name, b.schema(generator))).collect();
         (sinks, sources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::{Semaphore, mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    use super::SourceContext;
+    use crate::{Ack, Message, Metadata};
+
+    fn context(channel: usize, window: usize) -> (SourceContext, mpsc::Receiver<Message>) {
+        let (output, received) = mpsc::channel(channel);
+        let context = SourceContext {
+            name: "test".into(),
+            output,
+            shutdown: CancellationToken::new(),
+            in_flight: Arc::new(Semaphore::new(window)),
+            in_flight_limit: window,
+            ready: watch::channel(false).0,
+            drain_timeout: Duration::from_secs(1),
+        };
+        (context, received)
+    }
+
+    fn message(n: u8) -> Message {
+        Message::new(vec![n], Metadata::new("test".into(), "t"), Ack::none())
+    }
+
+    #[tokio::test]
+    async fn hand_on_waits_for_room_keeps_order_and_stops_with_the_pipeline() {
+        let (context, mut received) = context(1, 4);
+        assert!(context.hand_on(message(1)).await);
+        let context = Arc::new(context);
+        let second = tokio::spawn({
+            let context = context.clone();
+            async move { context.hand_on(message(2)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "the channel is full: the second waits");
+        assert_eq!(&received.recv().await.unwrap().payload[..], [1]);
+        assert!(second.await.unwrap());
+        assert_eq!(&received.recv().await.unwrap().payload[..], [2]);
+        drop(received);
+        assert!(!context.hand_on(message(3)).await, "no pipeline any more");
+    }
+
+    #[tokio::test]
+    async fn reserve_takes_room_in_the_window_until_shutdown() {
+        let (context, _received) = context(1, 1);
+        let permit = context.reserve().await.expect("room in the window");
+        assert!(!context.drained());
+        let context = Arc::new(context);
+        let waiting = tokio::spawn({
+            let context = context.clone();
+            async move { context.reserve().await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the window is full: the next waits");
+        drop(permit);
+        assert!(waiting.await.unwrap(), "a freed permit goes to the one waiting");
+        context.shutdown.cancel();
+        assert!(context.reserve().await.is_none(), "none once shutdown has started, room or not");
     }
 }
