@@ -128,9 +128,9 @@ pub struct ModuleConfig {
     /// Call this module only on its own thread. By default a module whose calls stay under
     /// `runtime.inline_call_budget` (1 ms) is called on the thread its messages arrive on,
     /// which saves two thread hand-offs per batch, and goes back to its own thread for good
-    /// once its calls take longer (three in a row, or one ten times as long or stopped by
-    /// `deadline`; each such call is set aside after the budget and finished on another
-    /// thread). Set this for a module that may sometimes run long. Default false.
+    /// once its calls take longer (three in a row, or one stopped by `deadline`; each such
+    /// call is set aside after the budget and finished on another thread). Set this for a
+    /// module that may sometimes run long. Default false.
     #[serde(default)]
     pub own_thread: bool,
     /// Aggregate modules: how the host windows their messages (kind, size, key, time).
@@ -280,10 +280,9 @@ pub struct RuntimeSettings {
     pub http_listen: Option<String>,
     /// A module whose calls take less than this is called where its messages arrive, with no
     /// thread hand-off. A call that outlives it is set aside at the next epoch tick (5 ms) and
-    /// finished on another thread, so other messages keep flowing; calls that take
-    /// longer (three in a row, or one ten times as long or stopped by the module's
-    /// `deadline`) send the module back to its own thread for good. "0s" keeps every module
-    /// on its own thread. Default "1ms".
+    /// finished on another thread, so other messages keep flowing; calls that take longer
+    /// (three in a row, or one stopped by the module's `deadline`) send the module back to
+    /// its own thread for good. "0s" keeps every module on its own thread. Default "1ms".
     #[serde(default = "RuntimeSettings::default_inline_call_budget")]
     pub inline_call_budget: HumanDuration,
 }

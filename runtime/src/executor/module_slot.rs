@@ -12,9 +12,8 @@
 //!   restarted, or behind a call set aside) is handled there first; a batch waits for that
 //!   before it is called inline, which keeps each producer's messages in order;
 //! - (re)starting an instance after a failure;
-//! - for good, once calls run past the budget ([`LONG_IN_A_ROW`] in a row, or one by ten
-//!   times as much, or one stopped by its deadline), and always with `own_thread = true` or a
-//!   budget of zero.
+//! - for good, once calls run past the budget ([`LONG_IN_A_ROW`] in a row, or one stopped
+//!   by its deadline), and always with `own_thread = true` or a budget of zero.
 //!
 //! An inline call that outlives the budget yields at the next epoch tick and is finished on a
 //! blocking thread, which sends on what it made; the dispatching task goes on with other
@@ -309,9 +308,11 @@ impl ModuleSlot {
     /// thread. The clock is the wall's, so a short call looks long when the system gave the
     /// CPU to someone else meanwhile (the broker, say; on a box loaded with three relays that
     /// sent a pass-through module back in three runs of nine): it takes [`LONG_IN_A_ROW`]
-    /// calls in a row over the budget, or one over ten times the budget or stopped by its
-    /// deadline. A call that failed otherwise (a trap, say, whose panic message takes a while
-    /// to write) says nothing about how long the module's calls take.
+    /// calls in a row over the budget, or one stopped by its deadline. (One call far over the
+    /// budget used to be enough, when it held the connections' thread; set aside, it costs a
+    /// hand-off, and its time then includes the wait for a thread, which a loaded machine
+    /// stretches.) A call that failed otherwise (a trap, say, whose panic message takes a
+    /// while to write) says nothing about how long the module's calls take.
     fn judge(&self, took: Duration, failure: Option<FailureReason>, inline: bool) {
         let name = &*self.module.name;
         let mode = self.mode.load(Ordering::Relaxed);
@@ -322,7 +323,7 @@ impl ModuleSlot {
                 return;
             }
             let in_a_row = self.long_calls.fetch_add(1, Ordering::Relaxed) + 1;
-            if timed_out || took > self.budget * 10 || in_a_row >= LONG_IN_A_ROW {
+            if timed_out || in_a_row >= LONG_IN_A_ROW {
                 self.mode.store(OWN_THREAD, Ordering::Relaxed);
                 self.metrics.inline.set(0.0);
                 let on = if inline { "where its messages arrive" } else { "on its own thread" };
