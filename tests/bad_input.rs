@@ -132,6 +132,8 @@ fn dead_letters(path: &Path) -> Vec<(String, String, String)> {
 /// and the misbehaving module keeps working for good input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_modules_dead_letter_and_weir_stays_up() {
+    // Its loops spin a core until their deadline: not beside the tests that time calls.
+    let _one_at_a_time = TIMED.lock().await;
     let broker = Mosquitto::start();
     let toml = format!(
         r#"
@@ -237,9 +239,9 @@ fn texts(messages: Vec<Publish>) -> Vec<String> {
     messages.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect()
 }
 
-/// The tests that judge how long module calls take run one at a time: each starts Mosquitto
-/// and weir and sends traffic, and together they load a small machine enough to make short
-/// calls look long.
+/// The tests that judge how long module calls take run one at a time (and the one whose
+/// loops spin a core): each starts Mosquitto and weir and sends traffic, and together they
+/// load a small machine enough to make short calls look long.
 static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// weir running the chaos filter, already called inline (it started on its own thread; short
