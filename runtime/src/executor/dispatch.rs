@@ -204,14 +204,7 @@ impl Dispatcher {
                     let earlier = next.split_off(first);
                     let (dispatcher, finishing) = (self.clone(), slot.clone());
                     let _detached = tokio::task::spawn_blocking(move || {
-                        finishing.finish_set_aside(aside, |processed| {
-                            for message in earlier.into_iter().chain(processed.outputs) {
-                                dispatcher.dispatch_blocking(message);
-                            }
-                            for letter in processed.dead {
-                                dispatcher.dead_letter_blocking(letter);
-                            }
-                        })
+                        finishing.finish_set_aside(aside, |processed| dispatcher.send_on_blocking(earlier.into_iter().chain(processed.outputs), processed.dead))
                     });
                     self.queue_for_thread(&target, &input, &route, rest).await;
                     return;
@@ -274,7 +267,18 @@ impl Dispatcher {
         }
     }
 
-    /// Send on from a module worker thread (blocking).
+    /// Send on what a module call made, from a thread that is not async (a module's own, or
+    /// the one that finishes a call set aside).
+    pub fn send_on_blocking(&self, outputs: impl IntoIterator<Item = Message>, dead: Vec<DeadLetter>) {
+        for message in outputs {
+            self.dispatch_blocking(message);
+        }
+        for letter in dead {
+            self.dead_letter_blocking(letter);
+        }
+    }
+
+    /// Send one message on from a thread that is not async (blocking).
     pub fn dispatch_blocking(&self, message: Message) {
         let (deliveries, dead) = self.plan(message);
         for (target, work, route) in deliveries {

@@ -54,12 +54,7 @@ impl ModuleWorker {
                 let run = batch.iter().take_while(|(i, _)| *i == input).count();
                 let messages: Vec<Message> = batch.drain(..run).map(|(_, m)| m).collect();
                 let processed = self.slot.call_queued(&input, messages);
-                for message in processed.outputs {
-                    self.dispatcher.dispatch_blocking(message);
-                }
-                for letter in processed.dead {
-                    self.dispatcher.dead_letter_blocking(letter);
-                }
+                self.dispatcher.send_on_blocking(processed.outputs, processed.dead);
                 // Only now: an inline call may not overtake what these messages became.
                 self.slot.handled(run);
                 if processed.start_failed {
