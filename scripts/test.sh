@@ -10,8 +10,8 @@
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
 #     the SDK's and the example modules' own unit tests, every workspace test, smoke runs
-#     of the relay benchmark and of the instruction counter, and 30 s of fuzzing the route
-#     language (cargo-fuzz, installed once).
+#     of the relay benchmark, of the instruction counter and of the inline-stall probe, and
+#     30 s of fuzzing the route language (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
