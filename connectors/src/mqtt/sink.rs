@@ -205,9 +205,10 @@ impl Driver {
         loop {
             // Without a password to renew, no `select!`: it would move each event's poll
             // future (2.7 KB in rumqttc) once more.
-            let event = match renew_at {
-                None => eventloop.poll().await,
-                Some(at) => tokio::select! {
+            let event = match (eventloop.buffered(), renew_at) {
+                (Some(event), _) => Ok(event),
+                (None, None) => eventloop.poll().await,
+                (None, Some(at)) => tokio::select! {
                     event = eventloop.poll() => event,
                     () = tokio::time::sleep_until(at) => {
                         renew_at = None;

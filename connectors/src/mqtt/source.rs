@@ -59,7 +59,11 @@ impl Source for MqttSource {
         // event: each event's poll future (2.7 KB in rumqttc) would be moved into it again.
         let receiving = async {
             loop {
-                match eventloop.poll().await {
+                let event = match eventloop.buffered() {
+                    Some(event) => Ok(event),
+                    None => eventloop.poll().await,
+                };
+                match event {
                     Ok(Event::Connected { session_present }) => {
                         backoff.reset();
                         info!(%source, broker = %url, session_present, "connected");
