@@ -129,10 +129,12 @@ pub struct Message {
     pub payload: Bytes,
     meta: Arc<Metadata>,
     pub ack: Ack,
-    decoded: Arc<BodyCache>,
+    /// Made on first use (most messages are never decoded: one allocation less each);
+    /// copies made after that share it.
+    decoded: OnceLock<Arc<BodyCache>>,
 }
 
-/// What has been decoded of a payload, shared by every copy of the message.
+/// What has been decoded of a payload, shared by every copy of the message made after it.
 #[derive(Debug, Default)]
 struct BodyCache {
     /// The whole payload as a JSON tree.
@@ -143,7 +145,7 @@ struct BodyCache {
 
 impl Message {
     pub fn new(payload: impl Into<Bytes>, meta: Metadata, ack: Ack) -> Self {
-        Message { payload: payload.into(), meta: Arc::new(meta), ack, decoded: Arc::default() }
+        Message { payload: payload.into(), meta: Arc::new(meta), ack, decoded: OnceLock::new() }
     }
 
     pub fn meta(&self) -> &Metadata {
@@ -168,7 +170,7 @@ impl Message {
 
     /// A new message produced from this one: new payload, same metadata and acknowledgement.
     pub fn derive(&self, payload: Bytes) -> Message {
-        Message { payload, meta: self.meta.clone(), ack: self.ack.clone(), decoded: Arc::default() }
+        Message { payload, meta: self.meta.clone(), ack: self.ack.clone(), decoded: OnceLock::new() }
     }
 
     /// A top-level field of a JSON object payload, e.g. `temperature` for
@@ -177,10 +179,11 @@ impl Message {
     /// conditions look at a few fields. `None` if the payload is not a JSON object or has no
     /// such field (with duplicate names, the last counts, as in `json_body`).
     pub fn body_field(&self, name: &str) -> Option<&serde_json::Value> {
-        if let Some(tree) = self.decoded.tree.get() {
+        let decoded = self.body_cache();
+        if let Some(tree) = decoded.tree.get() {
             return tree.as_deref()?.get(name);
         }
-        self.decoded.fields.get_or_init(|| BodyFields::index(&self.payload)).as_ref()?.get(&self.payload, name)
+        decoded.fields.get_or_init(|| BodyFields::index(&self.payload)).as_ref()?.get(&self.payload, name)
     }
 
     /// A top-level field of a JSON object payload whose value is a string without escapes,
@@ -190,7 +193,7 @@ impl Message {
     /// `None` if the payload is not a JSON object, lacks the field, or has another kind of
     /// value there (read it with `body_field` then).
     pub fn body_plain_string(&self, name: &str) -> Option<&str> {
-        if self.decoded.tree.get().is_some() || self.decoded.fields.get().is_some() {
+        if self.decoded.get().is_some_and(|decoded| decoded.tree.get().is_some() || decoded.fields.get().is_some()) {
             return self.body_field(name)?.as_str();
         }
         crate::json_fields::plain_string_field(&self.payload, name)
@@ -199,7 +202,11 @@ impl Message {
     /// The payload parsed as JSON, decoded at most once however many routes ask.
     /// `None` if the payload is not JSON.
     pub fn json_body(&self) -> Option<&serde_json::Value> {
-        self.decoded.tree.get_or_init(|| serde_json::from_slice(&self.payload).ok().map(Arc::new)).as_deref()
+        self.body_cache().tree.get_or_init(|| serde_json::from_slice(&self.payload).ok().map(Arc::new)).as_deref()
+    }
+
+    fn body_cache(&self) -> &BodyCache {
+        self.decoded.get_or_init(Arc::default)
     }
 
     /// The JSON Lines form used by file and blob sinks and dead letters.
