@@ -1,11 +1,12 @@
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -52,6 +53,7 @@ pub struct MqttSink {
 struct Waiters {
     unsent: VecDeque<Arc<BatchAcks>>,
     /// With when the publish left (to notice acknowledgements that a broker's Nagle delays).
+    /// foldhash: three lookups per QoS 1 publish, where SipHash cost 1.5 % of weir's work.
     by_packet: HashMap<u16, (Arc<BatchAcks>, Instant)>,
 }
 
