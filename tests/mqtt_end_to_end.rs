@@ -1,7 +1,8 @@
 //! End to end through a real Mosquitto: an MQTT 5 client publishes telemetry with user
 //! properties and a content type; weir filters (WASM) and maps (WASM); subscribers receive
 //! exactly the expected messages, with their metadata, in order per topic. Also MQTT 3.1.1,
-//! QoS 0 and 2, and weir reaching the broker through a Unix domain socket.
+//! QoS 0 and 2, weir reaching the broker through a Unix domain socket, and the MQTT sink on its
+//! own (rejected topics, batches larger than its request channel).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -212,5 +213,37 @@ async fn the_mqtt_sink_rejects_only_the_messages_it_cannot_publish() {
     }
     sink.deliver(&batch(&["sink/3"])).await.unwrap();
     assert_eq!(&out.take(1, Duration::from_secs(10)).await[0].topic[..], b"sink/3");
+    sink.close().await.unwrap();
+}
+
+/// The sink queues each publish without waiting while the event loop's request channel has
+/// room, and waits for room when it has none: with one message in flight the channel (twice
+/// the window, at least 20) fills within a batch, so most of these publishes take the
+/// waiting path, and none may be lost or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_request_channel_is_published_whole_and_in_order() {
+    use weir_connectors::mqtt::{ConnectionConfig, MqttSink};
+    use weir_core::{Ack, Message, Metadata, Sink as _, SinkError};
+
+    let broker = Mosquitto::start();
+    let mut out = Subscriber::connect(broker.port, &["full/#"]).await;
+    let mut connection = ConnectionConfig::plain("127.0.0.1", broker.port);
+    connection.qos = weir_core::QoS::AtLeastOnce;
+    connection.max_inflight = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = MqttSink::connect(&connection, dir.path(), "weir-full-channel-test", "", None, None, None).unwrap();
+    let batch: Vec<Message> =
+        (0..300).map(|i| Message::new(Bytes::from(format!("{i}")), Metadata::new("test".into(), format!("full/{i}")), Ack::none())).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sink.deliver(&batch).await {
+            // Not connected yet.
+            Err(SinkError::Unavailable(_)) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => break other.expect("the whole batch published"),
+        }
+    }
+    let got: Vec<String> = out.take(300, Duration::from_secs(20)).await.into_iter().map(|p| String::from_utf8(p.payload.to_vec()).unwrap()).collect();
+    let expected: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected);
     sink.close().await.unwrap();
 }

@@ -288,25 +288,33 @@ impl Client {
     }
 
     /// Acknowledge a publish received on this connection (PUBACK or PUBREC by its QoS).
+    /// Like every request here, tried first without waiting (no send future to build) and
+    /// awaited only when the event loop's request channel is full (or gone: the awaited
+    /// send then reports it).
     pub async fn ack(&self, token: AckToken) -> anyhow::Result<()> {
         // rumqttc builds the acknowledgement from the publish's QoS and packet id alone.
         match self {
             Client::V311(client) => {
                 let mut publish = rumqttc::Publish::new("", qos4(token.qos), Vec::new());
                 publish.pkid = token.pkid;
-                client.ack(&publish).await?
+                if client.try_ack(&publish).is_err() {
+                    client.ack(&publish).await?
+                }
             }
             Client::V5(client) => {
                 let mut publish = rumqttc::v5::mqttbytes::v5::Publish::new("", qos5(token.qos), Bytes::new(), None);
                 publish.pkid = token.pkid;
-                client.ack(&publish).await?
+                if client.try_ack(&publish).is_err() {
+                    client.ack(&publish).await?
+                }
             }
         }
         Ok(())
     }
 
     /// Queue a publish of `payload` to `topic` with the message's metadata (MQTT 5 properties;
-    /// 3.1.1 has nowhere to put them).
+    /// 3.1.1 has nowhere to put them). MQTT 5 tries without waiting first, as [`Client::ack`]
+    /// does (3.1.1's `try_publish` would copy the payload).
     pub async fn publish(&self, topic: &str, payload: Bytes, meta: &Metadata, qos: QoS, retain: bool) -> anyhow::Result<()> {
         match self {
             Client::V311(client) => client.publish_bytes(topic, qos4(qos), retain, payload).await?,
@@ -321,7 +329,15 @@ impl Client {
                     subscription_identifiers: Vec::new(),
                     content_type: meta.content_type.clone(),
                 };
-                client.publish_with_properties(topic, qos5(qos), retain, payload, properties).await?
+                match client.try_publish_with_properties(topic, qos5(qos), retain, payload, properties) {
+                    Ok(()) => {}
+                    // Not queued: sent again, awaited, from the same parts.
+                    Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => {
+                        let properties = publish.properties.unwrap_or_default();
+                        client.publish_with_properties(topic, qos5(qos), retain, publish.payload, properties).await?
+                    }
+                    Err(err) => return Err(err.into()),
+                }
             }
         }
         Ok(())
