@@ -10,8 +10,8 @@
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
 #     the SDK's and the example modules' own unit tests, every workspace test, smoke runs
-#     of the relay benchmark, of the instruction counter and of the inline-stall probe, and
-#     30 s of fuzzing the route language (cargo-fuzz, installed once).
+#     of the relay benchmark, of the instruction counter, of the inline-stall probe and of
+#     the idle-cost probe, and 30 s of fuzzing the route language (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,11 +63,13 @@ log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"
 
 # Smoke runs of the relay benchmark (every case, few messages, the debug build), of the
-# instruction counter and of the inline-stall probe: keep them working; no figure is judged
+# instruction counter, of the inline-stall probe and of the idle-cost probe: keep them
+# working; no figure is judged
 # here (docs/benchmarks.md has the real runs).
 cargo test -p weir-tests --bench relay 2>&1 | tail -n 20
 scripts/count-instructions.sh target/debug/weir 200
 scripts/inline-stall.sh target/debug/weir 1 | tail -n 1
+scripts/idle-cost.sh target/debug/weir 1
 
 # A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
 # flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.

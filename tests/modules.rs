@@ -145,6 +145,28 @@ fn trap_deadline_and_memory_cap_are_classified_and_the_module_recovers() {
     }
 }
 
+/// The epoch ticker sleeps while no call runs; a call wakes it, so a runaway call that
+/// starts after a quiet spell is still stopped at its deadline.
+#[test]
+fn a_deadline_still_fires_after_the_epoch_ticker_slept() {
+    let engine = engine();
+    let limits = ModuleLimits { memory_bytes: 16 << 20, deadline: Duration::from_millis(200) };
+    let chaos = load(&engine, &module("chaos"), serde_json::json!({}), limits);
+    let mut instance = ModuleInstance::start(&chaos).unwrap();
+    let quiet_until = std::time::Instant::now() + Duration::from_secs(10);
+    while !engine.ticker_asleep() {
+        assert!(std::time::Instant::now() < quiet_until, "the epoch ticker did not go to sleep while no call ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done_tx.send(instance.call("in", &messages(&["loop"])).map(drop)));
+    match done_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Err(failure)) => assert_eq!(failure.reason, FailureReason::Deadline, "{failure}"),
+        Ok(Ok(())) => panic!("the looping call returned"),
+        Err(_) => panic!("the looping call was not stopped within 10 s of its 200 ms deadline"),
+    }
+}
+
 #[test]
 fn a_core_module_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();

@@ -74,7 +74,7 @@ impl ModuleInstance {
         (Result<R, String>,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
         R: 'static,
     {
-        self.arm(None);
+        let _running = super::instance::arm(&mut self.store, &self.module, None);
         let typed = func.typed::<P, (Result<R, String>,)>(&self.store).map_err(|err| contract(err, &format!("aggregate.{name}")))?;
         match finish(typed.call_async(&mut self.store, params)) {
             Ok((Ok(result),)) => Ok(result),
@@ -92,7 +92,7 @@ impl ModuleInstance {
     /// Fold `batch[i]` into window `windows[i]`; one result per message.
     pub fn accumulate(&mut self, batch: &[Message], windows: &[u64]) -> Result<Vec<Result<(), String>>, Failure> {
         self.aggregate_funcs()?;
-        self.arm(None);
+        let _running = super::instance::arm(&mut self.store, &self.module, None);
         // SAFETY: `aggregate_funcs` above made sure this is an aggregate instance, whose
         // `call` (its `accumulate`) `start` type-checked against exactly these types.
         #[allow(unsafe_code)]

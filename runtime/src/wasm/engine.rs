@@ -9,6 +9,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::host::{self, InstanceState};
+use super::ticker::Ticker;
 
 /// What the engine is sized for. The pool is allocated once, so it is sized from the
 /// pipeline: how many instances can be alive and the largest memory any may have.
@@ -20,7 +21,8 @@ pub struct EngineSettings {
     pub max_memory_bytes: usize,
     /// Instances alive at once, including one spare per module for recycling.
     pub max_instances: u32,
-    /// Epoch tick: how often a running call's clock is looked at (deadlines, budgets).
+    /// Epoch tick: how often a running call's clock is looked at (deadlines, budgets). The
+    /// ticker sleeps while no call runs.
     pub tick: Duration,
 }
 
@@ -40,6 +42,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub struct WasmEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<InstanceState>>,
+    pub(crate) ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for WasmEngine {
@@ -49,6 +52,11 @@ impl std::fmt::Debug for WasmEngine {
 }
 
 impl WasmEngine {
+    /// Whether the epoch ticker sleeps (no call has run for [`super::ticker::IDLE_AFTER`]).
+    pub fn ticker_asleep(&self) -> bool {
+        self.ticker.is_asleep()
+    }
+
     pub fn new(settings: &EngineSettings) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         let instances = settings.max_instances.max(1);
@@ -89,25 +97,18 @@ impl WasmEngine {
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasm engine")?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking host services")?;
-        spawn_ticker(&engine, settings.tick);
-        Ok(WasmEngine { engine, linker: Arc::new(linker) })
+        let ticker = spawn_ticker(&engine, settings.tick);
+        Ok(WasmEngine { engine, linker: Arc::new(linker), ticker })
     }
 }
 
-/// Advance the engine's epoch every `tick`. Holds only a weak reference: the thread ends
-/// when the engine is dropped.
-fn spawn_ticker(engine: &Engine, tick: Duration) {
+/// Advance the engine's epoch every `tick` while calls run (see [`super::ticker`]). The thread
+/// holds only a weak reference: it ends when the engine is dropped.
+fn spawn_ticker(engine: &Engine, tick: Duration) -> Arc<Ticker> {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(tick);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => break,
-            }
-        }
-    });
-    if let Err(err) = spawned {
+    let advance = move || weak.upgrade().map(|engine| engine.increment_epoch()).is_some();
+    Ticker::spawn(tick, super::ticker::IDLE_AFTER, advance).unwrap_or_else(|err| {
         tracing::error!(%err, "could not start the epoch thread: module deadlines will not fire");
-    }
+        Arc::default()
+    })
 }

@@ -10,6 +10,7 @@ use weir_core::Message;
 use super::abi::{BatchBuffers, BatchRef, OutputMessage, Verdicts};
 use super::host::{InstanceState, MemoryCap};
 use super::module::{LoadedModule, ModuleKind};
+use super::ticker::Running;
 
 /// Why a call failed as a whole. Every message of the batch goes to `$deadletter` with it,
 /// and the instance is thrown away.
@@ -114,7 +115,7 @@ impl ModuleInstance {
         let mut store = Store::new(&module.engine.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|mut store| Ok(store.data_mut().clock.on_tick()));
-        arm(&mut store, module.limits.deadline, None);
+        let running = arm(&mut store, module, None);
         let instance: Instance = module.pre.instantiate_async(&mut store).await.map_err(|err| classify(&store, err, "instantiating"))?;
         let init = instance
             .get_func(&mut store, module.init_export)
@@ -131,7 +132,8 @@ impl ModuleInstance {
             ModuleKind::Aggregate => call.typed::<AccumulateParams<'_>, (AccumulateReturn,)>(&store).map(drop),
         }
         .map_err(|err| contract(err, module.kind.interface()))?;
-        arm(&mut store, module.limits.deadline, None);
+        drop(running);
+        let _running = arm(&mut store, module, None);
         match init.call_async(&mut store, ()).await {
             Ok((Ok(()),)) => {}
             Ok((Err(message),)) => return Err(Failure { reason: FailureReason::Init, detail: format!("init failed: {message}") }),
@@ -159,13 +161,14 @@ impl ModuleInstance {
     /// (`executor::module_slot` hands it to a blocking thread). `Err` means the instance is
     /// unusable: drop it.
     pub async fn call_async(&mut self, input: &str, batch: &[Message], set_aside_after: Option<Duration>) -> Result<BatchResult, Failure> {
-        self.arm(set_aside_after);
+        let _running = arm(&mut self.store, &self.module, set_aside_after);
         let mut buffers = std::mem::take(&mut self.buffers);
         let refs = buffers.fill(batch);
+        let (store, call) = (&mut self.store, self.call);
         let result = match self.module.kind {
-            ModuleKind::Filter => self.call_typed::<FilterReturn>(input, refs).await.map(|verdicts| BatchResult::Filter(verdicts.0)),
-            ModuleKind::Map => self.call_typed::<MapReturn>(input, refs).await.map(BatchResult::Map),
-            ModuleKind::FlatMap => self.call_typed::<FlatMapReturn>(input, refs).await.map(BatchResult::FlatMap),
+            ModuleKind::Filter => call_typed::<FilterReturn>(store, call, input, refs).await.map(|verdicts| BatchResult::Filter(verdicts.0)),
+            ModuleKind::Map => call_typed::<MapReturn>(store, call, input, refs).await.map(BatchResult::Map),
+            ModuleKind::FlatMap => call_typed::<FlatMapReturn>(store, call, input, refs).await.map(BatchResult::FlatMap),
             ModuleKind::Aggregate => Err(Failure {
                 reason: FailureReason::Contract,
                 detail: "aggregate modules are called through their windows (wasm::aggregate), not per batch".into(),
@@ -176,27 +179,23 @@ impl ModuleInstance {
         one_result_each("results", result.len(), batch.len())?;
         Ok(result)
     }
+}
 
-    /// Start the clock of a call: the module's deadline, and when to yield.
-    pub(super) fn arm(&mut self, set_aside_after: Option<Duration>) {
-        arm(&mut self.store, self.module.limits.deadline, set_aside_after);
-    }
-
-    /// `R` must be the kind's `*Return` type, which `start` checked.
-    #[allow(unsafe_code)]
-    async fn call_typed<R>(&mut self, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
-    where
-        (R,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync,
-        R: 'static,
-    {
-        // SAFETY: `start` type-checked `call` against exactly these parameter and result
-        // types (`call` passes the kind's `R`), so skipping the check per call is sound; it
-        // was a few percent of a call (docs/benchmarks.md).
-        let func = unsafe { wasmtime::component::TypedFunc::<(&str, BatchRef<'_>), (R,)>::new_unchecked(self.call) };
-        match func.call_async(&mut self.store, (input, batch)).await {
-            Ok((result,)) => Ok(result),
-            Err(err) => Err(classify(&self.store, err, "call")),
-        }
+/// `call` is the instance's kind function and `R` the kind's `*Return` type, which `start`
+/// checked.
+#[allow(unsafe_code)]
+async fn call_typed<R>(store: &mut Store<InstanceState>, call: Func, input: &str, batch: BatchRef<'_>) -> Result<R, Failure>
+where
+    (R,): wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync,
+    R: 'static,
+{
+    // SAFETY: `start` type-checked `call` against exactly these parameter and result
+    // types (`call_async` passes the kind's `R`), so skipping the check per call is sound; it
+    // was a few percent of a call (docs/benchmarks.md).
+    let func = unsafe { wasmtime::component::TypedFunc::<(&str, BatchRef<'_>), (R,)>::new_unchecked(call) };
+    match func.call_async(&mut *store, (input, batch)).await {
+        Ok((result,)) => Ok(result),
+        Err(err) => Err(classify(store, err, "call")),
     }
 }
 
@@ -216,9 +215,12 @@ pub fn finish<F: std::future::Future>(call: F) -> F::Output {
     })
 }
 
-fn arm(store: &mut Store<InstanceState>, deadline: Duration, set_aside_after: Option<Duration>) {
-    store.data_mut().clock = CallClock { started: Instant::now(), deadline, set_aside_after };
+/// Start the clock of a call: the module's deadline, and when to yield. The epoch ticks
+/// until the returned guard is dropped.
+pub(super) fn arm<'m>(store: &mut Store<InstanceState>, module: &'m LoadedModule, set_aside_after: Option<Duration>) -> Running<'m> {
+    store.data_mut().clock = CallClock { started: Instant::now(), deadline: module.limits.deadline, set_aside_after };
     store.set_epoch_deadline(1);
+    module.engine.ticker.call_started()
 }
 
 /// The clock of the call under way, looked at on every epoch tick (a few milliseconds): a

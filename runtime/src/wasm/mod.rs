@@ -1,7 +1,9 @@
 //! The wasm host: runs modules written against `sdk-guest/wit/weir.wit`.
 //!
 //! - [`engine`]: the one [`WasmEngine`] (component model, pooling allocator, epoch
-//!   interruption, on-disk cache of compiled modules) and its epoch ticker.
+//!   interruption, on-disk cache of compiled modules).
+//! - [`ticker`]: the thread that advances the engine's epoch while calls run, and sleeps
+//!   while none does.
 //! - [`module`]: [`LoadedModule`], a compiled component with its `InstancePre`, the kind
 //!   it exports, and its limits.
 //! - [`instance`]: [`ModuleInstance`], one live instance: calls a batch under a deadline and
@@ -22,6 +24,7 @@ pub mod engine;
 mod host;
 pub mod instance;
 pub mod module;
+pub mod ticker;
 
 pub use engine::{EngineSettings, WasmEngine};
 pub use instance::{BatchResult, Failure, FailureReason, ModuleInstance, finish};
