@@ -319,23 +319,17 @@ impl Client {
         match self {
             Client::V311(client) => client.publish_bytes(topic, qos4(qos), retain, payload).await?,
             Client::V5(client) => {
-                let properties = PublishProperties {
-                    payload_format_indicator: None,
-                    message_expiry_interval: meta.expiry_secs,
-                    topic_alias: None,
-                    response_topic: meta.response_topic.clone(),
-                    correlation_data: meta.correlation_data.clone(),
-                    user_properties: meta.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect(),
-                    subscription_identifiers: Vec::new(),
-                    content_type: meta.content_type.clone(),
+                let tried = match publish_properties(meta) {
+                    Some(properties) => client.try_publish_with_properties(topic, qos5(qos), retain, payload, properties),
+                    None => client.try_publish(topic, qos5(qos), retain, payload),
                 };
-                match client.try_publish_with_properties(topic, qos5(qos), retain, payload, properties) {
+                match tried {
                     Ok(()) => {}
                     // Not queued: sent again, awaited, from the same parts.
-                    Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => {
-                        let properties = publish.properties.unwrap_or_default();
-                        client.publish_with_properties(topic, qos5(qos), retain, publish.payload, properties).await?
-                    }
+                    Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => match publish.properties {
+                        Some(properties) => client.publish_with_properties(topic, qos5(qos), retain, publish.payload, properties).await?,
+                        None => client.publish(topic, qos5(qos), retain, publish.payload).await?,
+                    },
                     Err(err) => return Err(err.into()),
                 }
             }
@@ -349,6 +343,26 @@ impl Client {
             Client::V5(client) => client.disconnect().await.map_err(drop),
         };
     }
+}
+
+/// The MQTT 5 properties a message's metadata asks for; `None` when it asks for none (the
+/// usual case: nothing to encode, clone for a retransmission, or drop).
+fn publish_properties(meta: &Metadata) -> Option<PublishProperties> {
+    let none = meta.expiry_secs.is_none()
+        && meta.response_topic.is_none()
+        && meta.correlation_data.is_none()
+        && meta.properties.is_empty()
+        && meta.content_type.is_none();
+    (!none).then(|| PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: meta.expiry_secs,
+        topic_alias: None,
+        response_topic: meta.response_topic.clone(),
+        correlation_data: meta.correlation_data.clone(),
+        user_properties: meta.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect(),
+        subscription_identifiers: Vec::new(),
+        content_type: meta.content_type.clone(),
+    })
 }
 
 impl Received {
