@@ -40,11 +40,7 @@ in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/job/inputs/in")'
 out = 'FROM /messages/modules/job/outputs/* INTO /topics/out/{\$topic[1]}'
 EOF
 sleep 0.3
-valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$binary" run "$work/relay.toml" >"$work/weir.log" 2>&1 &
-weir=$!
-pids+=("$weir")
-for _ in $(seq 600); do grep -q "ready: every source" "$work/weir.log" && break; sleep 0.2; done
-grep -q "ready: every source" "$work/weir.log" || { cat "$work/weir.log" >&2; echo "weir did not get ready under valgrind" >&2; exit 1; }
+ready_within=120 start_weir "$work/relay.toml" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out"
 
 python3 -c "
 for i in range($messages): print('{\"seq\":%d,\"temperature\":80,\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}' % i)" >"$work/readings"

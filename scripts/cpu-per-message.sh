@@ -44,11 +44,7 @@ in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/job/inputs/in")'
 out = 'FROM /messages/modules/job/outputs/* INTO $into'
 EOF
 sleep 0.2
-"$binary" run "$work/relay.toml" >"$work/weir.log" 2>&1 &
-weir=$!
-pids+=("$weir")
-for _ in $(seq 200); do grep -q "ready: every source" "$work/weir.log" && break; sleep 0.05; done
-grep -q "ready: every source" "$work/weir.log" || { cat "$work/weir.log" >&2; echo "weir did not get ready" >&2; exit 1; }
+start_weir "$work/relay.toml"
 python3 -c "
 pad = 'x' * max(0, $size - 40)
 for i in range($messages): print('{\"seq\":%d,\"temperature\":80,\"pad\":\"%s\"}' % (i, pad))" >"$work/readings"

@@ -27,11 +27,7 @@ in = 'FROM /topics/bench/# INTO BrokeredEndpoint("/modules/job/inputs/in")'
 out = 'FROM /messages/modules/job/outputs/* INTO /topics/out/x'
 EOF
 sleep 0.2
-"$binary" run "$work/idle.toml" >"$work/weir.log" 2>&1 &
-weir=$!
-pids+=("$weir")
-for _ in $(seq 200); do grep -q "ready: every source" "$work/weir.log" && break; sleep 0.05; done
-grep -q "ready: every source" "$work/weir.log" || { cat "$work/weir.log" >&2; echo "weir did not get ready" >&2; exit 1; }
+start_weir "$work/idle.toml"
 mosquitto_pub -p "$port" -t bench/in -m '{"temperature":80}'
 sleep 3
 per_thread() { for task in /proc/"$weir"/task/*; do echo "${task##*/} $(tr ' ' _ <"$task/comm") $(awk '/^voluntary_ctxt_switches/ {print $2}' "$task/status")"; done; }

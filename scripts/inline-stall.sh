@@ -40,10 +40,7 @@ direct = 'FROM /topics/direct INTO /topics/passed'
 plant = "FROM /topics/line/# WHERE \$source = 'plant' INTO /topics/relayed"
 EOF
 sleep 0.3
-"$binary" run "$work/stall.toml" >"$work/weir.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 150); do grep -q "ready: every source" "$work/weir.log" && break; sleep 0.2; done
-grep -q "ready: every source" "$work/weir.log" || { cat "$work/weir.log" >&2; echo "weir did not get ready" >&2; exit 1; }
+start_weir "$work/stall.toml"
 
 # Twenty short calls make the filter inline.
 seq 20 | mosquitto_pub -p "$port" -t chaos -l
