@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# weir's CPU time and context switches per message for one burst of readings: the R1 job
-# (MQTT source → pass-through WASM filter → null sink) or the R1b job (the filter's output
-# republished to a local topic). For comparing builds where throughput runs are noise; run
-# the builds alternately. See docs/benchmarks.md ("Modules called inline").
+# weir's CPU time and context switches per message for one burst of readings, or for readings
+# at a steady rate: the R1 job (MQTT source → pass-through WASM filter → null sink) or the R1b
+# job (the filter's output republished to a local topic). For comparing builds where
+# throughput runs are noise; run the builds alternately. See docs/benchmarks.md ("Modules
+# called inline", and "At low rates" for RATE).
 #
-#   scripts/cpu-per-message.sh [BINARY] [MESSAGES] [PAYLOAD_BYTES] [QOS] [null|republish]
-#   (defaults: target/release/weir 50000 64 1 republish)
+#   scripts/cpu-per-message.sh [BINARY] [MESSAGES] [PAYLOAD_BYTES] [QOS] [null|republish] [RATE]
+#   (defaults: target/release/weir 50000 64 1 republish 0)
 #
 # Starts Mosquitto on a free loopback port and weir, publishes MESSAGES readings with
-# mosquitto_pub as fast as the broker takes them, waits until weir has handled all of them
+# mosquitto_pub, as fast as the broker takes them or (RATE > 0) RATE a second, paced by a
+# Python loop (at 200 a second, 3,000 readings give the 10 ms CPU ticks a resolution of about
+# 5 %), waits until weir has handled all of them
 # (the null sink's count on /metrics, or a subscriber that has every republished copy), and
 # reads weir's user+system CPU ticks (/proc, 10 ms each) and its threads' voluntary context
 # switches over that time. Needs mosquitto, mosquitto-clients and the example modules
@@ -20,6 +23,7 @@ messages=${2:-50000}
 size=${3:-64}
 qos=${4:-1}
 job=${5:-republish}
+rate=${6:-0}
 tools=()
 source scripts/relay-setup.sh
 metrics=$(free_port)
@@ -65,7 +69,17 @@ switches() { cat /proc/"$weir"/task/*/status | awk '/^voluntary_ctxt_switches/ {
 cpu0=$(ticks)
 switches0=$(switches)
 start=$(date +%s.%N)
-mosquitto_pub -p "$port" -t bench/in -q "$qos" -l <"$work/readings"
+if ((rate > 0)); then
+    python3 -c "
+import sys, time
+due = time.monotonic()
+for line in open('$work/readings'):
+    sys.stdout.write(line); sys.stdout.flush()
+    due += 1 / $rate
+    time.sleep(max(0, due - time.monotonic()))" | mosquitto_pub -p "$port" -t bench/in -q "$qos" -l
+else
+    mosquitto_pub -p "$port" -t bench/in -q "$qos" -l <"$work/readings"
+fi
 for _ in $(seq 1200); do
     if [[ $job == republish ]]; then kill -0 "$subscriber" 2>/dev/null || break; else (($(handled) >= messages)) && break; fi
     sleep 0.05
@@ -82,5 +96,7 @@ cpu=$(($(ticks) - cpu0))
 switched=$(($(switches) - switches0))
 inline=$(grep -q "called where its messages arrive" "$work/weir.log" && echo "called inline" || echo "called on its own thread")
 grep -q "ran long" "$work/weir.log" && inline="$inline, then on its own thread after a long call"
-python3 -c "print('%s: %d messages of %d B at QoS %s (%s), %.2f s: %.2f µs of CPU and %.2f context switches per message (module %s)' % (
-    '$(basename "$binary")', $messages, $size, '$qos', '$job', $end - $start, $cpu * 10000.0 / $messages, $switched / $messages, '$inline'))"
+paced=""
+((rate > 0)) && paced=", $rate a second"
+python3 -c "print('%s: %d messages of %d B at QoS %s (%s%s), %.2f s: %.2f µs of CPU and %.2f context switches per message (module %s)' % (
+    '$(basename "$binary")', $messages, $size, '$qos', '$job', '$paced', $end - $start, $cpu * 10000.0 / $messages, $switched / $messages, '$inline'))"
