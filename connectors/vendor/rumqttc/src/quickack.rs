@@ -9,8 +9,8 @@
 //! (`TCP_QUICKACK`). Under load a write comes sooner and carries the acknowledgement itself,
 //! so this costs nothing there. A read that comes [`QUIET`] or more after the one before, on
 //! a stream that did not answer its last read within [`GRACE`], is acknowledged at once
-//! instead: there the timer would fire, and at such rates its wake-up of the thread was a
-//! third of the CPU time of a message, where a pure ACK packet costs a system call. (A stream
+//! instead: there the timer would fire, and at such rates its wake-up of the thread was about
+//! a quarter of the CPU time of a message, where a pure ACK packet costs a system call. (A stream
 //! that answers its reads, a source's PUBACKs, stays with the timer, which its writes cancel:
 //! acknowledging at once there would only add packets.)
 
