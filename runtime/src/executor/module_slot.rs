@@ -207,7 +207,6 @@ impl ModuleSlot {
             return Inline::Refused(messages);
         }
         let count = messages.len();
-        self.metrics.input.increment(count as u64);
         let started = Instant::now();
         let (input, budget) = (input.clone(), self.budget);
         let mut call: SetAsideCall = Box::pin(async move {
@@ -251,7 +250,6 @@ impl ModuleSlot {
         let Some(live) = instance.as_mut() else {
             unreachable!("an instance was started above");
         };
-        self.metrics.input.increment(messages.len() as u64);
         let started = Instant::now();
         let result = live.call(input, &messages);
         self.called(&mut instance, messages, result, started.elapsed(), false)
@@ -293,6 +291,7 @@ impl ModuleSlot {
         took: Duration,
         inline: bool,
     ) -> Processed {
+        self.metrics.input.increment(messages.len() as u64);
         self.metrics.call_seconds.record(took.as_secs_f64());
         self.judge(took, result.as_ref().err().map(|failure| failure.reason), inline);
         match result {
