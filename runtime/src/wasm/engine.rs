@@ -52,7 +52,7 @@ impl std::fmt::Debug for WasmEngine {
 }
 
 impl WasmEngine {
-    /// Whether the epoch ticker sleeps (no call has run for [`super::ticker::IDLE_AFTER`]).
+    /// Whether the epoch ticker sleeps (no call has run for a while, see [`super::ticker`]).
     pub fn ticker_asleep(&self) -> bool {
         self.ticker.is_asleep()
     }
@@ -107,7 +107,7 @@ impl WasmEngine {
 fn spawn_ticker(engine: &Engine, tick: Duration) -> Arc<Ticker> {
     let weak = engine.weak();
     let advance = move || weak.upgrade().map(|engine| engine.increment_epoch()).is_some();
-    Ticker::spawn(tick, super::ticker::IDLE_AFTER, advance).unwrap_or_else(|err| {
+    Ticker::spawn(tick, super::ticker::LONGEST_WAIT, advance).unwrap_or_else(|err| {
         tracing::error!(%err, "could not start the epoch thread: module deadlines will not fire");
         Arc::default()
     })

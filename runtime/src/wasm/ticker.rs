@@ -1,15 +1,20 @@
 //! The epoch ticker. wasmtime looks at a running call's clock (its deadline, the inline
 //! budget) when the engine's epoch advances, so a thread advances it every tick. It does so
-//! only while calls run: once none has run for [`IDLE_AFTER`] it sleeps until the next call
-//! starts, so that an idle weir does not wake up 200 times a second for nothing.
+//! only while calls run: once none has run for a while it sleeps until the next call starts,
+//! so that an idle weir, or one that sees a reading now and then, does not wake up 200 times
+//! a second for nothing.
+//!
+//! How long "a while" is adapts to how often calls come (see [`next_wait`]): readings a few a
+//! second each cost a wake-up and one tick; calls that come about as often as the ticker
+//! would fall asleep keep it ticking steadily, which is then cheaper.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long without a call before the ticker sleeps.
-pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// The longest the ticker waits, without a call, before it sleeps.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
 /// What a call tells the ticker; shared by the engine's handles, watched by its thread.
 #[derive(Debug, Default)]
@@ -35,11 +40,12 @@ impl Drop for Running<'_> {
 
 impl Ticker {
     /// Start the thread: every `tick` it calls `advance` (which answers false once the engine
-    /// is gone, ending the thread, as does dropping the returned ticker).
-    pub fn spawn(tick: Duration, idle_after: Duration, advance: impl Fn() -> bool + Send + 'static) -> std::io::Result<Arc<Ticker>> {
+    /// is gone, ending the thread, as does dropping the returned ticker). Without calls it
+    /// waits between one tick and `longest_wait` before it sleeps.
+    pub fn spawn(tick: Duration, longest_wait: Duration, advance: impl Fn() -> bool + Send + 'static) -> std::io::Result<Arc<Ticker>> {
         let ticker = Arc::new(Ticker::default());
         let watched = Arc::downgrade(&ticker);
-        let handle = std::thread::Builder::new().name("weir-epoch".into()).spawn(move || run(&watched, tick, idle_after, advance))?;
+        let handle = std::thread::Builder::new().name("weir-epoch".into()).spawn(move || run(&watched, tick, longest_wait, advance))?;
         let _ = ticker.thread.set(handle.thread().clone());
         Ok(ticker)
     }
@@ -75,7 +81,17 @@ impl Drop for Ticker {
     }
 }
 
-fn run(watched: &Weak<Ticker>, tick: Duration, idle_after: Duration, advance: impl Fn() -> bool) {
+/// How long to wait without a call before sleeping next time, given how long the thread just
+/// slept. Woken sooner than it had waited, the thread would have been cheaper ticking through
+/// (calls come about that often): wait twice as long. Otherwise half as long, down to one tick,
+/// where an occasional call costs a wake-up and a tick. So in a steady stream of calls the
+/// thread sleeps between them only while that costs fewer wake-ups than ticking through.
+pub fn next_wait(wait: Duration, slept: Duration, tick: Duration, longest_wait: Duration) -> Duration {
+    if slept < wait { (wait * 2).min(longest_wait) } else { (wait / 2).max(tick) }
+}
+
+fn run(watched: &Weak<Ticker>, tick: Duration, longest_wait: Duration, advance: impl Fn() -> bool) {
+    let mut wait = tick;
     let mut idle = Duration::ZERO;
     loop {
         std::thread::sleep(tick);
@@ -88,7 +104,7 @@ fn run(watched: &Weak<Ticker>, tick: Duration, idle_after: Duration, advance: im
             continue;
         }
         idle += tick;
-        if idle < idle_after {
+        if idle < wait {
             continue;
         }
         ticker.asleep.store(true, Ordering::SeqCst);
@@ -100,14 +116,21 @@ fn run(watched: &Weak<Ticker>, tick: Duration, idle_after: Duration, advance: im
             continue;
         }
         drop(ticker);
+        let fell_asleep = Instant::now();
         loop {
             std::thread::park();
             match watched.upgrade() {
                 None => return,
-                Some(ticker) if !ticker.asleep.load(Ordering::SeqCst) => break,
+                Some(ticker) if !ticker.asleep.load(Ordering::SeqCst) => {
+                    // The call that woke the thread has been seen: if it ends within the
+                    // first tick and no other starts, that tick already counts as idle.
+                    ticker.started.store(false, Ordering::Relaxed);
+                    break;
+                }
                 Some(_) => {}
             }
         }
+        wait = next_wait(wait, fell_asleep.elapsed(), tick, longest_wait);
         idle = Duration::ZERO;
     }
 }
@@ -118,10 +141,10 @@ mod tests {
     use std::sync::atomic::AtomicU64;
     use std::time::Instant;
 
-    fn counting(tick: Duration, idle_after: Duration) -> (Arc<Ticker>, Arc<AtomicU64>) {
+    fn counting(tick: Duration, longest_wait: Duration) -> (Arc<Ticker>, Arc<AtomicU64>) {
         let ticks = Arc::new(AtomicU64::new(0));
         let counter = ticks.clone();
-        let ticker = Ticker::spawn(tick, idle_after, move || {
+        let ticker = Ticker::spawn(tick, longest_wait, move || {
             counter.fetch_add(1, Ordering::SeqCst);
             true
         })
@@ -150,6 +173,34 @@ mod tests {
         wait_until("the woken ticker ticks", || ticks.load(Ordering::SeqCst) > slept_at + 5);
         drop(running);
         wait_until("it sleeps again after the call", || ticker.is_asleep());
+    }
+
+    #[test]
+    fn an_occasional_call_costs_about_one_tick() {
+        let (ticker, ticks) = counting(Duration::from_millis(10), Duration::from_secs(1));
+        wait_until("the idle ticker sleeps", || ticker.is_asleep());
+        let before = ticks.load(Ordering::SeqCst);
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(ticker.call_started());
+            wait_until("it sleeps again after the call", || ticker.is_asleep());
+        }
+        // One each; a test thread held up past a tick mid-call may add one. Ticking through
+        // the gaps would be some 30.
+        let spent = ticks.load(Ordering::SeqCst) - before;
+        assert!(spent <= 7, "5 short calls 60 ms apart cost {spent} ticks");
+    }
+
+    #[test]
+    fn the_wait_before_sleeping_follows_how_often_calls_come() {
+        let (tick, longest) = (Duration::from_millis(5), Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        // Woken sooner than it waited: ticking through would have been cheaper.
+        assert_eq!(next_wait(ms(5), ms(3), tick, longest), ms(10));
+        assert_eq!(next_wait(ms(800), ms(100), tick, longest), longest);
+        // Slept at least as long as it waited: wait less, down to one tick.
+        assert_eq!(next_wait(ms(40), ms(40), tick, longest), ms(20));
+        assert_eq!(next_wait(ms(5), ms(500), tick, longest), tick);
     }
 
     #[test]
