@@ -107,7 +107,7 @@ impl WasmEngine {
 fn spawn_ticker(engine: &Engine, tick: Duration) -> Arc<Ticker> {
     let weak = engine.weak();
     let advance = move || weak.upgrade().map(|engine| engine.increment_epoch()).is_some();
-    Ticker::spawn(tick, super::ticker::LONGEST_WAIT, advance).unwrap_or_else(|err| {
+    Ticker::spawn(tick, (super::ticker::SHORTEST_WAIT, super::ticker::LONGEST_WAIT), advance).unwrap_or_else(|err| {
         tracing::error!(%err, "could not start the epoch thread: module deadlines will not fire");
         Arc::default()
     })

@@ -4,16 +4,19 @@
 //! so that an idle weir, or one that sees a reading now and then, does not wake up 200 times
 //! a second for nothing.
 //!
-//! How long "a while" is adapts to how often calls come (see [`next_wait`]): readings a few a
-//! second each cost a wake-up and one tick; calls that come about as often as the ticker
-//! would fall asleep keep it ticking steadily, which is then cheaper.
+//! How long "a while" is depends on how long the last quiet stretch between calls was (see
+//! [`wait_before_sleeping`]): readings a few a second each cost a wake-up and the ticks of
+//! [`SHORTEST_WAIT`]; calls that come more often keep it ticking steadily, which is then
+//! about as cheap and keeps latency down (a thread woken for each call made it higher).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// The longest the ticker waits, without a call, before it sleeps.
+/// How long the ticker waits, without a call, before it sleeps when calls come seldom.
+pub const SHORTEST_WAIT: Duration = Duration::from_millis(20);
+/// How long it waits when they came often, the last time there was a quiet stretch.
 pub const LONGEST_WAIT: Duration = Duration::from_secs(1);
 
 /// What a call tells the ticker; shared by the engine's handles, watched by its thread.
@@ -41,11 +44,11 @@ impl Drop for Running<'_> {
 impl Ticker {
     /// Start the thread: every `tick` it calls `advance` (which answers false once the engine
     /// is gone, ending the thread, as does dropping the returned ticker). Without calls it
-    /// waits between one tick and `longest_wait` before it sleeps.
-    pub fn spawn(tick: Duration, longest_wait: Duration, advance: impl Fn() -> bool + Send + 'static) -> std::io::Result<Arc<Ticker>> {
+    /// waits between `waits.0` and `waits.1` before it sleeps.
+    pub fn spawn(tick: Duration, waits: (Duration, Duration), advance: impl Fn() -> bool + Send + 'static) -> std::io::Result<Arc<Ticker>> {
         let ticker = Arc::new(Ticker::default());
         let watched = Arc::downgrade(&ticker);
-        let handle = std::thread::Builder::new().name("weir-epoch".into()).spawn(move || run(&watched, tick, longest_wait, advance))?;
+        let handle = std::thread::Builder::new().name("weir-epoch".into()).spawn(move || run(&watched, tick, waits, advance))?;
         let _ = ticker.thread.set(handle.thread().clone());
         Ok(ticker)
     }
@@ -81,17 +84,20 @@ impl Drop for Ticker {
     }
 }
 
-/// How long to wait without a call before sleeping next time, given how long the thread just
-/// slept. Woken sooner than it had waited, the thread would have been cheaper ticking through
-/// (calls come about that often): wait twice as long. Otherwise half as long, down to one tick,
-/// where an occasional call costs a wake-up and a tick. So in a steady stream of calls the
-/// thread sleeps between them only while that costs fewer wake-ups than ticking through.
-pub fn next_wait(wait: Duration, slept: Duration, tick: Duration, longest_wait: Duration) -> Duration {
-    if slept < wait { (wait * 2).min(longest_wait) } else { (wait / 2).max(tick) }
+/// How long to wait without a call before sleeping, given the last quiet stretch that a call
+/// ended (calls within one tick of each other make none). When that stretch was at least twice
+/// the shortest wait, sleeping after the shortest wait costs a wake-up and that wait's ticks,
+/// fewer than ticking through such a stretch. When it was shorter, sleeping would save little
+/// and a thread woken for each call costs latency: wait the longest, so that the thread sleeps
+/// only when calls stop. One short stretch among long ones (a late reading) costs one
+/// stretch ticked through.
+pub fn wait_before_sleeping(last_stretch: Duration, (shortest, longest): (Duration, Duration)) -> Duration {
+    if last_stretch >= shortest * 2 { shortest } else { longest }
 }
 
-fn run(watched: &Weak<Ticker>, tick: Duration, longest_wait: Duration, advance: impl Fn() -> bool) {
-    let mut wait = tick;
+fn run(watched: &Weak<Ticker>, tick: Duration, waits: (Duration, Duration), advance: impl Fn() -> bool) {
+    // Before the first call, as after a long silence.
+    let mut last_stretch = Duration::MAX;
     let mut idle = Duration::ZERO;
     loop {
         std::thread::sleep(tick);
@@ -100,11 +106,14 @@ fn run(watched: &Weak<Ticker>, tick: Duration, longest_wait: Duration, advance: 
             return;
         }
         if ticker.running.load(Ordering::SeqCst) > 0 || ticker.started.swap(false, Ordering::Relaxed) {
+            if idle > Duration::ZERO {
+                last_stretch = idle;
+            }
             idle = Duration::ZERO;
             continue;
         }
         idle += tick;
-        if idle < wait {
+        if idle < wait_before_sleeping(last_stretch, waits) {
             continue;
         }
         ticker.asleep.store(true, Ordering::SeqCst);
@@ -130,7 +139,7 @@ fn run(watched: &Weak<Ticker>, tick: Duration, longest_wait: Duration, advance: 
                 Some(_) => {}
             }
         }
-        wait = next_wait(wait, fell_asleep.elapsed(), tick, longest_wait);
+        last_stretch = idle + fell_asleep.elapsed();
         idle = Duration::ZERO;
     }
 }
@@ -141,10 +150,11 @@ mod tests {
     use std::sync::atomic::AtomicU64;
     use std::time::Instant;
 
-    fn counting(tick: Duration, longest_wait: Duration) -> (Arc<Ticker>, Arc<AtomicU64>) {
+    /// A ticker that counts its ticks, waiting at least `shortest_wait` before it sleeps.
+    fn counting(tick: Duration, shortest_wait: Duration) -> (Arc<Ticker>, Arc<AtomicU64>) {
         let ticks = Arc::new(AtomicU64::new(0));
         let counter = ticks.clone();
-        let ticker = Ticker::spawn(tick, longest_wait, move || {
+        let ticker = Ticker::spawn(tick, (shortest_wait, Duration::from_secs(1)), move || {
             counter.fetch_add(1, Ordering::SeqCst);
             true
         })
@@ -176,8 +186,9 @@ mod tests {
     }
 
     #[test]
-    fn an_occasional_call_costs_about_one_tick() {
-        let (ticker, ticks) = counting(Duration::from_millis(10), Duration::from_secs(1));
+    fn an_occasional_call_costs_the_shortest_wait() {
+        // The shortest wait one tick: one tick per call.
+        let (ticker, ticks) = counting(Duration::from_millis(10), Duration::from_millis(10));
         wait_until("the idle ticker sleeps", || ticker.is_asleep());
         let before = ticks.load(Ordering::SeqCst);
         for _ in 0..5 {
@@ -193,14 +204,15 @@ mod tests {
 
     #[test]
     fn the_wait_before_sleeping_follows_how_often_calls_come() {
-        let (tick, longest) = (Duration::from_millis(5), Duration::from_secs(1));
         let ms = Duration::from_millis;
-        // Woken sooner than it waited: ticking through would have been cheaper.
-        assert_eq!(next_wait(ms(5), ms(3), tick, longest), ms(10));
-        assert_eq!(next_wait(ms(800), ms(100), tick, longest), longest);
-        // Slept at least as long as it waited: wait less, down to one tick.
-        assert_eq!(next_wait(ms(40), ms(40), tick, longest), ms(20));
-        assert_eq!(next_wait(ms(5), ms(500), tick, longest), tick);
+        let waits = (ms(20), ms(1000));
+        // Calls far apart (a reading every 40 ms or less often; idle): sleep soon.
+        assert_eq!(wait_before_sleeping(ms(40), waits), ms(20));
+        assert_eq!(wait_before_sleeping(ms(500), waits), ms(20));
+        assert_eq!(wait_before_sleeping(Duration::MAX, waits), ms(20));
+        // Calls close together: tick through until they stop.
+        assert_eq!(wait_before_sleeping(ms(35), waits), ms(1000));
+        assert_eq!(wait_before_sleeping(ms(5), waits), ms(1000));
     }
 
     #[test]
