@@ -1,7 +1,8 @@
-//! An independent Kafka client (rdkafka) for tests against [`Tansu`]: create topics, read
-//! records back.
+//! tansu, a Kafka-compatible broker, on a free loopback port, and an independent Kafka
+//! client (rdkafka) to create topics and read records back.
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -10,7 +11,45 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 
-use super::Tansu;
+use super::{free_port, tools_dir, wait_for_port};
+
+/// tansu, a Kafka-compatible broker, on a free loopback port with in-memory storage.
+pub struct Tansu {
+    pub port: u16,
+    child: Child,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let bin = tools_dir().join("tansu/bin/tansu");
+        assert!(
+            bin.is_file(),
+            "{} is missing: install it with scripts/test.sh (cargo install tansu --features dynostore --root $WEIR_TOOLS/tansu, ~18 min once)",
+            bin.display()
+        );
+        let port = free_port();
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", bin.display()));
+        wait_for_port(port, "tansu");
+        Tansu { port, child }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A record as read back: key, payload and headers as text.
 pub type KafkaRecord = (String, String, BTreeMap<String, String>);
