@@ -44,7 +44,8 @@ impl Drop for Running<'_> {
 impl Ticker {
     /// Start the thread: every `tick` it calls `advance` (which answers false once the engine
     /// is gone, ending the thread, as does dropping the returned ticker). Without calls it
-    /// waits between `waits.0` and `waits.1` before it sleeps.
+    /// waits `waits.0` (calls came seldom) or `waits.1` (they came often) before it sleeps:
+    /// see [`wait_before_sleeping`].
     pub fn spawn(tick: Duration, waits: (Duration, Duration), advance: impl Fn() -> bool + Send + 'static) -> std::io::Result<Arc<Ticker>> {
         let ticker = Arc::new(Ticker::default());
         let watched = Arc::downgrade(&ticker);

@@ -24,8 +24,8 @@
 //! `WEIR_BENCH_MESSAGES` sets messages per throughput case (default 100000);
 //! `WEIR_BENCH_SMOKE=1` runs every case once with few messages (CI keeps the
 //! benchmark working that way; no figure is judged); `WEIR_BENCH_R8_RATE=N` runs only R8, at
-//! N messages per second (for working on latency); `WEIR_BENCH_QOS=0|1` runs only the R1 and R1b
-//! rows of that QoS (for profiling one case). Results and method: `docs/benchmarks.md`.
+//! N messages per second (for working on latency; `WEIR_BENCH_MESSAGES` is then its count);
+//! `WEIR_BENCH_QOS=0|1` runs only the R1 and R1b rows of that QoS (for profiling one case). Results and method: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -380,8 +380,8 @@ fn latency_row(name: &str, l: &Latencies) {
 }
 
 /// R8: the latency weir adds when republishing, at `rate` messages per second.
-fn r8(dir: &Path, rate: f64, smoke: bool) {
-    let count = if smoke { 500 } else { ((rate * 10.0) as usize).clamp(5_000, 100_000) };
+fn r8(dir: &Path, rate: f64, smoke: bool, count: Option<usize>) {
+    let count = if smoke { 500 } else { count.unwrap_or(((rate * 10.0) as usize).clamp(5_000, 100_000)) };
     let lines = payloads(count, 64, |_| 80);
     println!("R8 latency, QoS 1, 64 B, {count} messages at {rate:.0} msg/s (half the R1b rate unless set):");
     let base = {
@@ -435,7 +435,8 @@ fn main() {
     println!("relay: {n} messages per case, publisher rumqttc (MQTT 5), broker Mosquitto, all on loopback{}", if smoke { " (smoke run)" } else { "" });
     println!("{:<30} {:>10} {:>12} {:>14} {:>7} {:>11}", "case", "received", "msg/s", "msg/CPU-s", "ratio", "broker CPU");
     if let Some(rate) = std::env::var("WEIR_BENCH_R8_RATE").ok().and_then(|v| v.parse().ok()) {
-        return r8(dir.path(), rate, smoke);
+        // Here WEIR_BENCH_MESSAGES, when set, is R8's count (low rates want fewer than 5,000).
+        return r8(dir.path(), rate, smoke, std::env::var("WEIR_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()));
     }
     let only_qos: Option<u8> = std::env::var("WEIR_BENCH_QOS").ok().and_then(|v| v.parse().ok());
     let rounds: usize = if smoke { 1 } else { std::env::var("WEIR_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1) };
@@ -470,7 +471,7 @@ fn main() {
     }
 
     // R8: at half the rate weir republished at above (the median round).
-    r8(dir.path(), (median(&republish_rates) / 2.0).max(100.0), smoke);
+    r8(dir.path(), (median(&republish_rates) / 2.0).max(100.0), smoke, None);
 
     // R6: the threshold job, half the readings over the limit; QoS 1 first (its rates set
     // the latency run's), then QoS 0.
