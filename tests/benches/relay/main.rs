@@ -25,7 +25,8 @@
 //! `WEIR_BENCH_SMOKE=1` runs every case once with few messages (CI keeps the
 //! benchmark working that way; no figure is judged); `WEIR_BENCH_R8_RATE=N` runs only R8, at
 //! N messages per second (for working on latency; `WEIR_BENCH_MESSAGES` is then its count);
-//! `WEIR_BENCH_QOS=0|1` runs only the R1 and R1b rows of that QoS (for profiling one case). Results and method: `docs/benchmarks.md`.
+//! `WEIR_BENCH_QOS=0|1` runs only the R1 and R1b rows of that QoS (for profiling one case).
+//! Results and method: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -430,13 +431,14 @@ fn idle_rss(dir: &Path, extra: usize) -> (u64, u64) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test` runs this as a smoke (few messages).
     let smoke = !std::env::args().any(|arg| arg == "--bench") || std::env::var("WEIR_BENCH_SMOKE").is_ok_and(|v| v == "1");
-    let n: usize = if smoke { 2_000 } else { std::env::var("WEIR_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000) };
+    let messages: Option<usize> = std::env::var("WEIR_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok());
+    let n = if smoke { 2_000 } else { messages.unwrap_or(100_000) };
     let dir = tempfile::tempdir().unwrap();
     println!("relay: {n} messages per case, publisher rumqttc (MQTT 5), broker Mosquitto, all on loopback{}", if smoke { " (smoke run)" } else { "" });
     println!("{:<30} {:>10} {:>12} {:>14} {:>7} {:>11}", "case", "received", "msg/s", "msg/CPU-s", "ratio", "broker CPU");
     if let Some(rate) = std::env::var("WEIR_BENCH_R8_RATE").ok().and_then(|v| v.parse().ok()) {
         // Here WEIR_BENCH_MESSAGES, when set, is R8's count (low rates want fewer than 5,000).
-        return r8(dir.path(), rate, smoke, std::env::var("WEIR_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()));
+        return r8(dir.path(), rate, smoke, messages);
     }
     let only_qos: Option<u8> = std::env::var("WEIR_BENCH_QOS").ok().and_then(|v| v.parse().ok());
     let rounds: usize = if smoke { 1 } else { std::env::var("WEIR_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1) };
