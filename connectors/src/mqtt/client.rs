@@ -327,7 +327,7 @@ impl Client {
                     Ok(()) => {}
                     // Not queued: sent again, awaited, from the same parts.
                     Err(rumqttc::v5::ClientError::TryRequest(rumqttc::v5::Request::Publish(publish))) => match publish.properties {
-                        Some(properties) => client.publish_with_properties(topic, qos5(qos), retain, publish.payload, properties).await?,
+                        Some(properties) => client.publish_with_properties(topic, qos5(qos), retain, publish.payload, *properties).await?,
                         None => client.publish(topic, qos5(qos), retain, publish.payload).await?,
                     },
                     Err(err) => return Err(err.into()),

@@ -412,7 +412,7 @@ async fn mqtt_connect(
     options: &mut MqttOptions,
     network: &mut Network,
 ) -> Result<ConnAck, ConnectionError> {
-    let packet = Packet::Connect(
+    let packet = Packet::Connect(Box::new((
         Connect {
             client_id: options.client_id(),
             keep_alive: options.keep_alive().as_secs() as u16,
@@ -421,7 +421,7 @@ async fn mqtt_connect(
         },
         options.last_will(),
         options.credentials(),
-    );
+    )));
 
     // send mqtt connect packet
     network.write(packet).await?;

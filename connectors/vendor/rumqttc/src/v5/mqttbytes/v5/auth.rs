@@ -43,7 +43,8 @@ impl AuthReasonCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
     pub code: AuthReasonCode,
-    pub properties: Option<AuthProperties>,
+    /// weir: boxed (see `Publish::properties`).
+    pub properties: Option<Box<AuthProperties>>,
 }
 
 impl Auth {
@@ -70,7 +71,7 @@ impl Auth {
         bytes.advance(variable_header_index);
 
         let code = AuthReasonCode::read(&mut bytes)?;
-        let properties = AuthProperties::read(&mut bytes)?;
+        let properties = AuthProperties::read(&mut bytes)?.map(Box::new);
         let auth = Auth { code, properties };
 
         Ok(auth)

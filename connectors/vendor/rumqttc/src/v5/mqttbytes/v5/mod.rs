@@ -40,7 +40,9 @@ mod unsubscribe;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
     Auth(Auth),
-    Connect(Connect, Option<LastWill>, Option<Login>),
+    /// weir: boxed, as the large properties of the other packets are (see `Publish::properties`):
+    /// a client sends one CONNECT per connection, and every other packet moves at its size.
+    Connect(Box<(Connect, Option<LastWill>, Option<Login>)>),
     ConnAck(ConnAck),
     Publish(Publish),
     PubAck(PubAck),
@@ -77,8 +79,7 @@ impl Packet {
         let packet = packet.freeze();
         let packet = match packet_type {
             PacketType::Connect => {
-                let (connect, will, login) = Connect::read(fixed_header, packet)?;
-                Packet::Connect(connect, will, login)
+                Packet::Connect(Box::new(Connect::read(fixed_header, packet)?))
             }
             PacketType::Publish => {
                 let publish = Publish::read(fixed_header, packet)?;
@@ -153,7 +154,10 @@ impl Packet {
             Self::PubRec(pubrec) => pubrec.write(write),
             Self::PubRel(pubrel) => pubrel.write(write),
             Self::PubComp(pubcomp) => pubcomp.write(write),
-            Self::Connect(connect, will, login) => connect.write(will, login, write),
+            Self::Connect(connect) => {
+                let (connect, will, login) = &**connect;
+                connect.write(will, login, write)
+            }
             Self::PingReq(_) => PingReq::write(write),
             Self::PingResp(_) => PingResp::write(write),
             Self::Disconnect(disconnect) => disconnect.write(write),
@@ -173,7 +177,10 @@ impl Packet {
             Self::PubRec(pubrec) => pubrec.size(),
             Self::PubRel(pubrel) => pubrel.size(),
             Self::PubComp(pubcomp) => pubcomp.size(),
-            Self::Connect(connect, will, login) => connect.size(will, login),
+            Self::Connect(connect) => {
+                let (connect, will, login) = &**connect;
+                connect.size(will, login)
+            }
             Self::PingReq(req) => req.size(),
             Self::PingResp(resp) => resp.size(),
             Self::Disconnect(disconnect) => disconnect.size(),

@@ -10,7 +10,9 @@ pub struct Publish {
     pub topic: Bytes,
     pub pkid: u16,
     pub payload: Bytes,
-    pub properties: Option<PublishProperties>,
+    /// weir: boxed, so that a `Publish` (and every `Packet`, `Event` and `Request`) is small
+    /// enough to move without a `memcpy` call; most publishes have no properties.
+    pub properties: Option<Box<PublishProperties>>,
 }
 
 impl Publish {
@@ -26,7 +28,7 @@ impl Publish {
             qos,
             topic,
             payload: payload.into(),
-            properties,
+            properties: properties.map(Box::new),
             ..Default::default()
         }
     }
@@ -77,7 +79,7 @@ impl Publish {
             return Err(Error::PacketIdZero);
         }
 
-        let properties = PublishProperties::read(&mut bytes)?;
+        let properties = PublishProperties::read(&mut bytes)?.map(Box::new);
         let publish = Publish {
             dup,
             retain,
