@@ -247,14 +247,13 @@ impl SinkWorker {
                 }
             }
             let stop_at = work.iter().position(|w| matches!(w, Work::Stop));
-            let batch: Vec<Message> = work
-                .drain(..)
-                .take(stop_at.unwrap_or(usize::MAX))
-                .filter_map(|w| match w {
-                    Work::Message { message, .. } => Some(message),
-                    Work::Stop => None,
-                })
-                .collect();
+            // Sized up front: collected from a `filter_map`, the batch grew by doubling (a few
+            // reallocations per batch).
+            let mut batch: Vec<Message> = Vec::with_capacity(stop_at.unwrap_or(work.len()));
+            batch.extend(work.drain(..).take(stop_at.unwrap_or(usize::MAX)).filter_map(|w| match w {
+                Work::Message { message, .. } => Some(message),
+                Work::Stop => None,
+            }));
             if !batch.is_empty() {
                 let pipelined = depth > 1 && !self.driver.abandon.is_cancelled();
                 let sent = if pipelined { self.driver.sink.send(&batch).await } else { None };
