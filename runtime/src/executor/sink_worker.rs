@@ -247,10 +247,11 @@ impl SinkWorker {
                 }
             }
             let stop_at = work.iter().position(|w| matches!(w, Work::Stop));
-            // Sized up front: collected from a `filter_map`, the batch grew by doubling (a few
-            // reallocations per batch).
-            let mut batch: Vec<Message> = Vec::with_capacity(stop_at.unwrap_or(work.len()));
-            batch.extend(work.drain(..).take(stop_at.unwrap_or(usize::MAX)).filter_map(|w| match w {
+            // The work before a stop, if any. Sized up front: collected from a `filter_map`, the
+            // batch grew by doubling (a few reallocations per batch).
+            let end = stop_at.unwrap_or(work.len());
+            let mut batch: Vec<Message> = Vec::with_capacity(end);
+            batch.extend(work.drain(..).take(end).filter_map(|w| match w {
                 Work::Message { message, .. } => Some(message),
                 Work::Stop => None,
             }));
