@@ -2,8 +2,9 @@
 //!
 //! - `GET /metrics`: every metric weir emits (names in [`crate::telemetry`]), Prometheus text;
 //! - `GET /healthz`: 200 while the process serves requests (liveness);
-//! - `GET /readyz`: 200 once every source is connected and subscribed, 503 before that and
-//!   while shutting down (readiness: route traffic or alerts on it).
+//! - `GET /readyz`: 200 while every source is connected and subscribed, 503 before that,
+//!   while a source has lost its broker, and while shutting down (readiness: route traffic or
+//!   alerts on it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,7 +71,7 @@ async fn respond(request: Request<Incoming>, metrics: Option<PrometheusHandle>, 
         "/metrics" => (StatusCode::OK, metrics.map(|handle| handle.render()).unwrap_or_default()),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         "/readyz" if *ready.borrow() => (StatusCode::OK, "ready\n".to_owned()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready: sources are connecting, or weir is shutting down\n".to_owned()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready: a source is connecting or lost its broker, or weir is shutting down\n".to_owned()),
         _ => (StatusCode::NOT_FOUND, "weir serves /metrics, /healthz and /readyz\n".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -53,6 +53,9 @@ pub const QUEUE_EXPIRED: &str = "weir_queue_expired_total";
 pub const QUEUE_DROPPED: &str = "weir_queue_dropped_total";
 /// Times the writer waited because a `block` queue was full (back-pressure).
 pub const QUEUE_FULL_WAITS: &str = "weir_queue_full_waits_total";
+/// Writes to a queue that failed (a full disk) and were retried; and 1 while they fail.
+pub const QUEUE_WRITE_ERRORS: &str = "weir_queue_write_errors_total";
+pub const QUEUE_WRITE_FAILING: &str = "weir_queue_write_failing";
 /// Bytes of damaged queue data found and quarantined.
 pub const QUEUE_DAMAGED_BYTES: &str = "weir_queue_damaged_bytes_total";
 /// Lanes opened after an unclean stop, whose last delivered batch may be delivered again.
@@ -80,12 +83,44 @@ pub fn init_logging(format: LogFormat) {
 
 /// A module's own counter (`weir_module_<name>`), from the `metrics` host import.
 pub fn module_counter(module: &str, name: &str, value: u64) {
-    metrics::counter!(format!("weir_module_{}", sanitize(name)), "module" => module.to_owned()).increment(value);
+    if let Some(name) = module_series(module, name) {
+        metrics::counter!(name, "module" => module.to_owned()).increment(value);
+    }
 }
 
 /// A module's own gauge.
 pub fn module_gauge(module: &str, name: &str, value: f64) {
-    metrics::gauge!(format!("weir_module_{}", sanitize(name)), "module" => module.to_owned()).set(value);
+    if let Some(name) = module_series(module, name) {
+        metrics::gauge!(name, "module" => module.to_owned()).set(value);
+    }
+}
+
+/// The longest metric name a module may make (after `weir_module_`), in characters.
+pub const MODULE_METRIC_NAME_MAX: usize = 64;
+/// The most metrics one module may make: a module that makes a name per message would
+/// otherwise grow `/metrics` (and weir's memory) without bound.
+pub const MODULE_METRICS_MAX: usize = 64;
+
+/// The full name of a module's metric, or `None` once the module has made
+/// [`MODULE_METRICS_MAX`] others (said once in the log).
+fn module_series(module: &str, name: &str) -> Option<String> {
+    static SERIES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let name: String = format!("weir_module_{}", sanitize(&name.chars().take(MODULE_METRIC_NAME_MAX).collect::<String>()));
+    let mut series = SERIES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let known = series.entry(module.to_owned()).or_default();
+    if known.contains(&name) {
+        return Some(name);
+    }
+    if known.len() >= MODULE_METRICS_MAX {
+        if known.len() == MODULE_METRICS_MAX {
+            known.insert(String::new());
+            tracing::warn!(module, metric = %name, "the module made {MODULE_METRICS_MAX} metrics already; this one and any further ones are ignored");
+        }
+        return None;
+    }
+    known.insert(name.clone());
+    Some(name)
 }
 
 fn sanitize(name: &str) -> String {

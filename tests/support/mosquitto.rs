@@ -58,10 +58,19 @@ impl Mosquitto {
 
     /// Like `start_with`, in a directory already holding the files `extra` names.
     pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &str) -> Mosquitto {
+        Self::start_configured(dir, port, &format!("max_inflight_messages 1000\nmax_queued_messages 200000\n{extra}"))
+    }
+
+    /// Mosquitto with its stock limits (20 QoS 1/2 messages in flight and 1,000 queued per
+    /// client; more are dropped), as a plant runs it that changed nothing.
+    pub fn start_stock() -> Mosquitto {
+        Self::start_configured(tempfile::tempdir().unwrap(), free_port(), "allow_anonymous true\n")
+    }
+
+    fn start_configured(dir: tempfile::TempDir, port: u16, extra: &str) -> Mosquitto {
         let config = dir.path().join("mosquitto.conf");
         let persistence = if extra.contains("persistence true") { "" } else { "persistence false\n" };
-        let text =
-            format!("per_listener_settings false\nlistener {port} 127.0.0.1\n{persistence}max_inflight_messages 1000\nmax_queued_messages 200000\n{extra}");
+        let text = format!("per_listener_settings false\nlistener {port} 127.0.0.1\n{persistence}{extra}");
         std::fs::write(&config, text).unwrap();
         let mut broker = Mosquitto { port, child: None, config, dir };
         broker.spawn();

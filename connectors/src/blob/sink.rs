@@ -83,12 +83,26 @@ fn open_store(config: &BlobConfig, ctx: &BuildContext) -> anyhow::Result<(Arc<dy
         // A plain path: a directory relative to the pipeline file.
         _ => return local_directory(&ctx.resolve(std::path::Path::new(url))),
     };
+    if let Some(key) = config.options.keys().find(|key| looks_secret(key)) {
+        anyhow::bail!(
+            "blob sink: `options` may not hold `{key}`: put it in `secret_options` ({key} = {{ env = \"…\" }}), which reads it from the environment or a file"
+        );
+    }
     let mut options: Vec<(String, String)> = config.options.clone().into_iter().collect();
     for (key, secret) in &config.secret_options {
         options.push((key.clone(), secret.reveal(&ctx.base_dir)?));
     }
     let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|err| anyhow::anyhow!("blob sink {url}: {err}"))?;
     Ok((Arc::from(store), prefix))
+}
+
+/// Whether an `object_store` option holds a credential (`aws_secret_access_key`,
+/// `azure_storage_account_key`, `google_service_account_key`, a token or password …).
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "key", "token", "password", "credential", "sas"].iter().any(|word| key.contains(word))
+        && !key.ends_with("key_id")
+        && !key.ends_with("application_credentials")
 }
 
 /// A local directory as the store (created if missing).
@@ -118,5 +132,18 @@ impl Sink for BlobSink {
 
     fn batching(&self) -> Option<Batching> {
         Some(self.batching)
+    }
+}
+
+#[cfg(test)]
+mod secret_options {
+    #[test]
+    fn credentials_are_told_from_settings() {
+        for secret in ["aws_secret_access_key", "azure_storage_account_key", "azure_storage_sas_key", "aws_session_token", "google_service_account_key"] {
+            assert!(super::looks_secret(secret), "{secret}");
+        }
+        for plain in ["aws_region", "aws_endpoint", "aws_access_key_id", "google_application_credentials", "aws_allow_http"] {
+            assert!(!super::looks_secret(plain), "{plain}");
+        }
     }
 }

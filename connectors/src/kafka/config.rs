@@ -29,7 +29,13 @@ pub struct KafkaConnection {
     /// CA certificate (PEM) for TLS, relative to the pipeline file. Default: the system's.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// Further librdkafka settings (`"socket.keepalive.enable" = "true"` …); they win over weir's.
+    /// Send SASL PLAIN credentials without TLS (readable by anyone on the network path).
+    /// Refused unless this is true: for a broker on a trusted network only. Default false.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
+    /// Further librdkafka settings (`"socket.keepalive.enable" = "true"` …). Not those weir
+    /// sets itself (use its own keys), and no secrets (`sasl`, `event_hubs_connection_string`
+    /// take them from the environment or a file).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -149,7 +155,7 @@ impl KafkaConfig {
         settings.insert("compression.type".into(), self.compression.clone());
         settings.insert("linger.ms".into(), self.linger_ms.to_string());
         settings.insert("message.max.bytes".into(), (self.max_message_bytes + 4096).to_string());
-        self.connection.apply_options(&mut settings);
+        self.connection.apply_options(&mut settings)?;
         let topic =
             self.topic.clone().or(entity_path).ok_or_else(|| anyhow::anyhow!("kafka: set `topic` (or EntityPath in the Event Hubs connection string)"))?;
         Ok((settings, topic))
@@ -176,7 +182,7 @@ impl KafkaSourceConfig {
             StartFrom::Latest => "latest",
         };
         settings.insert("auto.offset.reset".into(), start.into());
-        self.connection.apply_options(&mut settings);
+        self.connection.apply_options(&mut settings)?;
         let topics = if self.topics.is_empty() { entity_path.into_iter().collect() } else { self.topics.clone() };
         if topics.is_empty() {
             anyhow::bail!("kafka source: set `topics` (or EntityPath in the Event Hubs connection string)");
@@ -207,6 +213,11 @@ impl KafkaConnection {
             settings.insert("sasl.password".into(), sasl.password.reveal(base)?);
         }
         let sasl = settings.contains_key("sasl.mechanisms");
+        if !tls && settings.get("sasl.mechanisms").is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) && !self.allow_plaintext_credentials {
+            anyhow::bail!(
+                "kafka: SASL PLAIN without TLS sends the password in clear text: set `tls = true` (or use SCRAM), or `allow_plaintext_credentials = true` for a broker on a trusted network"
+            );
+        }
         let protocol = match (tls, sasl) {
             (true, true) => "SASL_SSL",
             (true, false) => "SSL",
@@ -222,10 +233,21 @@ impl KafkaConnection {
         Ok((settings, entity_path))
     }
 
-    fn apply_options(&self, settings: &mut BTreeMap<String, String>) {
+    /// Add `options`, refusing the settings weir makes itself (`enable.auto.commit = true`
+    /// would commit what the pipeline never accepted) and secrets written in clear text.
+    fn apply_options(&self, settings: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
         for (key, value) in &self.options {
+            if settings.contains_key(key) {
+                anyhow::bail!("kafka: `options` may not set `{key}`: weir sets it itself (from its own keys; see docs/connectors.md)");
+            }
+            if ["password", "secret", "sasl.jaas", "ssl.key.pem", "sasl.oauthbearer.config"].iter().any(|word| key.contains(word)) {
+                anyhow::bail!(
+                    "kafka: `options` may not hold `{key}`: secrets are never written in the pipeline file (use `sasl` or `event_hubs_connection_string`, which read them from the environment or a file)"
+                );
+            }
             settings.insert(key.clone(), value.clone());
         }
+        Ok(())
     }
 }
 
@@ -290,5 +312,39 @@ mod tests {
         assert_eq!(topics, ["telemetry"]);
         assert_eq!((settings["group.id"].as_str(), settings["enable.auto.commit"].as_str()), ("$Default", "false"));
         assert_eq!(settings["auto.offset.reset"], "earliest");
+    }
+}
+
+#[cfg(test)]
+mod refusals {
+    use super::*;
+
+    /// A consumer's settings with `connection` (a TOML table body); its password file is `pw`
+    /// in a directory of its own.
+    fn consumer(connection: &str) -> anyhow::Result<(BTreeMap<String, String>, Vec<String>)> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("pw"), "p").expect("password file");
+        let config: KafkaSourceConfig =
+            toml::from_str(&format!("group = \"g\"\ntopics = [\"t\"]\n[connection]\nbrokers = \"b:9092\"\n{connection}")).expect("a source");
+        config.client_settings(dir.path())
+    }
+
+    #[test]
+    fn plain_credentials_without_tls_are_refused_unless_allowed() {
+        let sasl = "sasl = { mechanism = \"PLAIN\", username = \"u\", password = { file = \"pw\" } }\n";
+        let err = consumer(sasl).expect_err("refused").to_string();
+        assert!(err.contains("clear text") && err.contains("allow_plaintext_credentials"), "{err}");
+        assert!(consumer(&format!("{sasl}tls = true\n")).is_ok());
+        assert!(consumer(&format!("{sasl}allow_plaintext_credentials = true\n")).is_ok());
+        assert!(consumer(&sasl.replace("PLAIN", "SCRAM-SHA-512")).is_ok(), "SCRAM sends no password");
+    }
+
+    #[test]
+    fn options_may_not_override_weir_or_hold_secrets() {
+        let err = consumer("options = { \"enable.auto.commit\" = \"true\" }").expect_err("refused").to_string();
+        assert!(err.contains("may not set `enable.auto.commit`"), "{err}");
+        let err = consumer("options = { \"sasl.password\" = \"hunter2\" }").expect_err("refused").to_string();
+        assert!(err.contains("secrets are never written") && !err.contains("hunter2"), "{err}");
+        assert!(consumer("options = { \"socket.keepalive.enable\" = \"true\" }").is_ok());
     }
 }

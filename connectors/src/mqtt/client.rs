@@ -45,14 +45,19 @@ pub struct AckToken {
 pub enum Event {
     Connected {
         session_present: bool,
+        /// The largest packet the broker takes (MQTT 5 CONNACK), if it says.
+        max_packet_size: Option<u32>,
     },
     Publish(Box<Received>),
     /// A publish left for the broker with this packet id (0 for QoS 0).
     Sent(u16),
     /// The broker acknowledged (PUBACK or PUBCOMP) this packet id.
     Acknowledged(u16),
-    /// The broker granted a subscription.
-    Subscribed,
+    /// The broker answered a subscription: the filters it refused (by their place in the
+    /// request) with its reason; empty when it granted all.
+    Subscribed {
+        refused: Vec<(usize, String)>,
+    },
     Other,
 }
 
@@ -247,15 +252,22 @@ impl EventLoop {
     }
 }
 
+/// The places and reasons of the refused filters of a SUBACK.
+fn refused(codes: impl Iterator<Item = Option<String>>) -> Vec<(usize, String)> {
+    codes.enumerate().filter_map(|(at, refused)| refused.map(|reason| (at, reason))).collect()
+}
+
 impl From<rumqttc::Event> for Event {
     fn from(event: rumqttc::Event) -> Self {
         match event {
-            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)) => Event::Connected { session_present: ack.session_present },
+            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)) => Event::Connected { session_present: ack.session_present, max_packet_size: None },
             rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish)) => Event::Publish(Box::new(Received::V311(publish))),
             rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack)) => Event::Acknowledged(ack.pkid),
             rumqttc::Event::Incoming(rumqttc::Packet::PubComp(ack)) => Event::Acknowledged(ack.pkid),
             rumqttc::Event::Outgoing(Outgoing::Publish(pkid)) => Event::Sent(pkid),
-            rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => Event::Subscribed,
+            rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack)) => Event::Subscribed {
+                refused: refused(ack.return_codes.iter().map(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure).then(|| format!("{code:?}")))),
+            },
             _ => Event::Other,
         }
     }
@@ -264,12 +276,20 @@ impl From<rumqttc::Event> for Event {
 impl From<rumqttc::v5::Event> for Event {
     fn from(event: rumqttc::v5::Event) -> Self {
         match event {
-            rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack)) => Event::Connected { session_present: ack.session_present },
+            rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack)) => {
+                Event::Connected { session_present: ack.session_present, max_packet_size: ack.properties.as_ref().and_then(|p| p.max_packet_size) }
+            }
             rumqttc::v5::Event::Incoming(Packet5::Publish(publish)) => Event::Publish(Box::new(Received::V5(publish))),
             rumqttc::v5::Event::Incoming(Packet5::PubAck(ack)) => Event::Acknowledged(ack.pkid),
             rumqttc::v5::Event::Incoming(Packet5::PubComp(ack)) => Event::Acknowledged(ack.pkid),
             rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid)) => Event::Sent(pkid),
-            rumqttc::v5::Event::Incoming(Packet5::SubAck(_)) => Event::Subscribed,
+            rumqttc::v5::Event::Incoming(Packet5::SubAck(ack)) => Event::Subscribed {
+                refused: refused(
+                    ack.return_codes
+                        .iter()
+                        .map(|code| (!matches!(code, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_))).then(|| format!("{code:?}"))),
+                ),
+            },
             _ => Event::Other,
         }
     }
@@ -335,6 +355,11 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Whether this connection speaks MQTT 5 (which carries a message's properties).
+    pub fn is_v5(&self) -> bool {
+        matches!(self, Client::V5(_))
     }
 
     pub async fn disconnect(&self) {

@@ -13,6 +13,8 @@
 //!   the broker has acknowledged every QoS 1/2 publish; renews an expiring password;
 //! - `inbound.rs`: publishes arriving on a sink's connection, for a source that shares it
 //!   (IoT Hub's cloud-to-device messages);
+//! - `limits.rs`: what fits in one PUBLISH (MQTT's 64 KiB strings, the broker's maximum
+//!   packet size): a message that does not fit is refused before it reaches the client;
 //! - `ack_delays.rs`: notices a broker's Nagle delaying its acknowledgements, and says what
 //!   to change.
 
@@ -20,6 +22,7 @@ mod ack_delays;
 mod client;
 mod config;
 mod inbound;
+mod limits;
 mod sink;
 mod source;
 mod tls;

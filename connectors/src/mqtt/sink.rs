@@ -17,6 +17,7 @@ use super::ack_delays::{self, AckDelays};
 use super::client::{self, Client, Endpoint, Event};
 use super::config::{ConnectionConfig, MqttSinkConfig, PasswordProvider};
 use super::inbound::Inbound;
+use super::limits;
 
 /// How long a batch waits for the broker's acknowledgements before it counts as not
 /// accepted (and is retried: at least once, duplicates possible).
@@ -82,6 +83,8 @@ struct ConnectionState {
     /// `close` was called: connection errors are expected now.
     closing: bool,
     last_error: Option<String>,
+    /// The largest packet the broker takes, if its CONNACK said (MQTT 5).
+    max_packet: Option<usize>,
 }
 
 #[async_trait]
@@ -144,11 +147,12 @@ impl MqttSink {
         }
         let mut rejected = Vec::new();
         let mut valid = Vec::with_capacity(batch.len());
+        let max_packet = self.state.lock().ok().and_then(|s| s.max_packet).unwrap_or(limits::MAX_PACKET);
         for (index, message) in batch.iter().enumerate() {
             let topic = self.topic_for(message);
-            match valid_topic(&topic) {
-                Ok(()) => valid.push((message, topic)),
-                Err(reason) => rejected.push((index, reason)),
+            match limits::unpublishable(&topic, message.payload.len(), message.meta(), self.client.is_v5(), max_packet) {
+                None => valid.push((message, topic)),
+                Some(reason) => rejected.push((index, reason)),
             }
         }
         let (done, all_acknowledged) = oneshot::channel();
@@ -224,11 +228,12 @@ impl Driver {
                 },
             };
             match event {
-                Ok(Event::Connected { .. }) => {
+                Ok(Event::Connected { max_packet_size, .. }) => {
                     backoff.reset();
-                    info!(broker = %self.url, "publisher connected");
+                    info!(broker = %self.url, ?max_packet_size, "publisher connected");
                     if let Ok(mut state) = self.state.lock() {
                         state.connected = true;
+                        state.max_packet = max_packet_size.map(|size| size as usize);
                     }
                     renew_at = self.renew.as_ref().map(|(provider, _)| tokio::time::Instant::now() + provider.valid_for.mul_f64(0.8));
                     if let Some(inbound) = self.inbound.clone().filter(|inbound| inbound.listening()) {
@@ -257,9 +262,12 @@ impl Driver {
                         }
                     }
                 }
-                Ok(Event::Subscribed) => {
+                Ok(Event::Subscribed { refused }) => {
+                    for (at, reason) in &refused {
+                        tracing::error!(broker = %self.url, filter = at, reason, "the broker refused a subscription of this connection (is an ACL in the way?)");
+                    }
                     if let Some(inbound) = &self.inbound {
-                        inbound.set_subscribed(true);
+                        inbound.set_subscribed(refused.is_empty());
                     }
                 }
                 Ok(Event::Publish(received)) => {
@@ -297,17 +305,6 @@ impl Driver {
                 }
             }
         }
-    }
-}
-
-/// MQTT topic names for publishing: not empty, no wildcards, no NUL.
-fn valid_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        Err("the topic is empty".into())
-    } else if topic.contains(['+', '#', '\0']) {
-        Err(format!("`{topic}` is not a topic to publish to: it contains a wildcard or NUL"))
-    } else {
-        Ok(())
     }
 }
 

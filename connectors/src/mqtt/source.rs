@@ -1,4 +1,6 @@
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,15 +43,9 @@ impl Source for MqttSource {
         let (client, mut eventloop) = client::connect(&self.connection, &self.default_client_id, "", &self.base_dir, true)?;
         // Acknowledgements come back from whichever task dropped the last copy of a message;
         // one task sends them so the event loop never waits on the pipeline.
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckToken>();
-        let ack_client = client.clone();
-        let acker = tokio::spawn(async move {
-            while let Some(token) = ack_rx.recv().await {
-                if let Err(err) = ack_client.ack(token).await {
-                    warn!(%err, "could not queue an acknowledgement; the broker will redeliver the message");
-                }
-            }
-        });
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Settled>();
+        let redelivery = Arc::new(Redelivery::default());
+        let acker = tokio::spawn(acknowledge(client.clone(), ack_rx, redelivery.clone(), ctx.clone(), self.connection.clean_session));
         let mut backoff = Backoff::default();
         let mut subscribed = false;
         let source = ctx.name.clone();
@@ -64,7 +60,7 @@ impl Source for MqttSource {
                     None => eventloop.poll().await,
                 };
                 match event {
-                    Ok(Event::Connected { session_present }) => {
+                    Ok(Event::Connected { session_present, .. }) => {
                         backoff.reset();
                         info!(%source, broker = %url, session_present, "connected");
                         // A broker that lost our session (or a clean session) needs the
@@ -73,6 +69,9 @@ impl Source for MqttSource {
                             client.subscribe(&self.topics, self.connection.qos).await?;
                             subscribed = true;
                             debug!(%source, topics = ?self.topics, "subscribed");
+                        } else {
+                            // The broker kept the session and its subscriptions.
+                            ctx.ready.send_replace(true);
                         }
                     }
                     Ok(Event::Publish(received)) => {
@@ -93,9 +92,10 @@ impl Source for MqttSource {
                         let token = received.ack_token();
                         let ack = Ack::with_permit(
                             move |outcome| {
-                                if outcome == AckOutcome::Accepted {
-                                    let _ = tx.send(token);
-                                }
+                                let _ = tx.send(match outcome {
+                                    AckOutcome::Accepted => Settled::Accepted(token),
+                                    AckOutcome::Failed => Settled::Failed,
+                                });
                             },
                             Some(permit),
                         );
@@ -107,10 +107,23 @@ impl Source for MqttSource {
                         }
                         unsent.sent();
                     }
-                    Ok(Event::Subscribed) => {
+                    Ok(Event::Subscribed { refused }) if refused.is_empty() => {
                         ctx.ready.send_replace(true);
                     }
+                    Ok(Event::Subscribed { refused }) => {
+                        // An ACL that refuses a filter: weir would wait for messages that never
+                        // come. Not ready, and said why.
+                        ctx.ready.send_replace(false);
+                        for (at, reason) in refused {
+                            let filter = self.topics.get(at).map(String::as_str).unwrap_or("?");
+                            tracing::error!(%source, broker = %url, filter, reason, "the broker refused this subscription (is an ACL in the way?); weir stays not ready");
+                        }
+                    }
                     Ok(_) => {}
+                    Err(err) if redelivery.asked.swap(false, Ordering::SeqCst) => {
+                        let messages = redelivery.failed.swap(0, Ordering::SeqCst);
+                        info!(%source, broker = %url, messages, %err, "reconnecting so that the broker sends again the messages the pipeline could not take");
+                    }
                     Err(err) => {
                         ctx.ready.send_replace(false);
                         let delay = backoff.next_delay();
@@ -147,6 +160,61 @@ impl Source for MqttSource {
         acker.abort();
         info!(%source, "stopped");
         Ok(())
+    }
+}
+
+/// How the pipeline settled a message this source handed on.
+enum Settled {
+    /// Acknowledge it to the broker.
+    Accepted(AckToken),
+    /// Not handed on (a sink or module could not take it): the broker must send it again.
+    Failed,
+}
+
+/// A reconnection asked for so that the broker redelivers failed messages.
+#[derive(Default)]
+struct Redelivery {
+    /// Set when the disconnect is asked for; the event loop's error that follows is expected.
+    asked: AtomicBool,
+    /// Failed messages since the last reconnection (for the log).
+    failed: AtomicUsize,
+}
+
+/// How long failures are gathered before the one reconnection that gets them all redelivered.
+const GATHER_FAILURES: Duration = Duration::from_millis(100);
+
+/// Send the acknowledgements of accepted messages. A broker sends a message it is not
+/// acknowledged for again only on a new connection, and until then it holds a place of its
+/// in-flight window (20 by default in Mosquitto): withheld acknowledgements would silence
+/// the source for good. So a failure outside shutdown reconnects (once for a burst), and the
+/// broker redelivers every unacknowledged message of the session. At shutdown failures stay
+/// unacknowledged, for the broker to redeliver after the restart.
+async fn acknowledge(client: client::Client, mut settled: mpsc::UnboundedReceiver<Settled>, redelivery: Arc<Redelivery>, ctx: SourceContext, clean: bool) {
+    while let Some(outcome) = settled.recv().await {
+        match outcome {
+            Settled::Accepted(token) => {
+                if let Err(err) = client.ack(token).await {
+                    warn!(%err, "could not queue an acknowledgement; the broker will redeliver the message");
+                }
+            }
+            Settled::Failed if ctx.shutdown.is_cancelled() => {}
+            Settled::Failed => {
+                redelivery.failed.fetch_add(1, Ordering::SeqCst);
+                if redelivery.asked.swap(true, Ordering::SeqCst) {
+                    continue;
+                }
+                if clean {
+                    warn!(source = %ctx.name, "a message could not be handed on and `clean_session = true` lets the broker forget it at the reconnection: set clean_session = false so that it is redelivered");
+                }
+                let (client, shutdown) = (client.clone(), ctx.shutdown.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(GATHER_FAILURES).await;
+                    if !shutdown.is_cancelled() {
+                        client.disconnect().await;
+                    }
+                });
+            }
+        }
     }
 }
 

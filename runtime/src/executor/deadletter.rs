@@ -10,6 +10,9 @@ use weir_core::{Message, Property};
 /// The property that marks a message as a dead letter, and holds why.
 pub const REASON: &str = "weir-dl-reason";
 
+/// The longest `weir-dl-detail` kept, in bytes.
+pub const MAX_DETAIL: usize = 4096;
+
 /// What went wrong, and where.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -41,9 +44,17 @@ impl DeadLetter {
         self
     }
 
-    /// The message to hand to the dead-letter sink.
+    /// The message to hand to the dead-letter sink. A detail longer than [`MAX_DETAIL`] bytes
+    /// is cut there: it must fit in the dead-letter sink's format too (an MQTT property is at
+    /// most 64 KiB), or the dead letter itself would be refused.
     pub fn into_message(self) -> Message {
-        let DeadLetter { mut message, reason, detail, module, route, sink } = self;
+        let DeadLetter { mut message, reason, mut detail, module, route, sink } = self;
+        if detail.len() > MAX_DETAIL {
+            let cut = (0..=MAX_DETAIL).rev().find(|at| detail.is_char_boundary(*at)).unwrap_or(0);
+            let more = detail.len() - cut;
+            detail.truncate(cut);
+            detail.push_str(&format!("… ({more} bytes more)"));
+        }
         let meta = message.meta_mut();
         meta.properties.push(Property::new(REASON, reason));
         meta.properties.push(Property::new("weir-dl-detail", detail));
@@ -53,5 +64,21 @@ impl DeadLetter {
             }
         }
         message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_core::{Ack, Metadata};
+
+    use super::*;
+
+    #[test]
+    fn a_long_detail_is_cut_to_fit_and_says_how_much_is_missing() {
+        let message = Message::new(b"x".to_vec(), Metadata::new("test".into(), "t"), Ack::none());
+        let letter = DeadLetter::new(message, "rejected", "é".repeat(5000)).into_message();
+        let detail = letter.meta().property("weir-dl-detail").expect("detail");
+        assert!(detail.len() <= MAX_DETAIL + 32, "{} bytes", detail.len());
+        assert!(detail.ends_with("(5904 bytes more)"), "{}", &detail[detail.len() - 40..]);
     }
 }

@@ -285,7 +285,7 @@ pub async fn run(
     for (name, source) in sources {
         let (tx, mut rx) = mpsc::channel(settings.batch_size.max(16));
         let (ready_tx, ready_rx) = watch::channel(false);
-        readiness.push(ready_rx);
+        readiness.push((name.clone(), ready_rx));
         let ctx = SourceContext {
             name: name.as_str().into(),
             output: tx,
@@ -310,24 +310,13 @@ pub async fn run(
         });
         source_tasks.push((run, forward));
     }
-    tokio::spawn(async move {
-        for mut source in readiness {
-            if source.wait_for(|ready| *ready).await.is_err() {
-                return;
-            }
-        }
-        info!("ready: every source is connected and subscribed");
-        readiness_tx.send_replace(true);
-        if let Some(ready) = ready {
-            ready.send_replace(true);
-        }
-    });
+    tokio::spawn(track_readiness(readiness, readiness_tx, ready, source_shutdown.clone()));
     info!(pipeline = %loaded.path.display(), modules = module_threads.len(), routes = plan.routes.len(), sinks = sink_tasks.len(), "pipeline running");
 
     shutdown.cancelled().await;
     info!("shutting down: draining in-flight messages");
-    readiness_for_shutdown.send_replace(false);
     source_shutdown.cancel();
+    readiness_for_shutdown.send_replace(false);
     for (run, forward) in source_tasks {
         let _ = run.await;
         let _ = forward.await;
@@ -380,4 +369,43 @@ pub async fn run(
     endpoints_stop.cancel();
     info!("stopped");
     Ok(())
+}
+
+/// Readiness as `/readyz` reports it: every source connected and subscribed, now. A source
+/// that loses its broker makes weir not ready until it is back. `first` turns `true` the first
+/// time weir is ready. Ends at shutdown.
+async fn track_readiness(
+    sources: Vec<(String, watch::Receiver<bool>)>,
+    readiness: Arc<watch::Sender<bool>>,
+    mut first: Option<watch::Sender<bool>>,
+    stop: CancellationToken,
+) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    for (_, mut source) in sources.clone() {
+        let changed = changed.clone();
+        tokio::spawn(async move {
+            while source.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        });
+    }
+    loop {
+        let waiting: Vec<&str> = sources.iter().filter(|(_, ready)| !*ready.borrow()).map(|(name, _)| name.as_str()).collect();
+        let ready = waiting.is_empty();
+        if ready != *readiness.borrow() && !stop.is_cancelled() {
+            if ready {
+                info!("ready: every source is connected and subscribed");
+            } else {
+                warn!(sources = ?waiting, "not ready: a source lost its connection; /readyz answers 503 until it is back");
+            }
+            readiness.send_replace(ready);
+            if let Some(first) = first.take_if(|_| ready) {
+                first.send_replace(true);
+            }
+        }
+        tokio::select! {
+            () = changed.notified() => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }

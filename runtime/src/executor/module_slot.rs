@@ -63,6 +63,8 @@ pub struct SetAside {
     call: SetAsideCall,
     started: Instant,
     count: usize,
+    /// The module input the call is for (a failed batch is called again on it).
+    input: Arc<str>,
 }
 
 type SetAsideCall = Pin<Box<dyn Future<Output = (OwnedMutexGuard<Option<ModuleInstance>>, Vec<Message>, Result<BatchResult, Failure>)> + Send>>;
@@ -209,18 +211,26 @@ impl ModuleSlot {
         let count = messages.len();
         let started = Instant::now();
         let (input, budget) = (input.clone(), self.budget);
+        let call_input = input.clone();
         let mut call: SetAsideCall = Box::pin(async move {
             let live = instance.as_mut().expect("checked above");
-            let result = live.call_async(&input, &messages, Some(budget)).await;
+            let result = live.call_async(&call_input, &messages, Some(budget)).await;
             (instance, messages, result)
         });
         match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready((mut instance, messages, result)) => Inline::Done(self.called(&mut instance, messages, result, started.elapsed(), true)),
+            // Finding which message of a failed batch fails takes a call per message: on a
+            // blocking thread, like a call that runs long, not on the connections' thread.
+            Poll::Ready((instance, messages, Err(failure))) if messages.len() > 1 => {
+                self.aside.store(true, Ordering::SeqCst);
+                self.queued(count);
+                Inline::SetAside(SetAside { call: Box::pin(std::future::ready((instance, messages, Err(failure)))), started, count, input })
+            }
+            Poll::Ready((mut instance, messages, result)) => Inline::Done(self.called(&mut instance, &input, messages, result, started.elapsed(), true)),
             Poll::Pending => {
                 self.metrics.set_aside.increment(1);
                 self.aside.store(true, Ordering::SeqCst);
                 self.queued(count);
-                Inline::SetAside(SetAside { call, started, count })
+                Inline::SetAside(SetAside { call, started, count, input })
             }
         }
     }
@@ -229,11 +239,11 @@ impl ModuleSlot {
     /// `send_on` gets what it made while the instance is still held, so that nothing the
     /// module makes next can overtake it.
     pub fn finish_set_aside(&self, aside: SetAside, send_on: impl FnOnce(Processed)) {
-        let SetAside { call, started, count } = aside;
+        let SetAside { call, started, count, input } = aside;
         // However this ends, what queued behind the call is no longer held back by it.
         let _done = AsideDone { slot: self, count };
         let (mut instance, messages, result) = finish(call);
-        send_on(self.called(&mut instance, messages, result, started.elapsed(), true));
+        send_on(self.called(&mut instance, &input, messages, result, started.elapsed(), true));
         drop(instance);
     }
 
@@ -252,7 +262,7 @@ impl ModuleSlot {
         };
         let started = Instant::now();
         let result = live.call(input, &messages);
-        self.called(&mut instance, messages, result, started.elapsed(), false)
+        self.called(&mut instance, input, messages, result, started.elapsed(), false)
     }
 
     /// Start the first instance (on the worker's thread, before any message).
@@ -282,10 +292,13 @@ impl ModuleSlot {
         self.drained.notify_waiters();
     }
 
-    /// What a call on `messages` made of them; a failed call drops the instance.
+    /// What a call on `messages` made of them; a failed call drops the instance, and a failed
+    /// call on several messages calls them again one at a time (which blocks: never on the
+    /// connections' thread, see `call_inline`).
     fn called(
         &self,
         instance: &mut Option<ModuleInstance>,
+        input: &str,
         messages: Vec<Message>,
         result: Result<BatchResult, Failure>,
         took: Duration,
@@ -298,9 +311,45 @@ impl ModuleSlot {
             Ok(results) => self.outputs(messages, results),
             Err(failure) => {
                 *instance = None;
-                Processed { dead: self.failed(messages, &failure), ..Processed::default() }
+                if messages.len() == 1 {
+                    Processed { dead: self.failed(messages, &failure), ..Processed::default() }
+                } else {
+                    self.isolate(instance, input, messages, &failure)
+                }
             }
         }
+    }
+
+    /// A call on several messages failed (a trap, its deadline, the memory cap): one of them
+    /// may be the cause, and the others innocent. Call each again alone, in order, on a live
+    /// instance (a new one after every failure), so that only a message that fails by itself
+    /// goes to `$deadletter` and its neighbours go on. A failure that does not come back
+    /// (state that built up in the old instance, say) dead-letters nothing.
+    fn isolate(&self, instance: &mut Option<ModuleInstance>, input: &str, messages: Vec<Message>, failure: &Failure) -> Processed {
+        let name = &*self.module.name;
+        warn!(module = name, reason = failure.reason.as_str(), detail = %failure.detail, batch = messages.len(),
+            "module call failed; calling the batch's messages one at a time so that only the one that fails goes to $deadletter");
+        let mut processed = Processed::default();
+        for message in messages {
+            if instance.is_none() && !self.start_into(instance) {
+                processed.start_failed = true;
+                processed.dead.push(DeadLetter::new(message, "init", "the module instance could not start (see the log)").module(name));
+                continue;
+            }
+            let Some(live) = instance.as_mut() else { continue };
+            match live.call(input, std::slice::from_ref(&message)) {
+                Ok(results) => {
+                    let alone = self.outputs(vec![message], results);
+                    processed.outputs.extend(alone.outputs);
+                    processed.dead.extend(alone.dead);
+                }
+                Err(failure) => {
+                    *instance = None;
+                    processed.dead.extend(self.failed(vec![message], &failure));
+                }
+            }
+        }
+        processed
     }
 
     /// Promote a module whose calls stay short; send one whose calls run long back to its
@@ -341,7 +390,7 @@ impl ModuleSlot {
 
     fn failed(&self, messages: Vec<Message>, failure: &Failure) -> Vec<DeadLetter> {
         let name = &*self.module.name;
-        warn!(module = name, reason = failure.reason.as_str(), detail = %failure.detail, batch = messages.len(), "module call failed; batch to $deadletter, instance recycled");
+        warn!(module = name, reason = failure.reason.as_str(), detail = %failure.detail, messages = messages.len(), "module call failed; message to $deadletter, instance recycled");
         metrics::counter!(telemetry::MODULE_FAILURES, "module" => name.to_owned(), "reason" => failure.reason.as_str()).increment(1);
         messages.into_iter().map(|message| DeadLetter::new(message, failure.reason.as_str(), failure.detail.clone()).module(name)).collect()
     }

@@ -77,12 +77,12 @@ impl QueueWriter {
                             warn!(sink = %self.queue.sink, messages = unqueued.not_written.len(), "shutdown while the queue was full: these messages stay unacknowledged at their source");
                         }
                     }
+                    // Only at shutdown: until then a failed write is retried (`SinkQueue::enqueue`).
                     Err(err) => {
-                        error!(sink = %self.queue.sink, error = %format!("{err:#}"), messages = acks.len(), "could not write to the queue; the messages stay unacknowledged at their source and will be redelivered");
+                        warn!(sink = %self.queue.sink, error = %format!("{err:#}"), messages = acks.len(), "shutdown while the queue could not be written: these messages stay unacknowledged at their source");
                         for ack in &acks {
                             ack.fail();
                         }
-                        std::thread::sleep(std::time::Duration::from_millis(500));
                     }
                 }
                 drop(acks);

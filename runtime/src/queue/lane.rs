@@ -85,6 +85,8 @@ pub struct Lane {
     active: Option<File>,
     pending: Vec<u8>,
     pending_records: u64,
+    /// A failed write left bytes after the last whole frame that are not cut off yet.
+    needs_cut: bool,
     /// Sealed during the current group commit and not yet fsynced.
     unsynced: Vec<File>,
     dir_dirty: bool,
@@ -189,6 +191,7 @@ impl Lane {
             active,
             pending: Vec::new(),
             pending_records: 0,
+            needs_cut: false,
             unsynced: Vec::new(),
             dir_dirty: false,
             cursor,
@@ -256,12 +259,31 @@ impl Lane {
         let (Some(file), Some(last)) = (&mut self.active, self.segments.back_mut()) else {
             return Err(io::Error::other("lane has no active segment"));
         };
-        io::Write::write_all(file, &self.pending)?;
+        // A failed write (a full disk) may have written part of the group: appends would go on
+        // after that fragment and the reader would later skip a frame as cut short. Cut the
+        // segment back to its last whole frame; `pending` stays, to be written again.
+        if self.needs_cut {
+            file.set_len(last.len)?;
+            self.needs_cut = false;
+        }
+        if let Err(err) = io::Write::write_all(file, &self.pending) {
+            self.needs_cut = file.set_len(last.len).is_err();
+            return Err(err);
+        }
         last.len += self.pending.len() as u64;
         last.records += self.pending_records;
         self.pending.clear();
         self.pending_records = 0;
         Ok(())
+    }
+
+    /// Forget the current group without writing it (its messages were not acknowledged).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.pending_records = 0;
+        if self.depth() == 0 {
+            self.head_enqueued_ms = None;
+        }
     }
 
     /// Make everything flushed durable: segment data and, if segments came or went, the directory.

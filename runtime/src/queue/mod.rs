@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tracing::{error, info, warn};
@@ -110,6 +110,8 @@ struct Gauges {
     depth: metrics::Gauge,
     bytes: metrics::Gauge,
     oldest_seconds: metrics::Gauge,
+    /// 1 while writes to the queue fail (a full disk) and are being retried.
+    write_failing: metrics::Gauge,
 }
 
 struct State {
@@ -159,6 +161,7 @@ impl SinkQueue {
                 depth: metrics::gauge!(telemetry::QUEUE_DEPTH, "sink" => sink.to_owned()),
                 bytes: metrics::gauge!(telemetry::QUEUE_BYTES, "sink" => sink.to_owned()),
                 oldest_seconds: metrics::gauge!(telemetry::QUEUE_OLDEST_SECONDS, "sink" => sink.to_owned()),
+                write_failing: metrics::gauge!(telemetry::QUEUE_WRITE_FAILING, "sink" => sink.to_owned()),
             },
             _lock: lock,
         };
@@ -183,8 +186,13 @@ impl SinkQueue {
     /// Write `items` as one group: one write per lane and (under `fsync = "batch"`) one
     /// fsync, then return. Acknowledge the messages only after this returns.
     /// `stopping` says whether shutdown has given up waiting for space.
+    ///
+    /// A write that fails (a full disk, say) is retried until it works, while the group's
+    /// messages wait unacknowledged and their sources hold back (see [`SinkQueue::until_written`]).
+    /// `Err` only once shutdown gives up waiting: nothing of the group is acknowledged then.
     pub fn enqueue(&self, items: Vec<Item>, stopping: &dyn Fn() -> bool) -> anyhow::Result<Unqueued> {
         let mut unqueued = Unqueued::default();
+        let mut outage = None;
         let mut state = self.lock();
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
@@ -214,7 +222,7 @@ impl SinkQueue {
                     }
                     WhenFull::Block => {
                         // Make what is written so far readable and durable, then wait for the sink.
-                        self.flush(&mut state)?;
+                        state = self.until_written(state, stopping, &mut outage, |state| self.flush(state))?.0;
                         if stopping() {
                             unqueued.not_written.push(item.message);
                             unqueued.not_written.extend(items.map(|i| i.message));
@@ -226,36 +234,91 @@ impl SinkQueue {
                     }
                 }
             }
-            let lane = match state.lanes.entry(item.priority) {
-                std::collections::btree_map::Entry::Occupied(lane) => lane.into_mut(),
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    let dir = lane_dir(&self.settings.dir, item.priority);
-                    let (lane, findings) = Lane::open(&dir, item.priority, &self.settings.dir.join("quarantine"), self.limits, Mode::ReadWrite)?;
-                    log_findings(&self.sink, &findings);
-                    slot.insert(lane)
-                }
-            };
-            lane.append(&frame, now)?;
+            state = self.until_written(state, stopping, &mut outage, |state| self.append(state, item.priority, &frame, now))?.0;
             state.scratch = frame;
         }
-        self.flush(&mut state)?;
+        state = self.until_written(state, stopping, &mut outage, |state| self.flush(state))?.0;
         drop(state);
+        if let Some(since) = outage {
+            info!(sink = %self.sink, after_s = since.elapsed().as_secs_f32(), "the queue takes writes again; the messages that waited are queued and acknowledged");
+            self.gauges.write_failing.set(0.0);
+        }
         self.written.notify_one();
         Ok(unqueued)
     }
 
-    fn flush(&self, state: &mut State) -> anyhow::Result<()> {
+    /// Run `write` until it works. A write that fails (a full disk, an I/O error) is tried
+    /// again after a pause (50 ms, doubling to 2 s), and the caller's messages wait
+    /// unacknowledged meanwhile, so their sources hold back instead of losing them; under
+    /// `when_full = "drop_oldest"` a full disk first sheds the oldest segment. The first
+    /// failure of an outage is logged and `weir_queue_write_failing` is 1 until it ends.
+    /// Gives up (and forgets the unwritten group) only when `stopping`.
+    fn until_written<'a, T>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        stopping: &dyn Fn() -> bool,
+        outage: &mut Option<Instant>,
+        mut write: impl FnMut(&mut State) -> std::io::Result<T>,
+    ) -> anyhow::Result<(MutexGuard<'a, State>, T)> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let err = match write(&mut state) {
+                Ok(value) => return Ok((state, value)),
+                Err(err) => err,
+            };
+            if stopping() {
+                for lane in state.lanes.values_mut() {
+                    lane.discard_pending();
+                }
+                return Err(anyhow::Error::from(err).context(format!("writing to the queue of sink `{}` (shutdown stopped retrying)", self.sink)));
+            }
+            if self.settings.when_full == WhenFull::DropOldest && is_disk_full(&err) && self.drop_oldest(&mut state)? {
+                continue;
+            }
+            if outage.is_none() {
+                *outage = Some(Instant::now());
+                let hint = if is_disk_full(&err) { "its disk is full: free space there" } else { "check the disk" };
+                error!(
+                    sink = %self.sink,
+                    dir = %self.settings.dir.display(),
+                    error = %err,
+                    "could not write to the queue ({hint}); its messages wait unacknowledged, their sources hold back, and the write is retried until it works"
+                );
+                self.gauges.write_failing.set(1.0);
+            }
+            metrics::counter!(telemetry::QUEUE_WRITE_ERRORS, "sink" => self.sink.to_string()).increment(1);
+            // Released while waiting: the forwarder's commits free space (and wake us).
+            state = self.space.wait_timeout(state, pause).map(|(guard, _)| guard).unwrap_or_else(|p| p.into_inner().0);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Add a frame to its priority's lane (opened on first use).
+    fn append(&self, state: &mut State, priority: u8, frame: &[u8], now: u64) -> std::io::Result<()> {
+        let lane = match state.lanes.entry(priority) {
+            std::collections::btree_map::Entry::Occupied(lane) => lane.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let dir = lane_dir(&self.settings.dir, priority);
+                let (lane, findings) = Lane::open(&dir, priority, &self.settings.dir.join("quarantine"), self.limits, Mode::ReadWrite)?;
+                log_findings(&self.sink, &findings);
+                slot.insert(lane)
+            }
+        };
+        lane.append(frame, now)
+    }
+
+    fn flush(&self, state: &mut State) -> std::io::Result<()> {
         for lane in state.lanes.values_mut() {
-            lane.flush().with_context(|| format!("writing to the queue of sink `{}`", self.sink))?;
+            lane.flush()?;
             if self.settings.fsync == Fsync::Batch {
-                lane.sync().with_context(|| format!("fsync of the queue of sink `{}`", self.sink))?;
+                lane.sync()?;
             }
         }
         Ok(())
     }
 
     /// Drop the oldest segment of the lowest-priority lane that has one. False if nothing could go.
-    fn drop_oldest(&self, state: &mut State) -> anyhow::Result<bool> {
+    fn drop_oldest(&self, state: &mut State) -> std::io::Result<bool> {
         for lane in state.lanes.values_mut().rev() {
             if let Some((records, bytes)) = lane.drop_oldest()? {
                 warn!(sink = %self.sink, lane = lane.priority, records, bytes, "queue full (when_full = \"drop_oldest\"): dropped its oldest messages");
@@ -353,6 +416,11 @@ fn stats_of(state: &State) -> QueueStats {
         disk_bytes: state.lanes.values().map(Lane::disk_bytes).sum(),
         oldest_age_ms: oldest.map(|t| now.saturating_sub(t)).unwrap_or(0),
     }
+}
+
+/// Whether `err` says the disk (or the user's quota) is full.
+fn is_disk_full(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::StorageFull || err.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 /// The directory of one priority lane.

@@ -43,7 +43,11 @@ pub fn create(lane_dir: &Path, id: u64) -> io::Result<File> {
     let mut header = [0u8; HEADER as usize];
     header[..8].copy_from_slice(MAGIC);
     header[8..].copy_from_slice(&id.to_le_bytes());
-    file.write_all_at(&header, 0)?;
+    if let Err(err) = file.write_all_at(&header, 0) {
+        // Not left behind half made: the next try creates it again (`create_new`).
+        let _ = std::fs::remove_file(path(lane_dir, id));
+        return Err(err);
+    }
     Ok(file)
 }
 

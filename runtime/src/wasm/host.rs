@@ -77,6 +77,7 @@ impl types::Host for InstanceState {}
 impl log::Host for InstanceState {
     fn log(&mut self, level: log::Level, message: String) {
         let module = &*self.module;
+        let message = one_line(&message);
         match level {
             log::Level::Trace => tracing::trace!(module, "{message}"),
             log::Level::Debug => tracing::debug!(module, "{message}"),
@@ -85,6 +86,27 @@ impl log::Host for InstanceState {
             log::Level::Error => tracing::error!(module, "{message}"),
         }
     }
+}
+
+/// The longest log line a module may write, in bytes; the rest is cut.
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// A module's log message as one line of at most [`MAX_LOG_LINE`] bytes: line breaks are
+/// escaped, so a module cannot forge log lines of weir's, nor fill the log with one call.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len().min(MAX_LOG_LINE) + 32);
+    for (at, c) in message.char_indices() {
+        if line.len() >= MAX_LOG_LINE {
+            line.push_str(&format!("… ({} bytes more)", message.len() - at));
+            break;
+        }
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            c => line.push(c),
+        }
+    }
+    line
 }
 
 impl metrics::Host for InstanceState {
@@ -106,5 +128,17 @@ impl clock::Host for InstanceState {
 impl config::Host for InstanceState {
     fn get(&mut self) -> String {
         self.config_json.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_LOG_LINE, one_line};
+
+    #[test]
+    fn a_module_log_line_stays_one_bounded_line() {
+        assert_eq!(one_line("a\nb\r\nc"), "a\\nb\\r\\nc");
+        let long = one_line(&"x".repeat(MAX_LOG_LINE * 3));
+        assert!(long.starts_with(&"x".repeat(MAX_LOG_LINE)) && long.ends_with(&format!("({} bytes more)", MAX_LOG_LINE * 2)), "{}", &long[MAX_LOG_LINE - 10..]);
     }
 }

@@ -1,0 +1,228 @@
+//! Nothing lost under ordinary faults, counted end to end: every message published is
+//! acknowledged to its publisher, then found at the sink or in `$deadletter` with a reason.
+//! Each test runs against a stock Mosquitto (20 messages in flight and 1,000 queued per
+//! client), as a plant that changed nothing runs it.
+//!
+//! - the queue's disk full for seconds: weir holds the messages back (unacknowledged) and
+//!   retries the write; once space is back every message arrives, and the source never
+//!   stalls;
+//! - a templated topic of 70,000 characters: dead-lettered with the reason, the 100 messages
+//!   around it delivered, the publisher's connection never dropped;
+//! - one trapping message among 2,000 at the default batch size: only it is dead-lettered.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use weir_tests::{Mosquitto, Subscriber, Tmpfs, WeirProcess, free_port, json_lines, metric, module, publish_v5, scrape_metrics, toml_path};
+
+/// QoS 1 messages `data/<n % 10>` with payload `n` for every `n` in `range`.
+fn numbered(range: std::ops::Range<usize>) -> Vec<(String, Vec<u8>, PublishProperties)> {
+    range.map(|n| (format!("data/{}", n % 10), n.to_string().into_bytes(), PublishProperties::default())).collect()
+}
+
+/// Publish `range` in steps of `step` messages, `pause` apart; each step waits for the
+/// broker's acknowledgements (so every message counted here was acknowledged to its publisher).
+async fn publish_paced(port: u16, range: std::ops::Range<usize>, step: usize, pause: Duration) -> usize {
+    let mut acknowledged = 0;
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + step).min(range.end);
+        publish_v5(port, numbered(start..end)).await;
+        acknowledged += end - start;
+        start = end;
+        tokio::time::sleep(pause).await;
+    }
+    acknowledged
+}
+
+/// The distinct numbers in a file sink's output, once `n` of them are there (or fail after
+/// `timeout`, saying which are missing).
+async fn wait_for_numbers(path: &Path, n: usize, timeout: Duration) -> BTreeSet<u64> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let seen: BTreeSet<u64> = json_lines(path).iter().filter_map(|line| line["payload"].as_u64()).collect();
+        if seen.len() >= n {
+            return seen;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let missing: Vec<u64> = (0..n as u64).filter(|i| !seen.contains(i)).take(20).collect();
+            panic!("{} of {n} messages in {} within {timeout:?}; missing (first 20): {missing:?}", seen.len(), path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `weir run` of `pipeline` (with an operator endpoint) in a directory of its own.
+fn start(pipeline: &str) -> (WeirProcess, tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(&path, format!("{pipeline}\n[runtime]\nhttp_listen = \"127.0.0.1:{port}\"\ndrain_timeout = \"5s\"\n")).unwrap();
+    (WeirProcess::start(&path), dir, port)
+}
+
+/// The queue's disk fills up while readings arrive, and is freed five seconds later. Before,
+/// weir failed the write, withheld the acknowledgements for good, and Mosquitto's in-flight
+/// window (20) filled: weir heard nothing more until restarted, and a short write left a
+/// fragment in the segment that later cost a message. Now the write is retried until the
+/// space is back: every reading published during and after the outage arrives, in a queue
+/// with no damaged bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_disk_holds_messages_back_and_loses_none() {
+    const DURING: usize = 500;
+    const AFTER: usize = 500;
+    let disk = Tmpfs::mount(8 << 20);
+    let local = Mosquitto::start_stock();
+    let out = tempfile::tempdir().unwrap();
+    let output = out.path().join("cloud.jsonl");
+    let (mut weir, _dir, port) = start(&format!(
+        r#"
+upstream = "cloud"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-disk"
+
+[store]
+dir = {store}
+
+[sinks.cloud]
+type = "file"
+path = {output}
+
+[routes]
+up = "FROM /topics/data/# INTO $upstream"
+"#,
+        local = local.port,
+        store = toml_path(&disk.path().join("store")),
+        output = toml_path(&output),
+    ));
+    // Warm up: the queue's segment exists and a message went through.
+    publish_v5(local.port, numbered(0..1)).await;
+    wait_for_numbers(&output, 1, Duration::from_secs(10)).await;
+
+    let ballast = disk.fill();
+    let mut acknowledged = 1 + publish_paced(local.port, 1..1 + DURING, 50, Duration::from_millis(500)).await;
+    let failing = metric(&scrape_metrics(port), "weir_queue_write_failing", &["sink=\"cloud\""]);
+    assert_eq!(failing, Some(1.0), "the queue's writes should be failing while the disk is full");
+    let arrived_while_full = json_lines(&output).len();
+    assert!(arrived_while_full < acknowledged, "nothing should get through a full queue, yet {arrived_while_full} of {acknowledged} arrived");
+
+    std::fs::remove_file(&ballast).unwrap();
+    acknowledged += publish_paced(local.port, 1 + DURING..1 + DURING + AFTER, 50, Duration::from_millis(100)).await;
+    let seen = wait_for_numbers(&output, acknowledged, Duration::from_secs(60)).await;
+    assert_eq!(seen.len(), acknowledged, "every acknowledged reading arrives, once space is back");
+
+    let metrics = scrape_metrics(port);
+    assert!(metric(&metrics, "weir_queue_write_errors_total", &["sink=\"cloud\""]).unwrap_or(0.0) > 0.0, "the writes did fail");
+    assert_eq!(metric(&metrics, "weir_queue_write_failing", &["sink=\"cloud\""]), Some(0.0));
+    assert_eq!(metric(&metrics, "weir_queue_damaged_bytes_total", &["sink=\"cloud\""]).unwrap_or(0.0), 0.0, "a short write left a fragment");
+    let log = weir.log_text();
+    assert!(log.contains("its disk is full: free space there"), "the log says what is wrong:\n{log}");
+    assert!(log.contains("the queue takes writes again"), "{log}");
+    weir.stop();
+}
+
+/// A route whose topic comes from the body makes a topic of 70,000 characters for one
+/// message of 101. MQTT strings are at most 65,535 bytes: before, the client wrote a wrong
+/// length, the broker dropped the connection, and the same packet was sent again forever;
+/// nothing behind it arrived. Now that message goes to `$deadletter` with a short reason,
+/// and the other 100 arrive without a reconnection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_too_long_for_mqtt_is_dead_lettered_and_the_rest_flows() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = start(&format!(
+        r#"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-topic"
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[routes]
+by_name = "FROM /topics/named/# INTO /topics/out/{{$body.name}}"
+"#,
+        local = local.port,
+    ));
+    let mut out = Subscriber::connect(local.port, &["out/#"]).await;
+    let reading = |name: &str| ("named/x".to_owned(), serde_json::json!({ "name": name }).to_string().into_bytes(), PublishProperties::default());
+    let mut messages: Vec<_> = (0..50).map(|n| reading(&format!("m{n}"))).collect();
+    messages.push(reading(&"x".repeat(70_000)));
+    messages.extend((50..100).map(|n| reading(&format!("m{n}"))));
+    publish_v5(local.port, messages).await;
+
+    let received = out.take(100, Duration::from_secs(20)).await;
+    let topics: BTreeSet<String> = received.iter().map(|p| String::from_utf8(p.topic.to_vec()).unwrap()).collect();
+    assert_eq!(topics, (0..100).map(|n| format!("out/m{n}")).collect());
+    out.assert_quiet(Duration::from_millis(500)).await;
+
+    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    assert_eq!(letters.len(), 1);
+    let property = |name: &str| letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["value"].as_str().unwrap().to_owned();
+    assert_eq!(property("weir-dl-reason"), "sink-rejected");
+    let detail = property("weir-dl-detail");
+    assert!(detail.contains("the topic is 70004 bytes long; MQTT topics are at most 65535 bytes"), "{detail}");
+    assert!(detail.len() < 300, "the detail repeats the topic ({} bytes)", detail.len());
+    let log = weir.log_text();
+    assert!(!log.contains("publisher connection lost"), "the long topic broke a connection:\n{log}");
+    weir.stop();
+}
+
+/// One message that makes the module trap, among 2,000 at the default batch size (64).
+/// Before, its whole batch (up to 63 innocent neighbours) went to `$deadletter`. Now the
+/// batch's messages are called again one at a time: only the culprit is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poison_message_among_2000_is_the_only_dead_letter() {
+    const TOTAL: usize = 2000;
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, port) = start(&format!(
+        r#"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-poison"
+
+[modules.chaos]
+path = {chaos}
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[sinks.kept]
+type = "file"
+path = "kept.jsonl"
+
+[routes]
+chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
+"#,
+        local = local.port,
+        chaos = toml_path(&module("chaos")),
+    ));
+    let mut messages = numbered(0..TOTAL);
+    messages[TOTAL / 2].1 = b"trap".to_vec();
+    publish_v5(local.port, messages).await;
+
+    let kept = wait_for_numbers(&dir.path().join("kept.jsonl"), TOTAL - 1, Duration::from_secs(60)).await;
+    assert!(!kept.contains(&((TOTAL / 2) as u64)));
+    weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    // Any later dead letter would have been written by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let letters = json_lines(&dir.path().join("deadletter.jsonl"));
+    assert_eq!(letters.len(), 1, "only the trapping message is a dead letter: {letters:?}");
+    assert_eq!(letters[0]["payload_text"], "trap");
+    assert_eq!(json_lines(&dir.path().join("kept.jsonl")).len(), TOTAL - 1, "every other message once");
+    let log = weir.log_text();
+    assert!(log.contains("calling the batch's messages one at a time"), "the trap should have come in a batch of several:\n{log}");
+    assert_eq!(metric(&scrape_metrics(port), "weir_dead_letters_total", &["reason=\"trap\""]), Some(1.0));
+    weir.stop();
+}
