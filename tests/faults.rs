@@ -226,3 +226,138 @@ chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
     assert_eq!(metric(&scrape_metrics(port), "weir_dead_letters_total", &["reason=\"trap\""]), Some(1.0));
     weir.stop();
 }
+
+/// An aggregate whose module traps on every 50th reading (count windows of 98 readings, so
+/// the 980 good ones make 10 windows). Before, a trap sent its whole batch to `$deadletter`
+/// and left the readings held since the last checkpoint unacknowledged: the broker never
+/// sent them again (weir did not reconnect), its in-flight window filled, and the source
+/// went silent. Now the windows are rolled back to the last checkpoint, the readings since
+/// are given to a new instance again, and the batch's readings one at a time: each good
+/// reading is counted in exactly one window, each trapping one is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_that_traps_on_every_50th_reading_counts_the_rest_exactly_once() {
+    const TOTAL: u64 = 1000;
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = start(&format!(
+        r#"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-aggregate"
+
+[modules.ids]
+path = {ids}
+
+[modules.ids.window]
+kind = "count"
+size = 98
+key = "$body.machine"
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[sinks.windows]
+type = "file"
+path = "windows.jsonl"
+
+[routes]
+in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/ids/inputs/in")'
+out = 'FROM /messages/modules/ids/outputs/* INTO windows'
+"#,
+        local = local.port,
+        ids = toml_path(&module("chaos_aggregate")),
+    ));
+    let reading = |id: u64| {
+        let body = serde_json::json!({ "machine": "m1", "id": id, "trap": id % 50 == 49 });
+        ("data/m1".to_owned(), body.to_string().into_bytes(), PublishProperties::default())
+    };
+    publish_v5(local.port, (0..TOTAL).map(reading).collect()).await;
+
+    let windows = weir_tests::wait_for_lines(&dir.path().join("windows.jsonl"), 10, Duration::from_secs(60)).await;
+    weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 20, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut counted = std::collections::BTreeMap::<u64, usize>::new();
+    for window in json_lines(&dir.path().join("windows.jsonl")) {
+        for id in window["payload"]["ids"].as_array().unwrap() {
+            *counted.entry(id.as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    let good: Vec<u64> = (0..TOTAL).filter(|id| id % 50 != 49).collect();
+    let twice: Vec<u64> = counted.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    assert!(twice.is_empty(), "readings counted more than once: {twice:?}");
+    assert_eq!(counted.keys().copied().collect::<Vec<_>>(), good, "every good reading in a window");
+    assert_eq!(windows.len(), 10, "{windows:?}");
+    let letters = json_lines(&dir.path().join("deadletter.jsonl"));
+    let dead: Vec<u64> = letters.iter().map(|l| l["payload"]["id"].as_u64().unwrap()).collect();
+    assert_eq!(dead, (0..TOTAL).filter(|id| id % 50 == 49).collect::<Vec<_>>(), "exactly the trapping readings are dead letters");
+    assert!(letters.iter().all(|l| l["properties"].as_array().unwrap().iter().any(|p| p["name"] == "weir-dl-reason" && p["value"] == "trap")));
+    weir.stop();
+}
+
+/// A window whose close traps (processing-time windows, closed by the clock). Before, the
+/// failure restored the windows from the last checkpoint and the window's result was gone,
+/// though its readings had been acknowledged. Now the close is tried again on a new
+/// instance, and when it fails there too the window's state (every reading it counted) goes
+/// to `$deadletter` with reason `close-failed`; the other windows close as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_whose_close_traps_is_dead_lettered_with_its_state() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = start(&format!(
+        r#"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-close"
+
+[modules.ids]
+path = {ids}
+
+[modules.ids.window]
+kind = "tumbling"
+size = "1s"
+key = "$body.machine"
+checkpoint_interval = "100ms"
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[sinks.windows]
+type = "file"
+path = "windows.jsonl"
+
+[routes]
+in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/ids/inputs/in")'
+out = 'FROM /messages/modules/ids/outputs/* INTO windows'
+"#,
+        local = local.port,
+        ids = toml_path(&module("chaos_aggregate")),
+    ));
+    let reading = |machine: &str, id: u64, trap_close: bool| {
+        let body = serde_json::json!({ "machine": machine, "id": id, "trap_close": trap_close });
+        (format!("data/{machine}"), body.to_string().into_bytes(), PublishProperties::default())
+    };
+    publish_v5(local.port, vec![reading("m1", 0, false), reading("m1", 1, true), reading("m1", 2, false), reading("m2", 3, false)]).await;
+    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    let property =
+        |name: &str| letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["value"].as_str().unwrap().to_owned());
+    assert_eq!(property("weir-dl-reason").as_deref(), Some("close-failed"), "{letters:?}");
+    assert_eq!(property("window_key").as_deref(), Some("m1"));
+    let state: Vec<u64> = letters[0]["payload"]["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+    assert_eq!(state, vec![0, 1, 2], "the window's state holds every reading it counted");
+
+    // m2's window closed as usual; later windows of m1 too.
+    publish_v5(local.port, vec![reading("m1", 4, false)]).await;
+    let windows = weir_tests::wait_for_lines(&dir.path().join("windows.jsonl"), 2, Duration::from_secs(10)).await;
+    let mut counted: Vec<(String, Vec<u64>)> = windows
+        .iter()
+        .map(|w| (w["payload"]["key"].as_str().unwrap().to_owned(), w["payload"]["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect()))
+        .collect();
+    counted.sort();
+    assert_eq!(counted, vec![("m1".to_owned(), vec![4]), ("m2".to_owned(), vec![3])]);
+    assert_eq!(json_lines(&dir.path().join("deadletter.jsonl")).len(), 1);
+    weir.stop();
+}

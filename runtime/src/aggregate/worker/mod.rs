@@ -8,23 +8,26 @@
 //! module refuse go to `$deadletter` (or the `late` output) with the reason.
 //!
 //! Durability: a message's acknowledgement is held until a checkpoint holds the state that
-//! counts it; a closed window stays in the checkpoint until every sink accepted its results.
-//! So a crash loses nothing: unacknowledged messages are redelivered, unaccepted results are
-//! emitted again at start. The price is possible duplication, described in
-//! `docs/aggregates.md`. A failed call (trap, deadline, error) sends the batch to
-//! `$deadletter`, replaces the instance and restores every window from the last checkpoint;
-//! the messages held since then are not acknowledged, so their source redelivers them.
+//! counts it (the message waits in the journal until then); a closed window stays in the
+//! checkpoint until every sink accepted its results. So a crash loses nothing:
+//! unacknowledged messages are redelivered, unaccepted results are emitted again at start.
+//! The price is possible duplication, described in `docs/aggregates.md`. A failed call (trap,
+//! deadline, memory cap) rolls the windows back to the last checkpoint and gives a new
+//! instance the journal again, then the failed batch one message at a time, so that only a
+//! message that fails alone is dead-lettered ([`recovery`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use weir_core::message::now_ms;
 use weir_core::{Ack, AckOutcome, Message, Metadata, ModuleOutput, Property};
+
+mod recovery;
 
 use super::AggregateSpec;
 use super::checkpoint::{Checkpoint, WindowState};
@@ -37,6 +40,7 @@ use crate::telemetry;
 use crate::wasm::abi::OutputMessage;
 use crate::wasm::aggregate::{Opening, WindowRef};
 use crate::wasm::{Failure, LoadedModule, ModuleInstance};
+use recovery::Journaled;
 
 pub struct AggregateWorker {
     pub module: LoadedModule,
@@ -174,8 +178,16 @@ pub struct AggregateRunner {
     emitted: HashMap<WindowId, (Window, WindowState)>,
     accepted_tx: std_mpsc::Sender<WindowId>,
     accepted_rx: std_mpsc::Receiver<WindowId>,
-    /// Acknowledgements released by the next checkpoint.
-    held: Vec<Ack>,
+    /// What the table was given since the last checkpoint, in order: given again after a
+    /// failed call. Its messages' acknowledgements are released by the next checkpoint.
+    journal: Vec<Journaled>,
+    /// The last checkpoint written (or read at start): where a failed call rolls back to.
+    last: Option<Checkpoint>,
+    /// Windows closed (and their results sent on) since the last checkpoint: a replay that
+    /// closes them again does not send them again.
+    emitted_since: HashSet<WindowId>,
+    /// A replay is under way: dead letters and refusals were sent the first time.
+    replaying: bool,
     changed: bool,
     last_checkpoint: Instant,
     steps: Vec<Step<Item, Slot>>,
@@ -198,7 +210,10 @@ impl AggregateRunner {
             emitted: HashMap::new(),
             accepted_tx,
             accepted_rx,
-            held: Vec::new(),
+            journal: Vec::new(),
+            last: None,
+            emitted_since: HashSet::new(),
+            replaying: false,
             changed: false,
             last_checkpoint: Instant::now(),
             steps: Vec::new(),
@@ -208,26 +223,21 @@ impl AggregateRunner {
 
     /// Start the instance and continue from the checkpoint, if there is one.
     pub fn restore(&mut self) {
-        let path = &self.spec.state_path;
-        let checkpoint = match Checkpoint::read(path) {
+        let path = self.spec.state_path.clone();
+        let checkpoint = match Checkpoint::read(&path) {
             Ok(checkpoint) => checkpoint,
             Err(err) => {
                 let aside = path.with_extension(format!("damaged-{}", now_ms()));
-                let moved = std::fs::rename(path, &aside).is_ok();
+                let moved = std::fs::rename(&path, &aside).is_ok();
                 error!(module = %self.name, error = %format!("{err:#}"), moved_to = %aside.display(), moved, "window state unreadable; starting with empty windows");
                 None
             }
         };
         if let Some(checkpoint) = checkpoint {
             let windows = checkpoint.windows.len();
-            self.table.import(decode_table(checkpoint.table));
-            let mut states: HashMap<WindowId, WindowState> = checkpoint.windows.into_iter().map(|state| (state.id, state)).collect();
-            for open in self.table.open_windows_mut() {
-                if let Some(state) = states.remove(&open.window.id) {
-                    open.data = Slot { checkpointed: state.state, dirty: false, origin: Some(Origin::new(&state.topic, state.source)) };
-                }
-            }
-            self.emitted = checkpoint.emitted.into_iter().map(|(window, state)| (window.id, (window, state))).collect();
+            self.emitted = checkpoint.emitted.iter().cloned().map(|(window, state)| (window.id, (window, state))).collect();
+            self.load(checkpoint.clone());
+            self.last = Some(checkpoint);
             info!(module = %self.name, windows, unaccepted_results = self.emitted.len(), "continuing open windows from {}", path.display());
         }
         self.start_instance();
@@ -251,6 +261,17 @@ impl AggregateRunner {
             }
         }
         self.changed = true;
+    }
+
+    /// The window table and each open window's state as `checkpoint` has them.
+    fn load(&mut self, checkpoint: Checkpoint) {
+        self.table.import(decode_table(checkpoint.table));
+        let mut states: HashMap<WindowId, WindowState> = checkpoint.windows.into_iter().map(|state| (state.id, state)).collect();
+        for open in self.table.open_windows_mut() {
+            if let Some(state) = states.remove(&open.window.id) {
+                open.data = Slot { checkpointed: state.state, dirty: false, origin: Some(Origin::new(&state.topic, state.source)) };
+            }
+        }
     }
 
     /// A fresh instance with every open window restored from its last checkpointed state.
@@ -285,7 +306,8 @@ impl AggregateRunner {
     }
 
     /// Assign a batch to windows and fold it in (one call for all new windows, one for all
-    /// messages, one each for snapshots and closes).
+    /// messages, one each for snapshots and closes). A failed call is recovered from without
+    /// losing or double-counting a message (see [`recovery`]).
     pub fn process(&mut self, batch: Vec<Message>) {
         metrics::counter!(telemetry::MODULE_IN, "module" => self.name.to_string()).increment(batch.len() as u64);
         if self.instance.is_none() {
@@ -298,13 +320,35 @@ impl AggregateRunner {
             std::thread::sleep(Duration::from_millis(200));
             return;
         }
+        // Times are taken once: a replay gives the table the same ones (processing time too).
         let now = now_ms();
         let mut done = vec![false; batch.len()];
-        let mut calls = std::mem::take(&mut self.calls);
+        let mut times = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            let assigned = self.spec.key_of(message).and_then(|key| Ok((key, self.spec.time_of(message, now)?)));
-            let (key, time) = match assigned {
-                Ok(assigned) => assigned,
+            times.push(self.spec.time_of(message, now).unwrap_or_else(|reason| {
+                done[index] = true;
+                self.dead_letter(message.clone(), "window", reason);
+                0
+            }));
+        }
+        if let Err(failure) = self.feed(&batch, &times, &mut done) {
+            self.recover(failure, &batch, &times, &mut done);
+        }
+    }
+
+    /// Give `batch` (but what is `done`) to the table at `times`, and make the calls its steps
+    /// need. Once every call worked, what was assigned is journaled (and its acknowledgement
+    /// held until the next checkpoint). `Err`: the instance failed; nothing is journaled.
+    fn feed(&mut self, batch: &[Message], times: &[u64], done: &mut [bool]) -> Result<(), Failure> {
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.clear();
+        let mut assigned = Vec::with_capacity(batch.len());
+        for (index, message) in batch.iter().enumerate() {
+            if done[index] {
+                continue;
+            }
+            let key = match self.spec.key_of(message) {
+                Ok(key) => key,
                 Err(reason) => {
                     done[index] = true;
                     self.dead_letter(message.clone(), "window", reason);
@@ -320,14 +364,10 @@ impl AggregateRunner {
                 slot.dirty = true;
                 Origin::update(&mut slot.origin, message.meta());
             };
-            match self.table.assign_touching(&key, time, item, &mut self.steps, touch) {
+            match self.table.assign_touching(&key, times[index], item, &mut self.steps, touch) {
                 Ok(()) => {
-                    if message.ack.is_tracked() {
-                        self.held.push(message.ack.clone());
-                    }
-                    if let Err(failure) = self.plan(Some((index, message)), &mut calls, &batch, &mut done) {
-                        return self.recover(failure, &batch, &done);
-                    }
+                    assigned.push(index);
+                    self.plan(Some((index, message)), &mut calls, batch, done)?;
                 }
                 Err(refused) => {
                     done[index] = true;
@@ -336,24 +376,35 @@ impl AggregateRunner {
             }
         }
         self.changed = true;
-        match self.flush(&mut calls, &batch, &mut done) {
-            Ok(()) => self.calls = calls,
-            Err(failure) => self.recover(failure, &batch, &done),
-        }
+        self.flush(&mut calls, batch, done)?;
+        self.calls = calls;
+        self.journal.extend(assigned.into_iter().map(|index| Journaled::Input { message: batch[index].clone(), time: times[index] }));
+        Ok(())
     }
 
     /// Close what the clock or watermark has passed.
     pub fn advance(&mut self) {
-        self.table.advance(now_ms(), &mut self.steps);
-        if self.steps.is_empty() || self.instance.is_none() {
+        if self.instance.is_none() {
             return;
         }
-        let mut calls = Calls::default();
-        let result = self.plan(None, &mut calls, &[], &mut []).and_then(|()| self.flush(&mut calls, &[], &mut []));
-        self.changed = true;
-        if let Err(failure) = result {
-            self.recover(failure, &[], &[]);
+        let now = now_ms();
+        if let Err(failure) = self.try_advance(now) {
+            self.recover_advance(failure, now);
         }
+    }
+
+    /// Advance the table to `now` and make the calls that closes need; journaled once they worked.
+    fn try_advance(&mut self, now: u64) -> Result<(), Failure> {
+        self.table.advance(now, &mut self.steps);
+        if self.steps.is_empty() {
+            return Ok(());
+        }
+        self.changed = true;
+        let mut calls = Calls::default();
+        self.plan(None, &mut calls, &[], &mut [])?;
+        self.flush(&mut calls, &[], &mut [])?;
+        self.journal.push(Journaled::Advance(now));
+        Ok(())
     }
 
     /// Turn the table's steps into calls; a merge is made at once, after what precedes it.
@@ -435,6 +486,10 @@ impl AggregateRunner {
         let refs: Vec<WindowRef<'_>> = windows.iter().map(|(window, _)| window_ref(window)).collect();
         let outputs = instance.close_windows(&refs)?;
         for ((window, slot), outputs) in windows.into_iter().zip(outputs) {
+            // Closed and sent on before a failure rolled the windows back: not again.
+            if !self.emitted_since.insert(window.id) {
+                continue;
+            }
             let state = states.remove(&window.id).or(slot.checkpointed);
             let (topic, source) = topic_and_source(slot.origin.as_ref());
             self.emitted.insert(window.id, (window.clone(), WindowState { id: window.id, state, topic, source }));
@@ -476,6 +531,9 @@ impl AggregateRunner {
     }
 
     fn refuse(&self, mut message: Message, refused: Refused) {
+        if self.replaying {
+            return;
+        }
         match (&refused, &self.spec.late_output) {
             (Refused::Late { .. }, Some(output)) => {
                 metrics::counter!(telemetry::AGGREGATE_LATE, "module" => self.name.to_string()).increment(1);
@@ -493,32 +551,16 @@ impl AggregateRunner {
     }
 
     fn dead_letter(&self, message: Message, reason: &'static str, detail: String) {
+        if self.replaying {
+            return;
+        }
         self.dispatcher.dead_letter_blocking(DeadLetter::new(message, reason, detail).module(&self.name));
     }
 
-    /// A call failed: the batch to `$deadletter`, a new instance from the last checkpoint,
-    /// and the messages held since then left unacknowledged for their source to redeliver.
-    fn recover(&mut self, failure: Failure, batch: &[Message], done: &[bool]) {
-        warn!(module = %self.name, reason = failure.reason.as_str(), detail = %failure.detail, batch = batch.len(),
-            "aggregate call failed; batch to $deadletter, instance replaced, windows restored from the last checkpoint");
-        metrics::counter!(telemetry::MODULE_FAILURES, "module" => self.name.to_string(), "reason" => failure.reason.as_str()).increment(1);
-        for (message, done) in batch.iter().zip(done) {
-            if !done {
-                self.dead_letter(message.clone(), failure.reason.as_str(), failure.detail.clone());
-            }
-        }
-        for ack in self.held.drain(..) {
-            ack.fail();
-        }
-        self.steps.clear();
-        self.instance = None;
-        self.start_instance();
-    }
-
-    /// Checkpoint if the interval has passed or too many acknowledgements are held.
+    /// Checkpoint if the interval has passed or too many messages are journaled.
     pub fn maybe_checkpoint(&mut self) {
         let due = self.changed && self.last_checkpoint.elapsed() >= self.spec.checkpoint_interval;
-        if due || self.held.len() >= self.max_held {
+        if due || self.journal.len() >= self.max_held {
             self.checkpoint();
         }
     }
@@ -529,7 +571,7 @@ impl AggregateRunner {
             self.emitted.remove(&id);
             self.changed = true;
         }
-        if !self.changed && self.held.is_empty() {
+        if !self.changed && self.journal.is_empty() {
             return;
         }
         let started = Instant::now();
@@ -549,7 +591,7 @@ impl AggregateRunner {
                         }
                     }
                 }
-                Err(failure) => return self.recover(failure, &[], &[]),
+                Err(failure) => return self.recover(failure, &[], &[], &mut []),
             }
         }
         let windows = self
@@ -563,7 +605,9 @@ impl AggregateRunner {
         let checkpoint = Checkpoint { table: encode_table(self.table.export()), windows, emitted: self.emitted.values().cloned().collect() };
         match checkpoint.write(&self.spec.state_path) {
             Ok(()) => {
-                self.held.clear();
+                self.last = Some(checkpoint);
+                self.journal.clear();
+                self.emitted_since.clear();
                 self.changed = false;
             }
             Err(err) => {
