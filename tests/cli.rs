@@ -36,6 +36,27 @@ fn check_accepts_every_example_pipeline() {
     assert!(checked >= 5, "the demo and one example per cloud connector: {checked}");
 }
 
+/// The embedded broker acknowledges a publisher before weir has the message and keeps it in
+/// memory: a pipeline that relies on a queue says, at `weir check` and `weir run`, what that
+/// costs and what to run in production; one on a real broker does not.
+#[test]
+fn a_queued_pipeline_on_the_embedded_broker_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = "upstream = \"cloud\"\n[sinks.cloud]\ntype = \"file\"\npath = \"out.jsonl\"\n[routes]\nup = 'FROM /topics/data/# INTO $upstream'\n";
+    let check = |name: &str, toml: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, toml).unwrap();
+        let output = Command::new(weir()).arg("check").arg(&path).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let embedded = check("embedded.toml", sink.to_owned());
+    assert!(embedded.contains("warning: this pipeline takes its messages from weir's embedded broker"), "{embedded}");
+    assert!(embedded.contains("a crash, kill -9 or power loss loses what it holds") && embedded.contains("persistence true"), "{embedded}");
+    let broker = check("broker.toml", format!("{sink}[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n"));
+    assert!(!broker.contains("warning"), "{broker}");
+}
+
 #[test]
 fn run_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

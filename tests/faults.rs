@@ -361,3 +361,54 @@ out = 'FROM /messages/modules/ids/outputs/* INTO windows'
     assert_eq!(json_lines(&dir.path().join("deadletter.jsonl")).len(), 1);
     weir.stop();
 }
+
+/// A message too large for its sink's queue is dead-lettered; here the dead-letter sink's
+/// queue is as small, so it refuses the dead letter too. Before, weir logged that and dropped
+/// it while the broker got its acknowledgement. Now it is kept in the last-resort file
+/// (`deadletter-last-resort.jsonl` in the store directory), fsynced, with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_dead_letter_sink_refuses_is_kept_in_the_last_resort_file() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, port) = start(&format!(
+        r#"
+upstream = "cloud"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-last-resort"
+
+[store]
+dir = "store"
+
+[sinks.cloud]
+type = "file"
+path = "cloud.jsonl"
+queue = {{ max_size = "1MiB" }}
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+queue = {{ max_size = "1MiB" }}
+
+[routes]
+up = "FROM /topics/data/# INTO $upstream"
+"#,
+        local = local.port,
+    ));
+    let mut messages = numbered(0..10);
+    messages.insert(5, ("data/big".to_owned(), "x".repeat(100 << 10).into_bytes(), PublishProperties::default()));
+    publish_v5(local.port, messages).await;
+
+    wait_for_numbers(&dir.path().join("cloud.jsonl"), 10, Duration::from_secs(20)).await;
+    let kept = weir_tests::wait_for_lines(&dir.path().join("store/deadletter-last-resort.jsonl"), 1, Duration::from_secs(10)).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["payload_text"].as_str().map(str::len), Some(100 << 10));
+    let reason = kept[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-reason").unwrap()["value"].clone();
+    assert_eq!(reason, "too-large");
+    let why = kept[0]["weir-last-resort"].as_str().unwrap();
+    assert!(why.starts_with("too large for the dead-letter queue"), "{why}");
+    assert!(json_lines(&dir.path().join("deadletter.jsonl")).is_empty());
+    assert_eq!(metric(&scrape_metrics(port), "weir_dead_letters_last_resort_total", &[]), Some(1.0));
+    weir.stop();
+}

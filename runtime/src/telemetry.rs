@@ -39,6 +39,8 @@ pub const SINK_BYTES: &str = "weir_sink_bytes_total";
 pub const SINK_RETRIES: &str = "weir_sink_retries_total";
 /// Messages sent to `$deadletter`, by reason.
 pub const DEAD_LETTERS: &str = "weir_dead_letters_total";
+/// Dead letters the dead-letter sink refused, kept in the last-resort file instead.
+pub const DEAD_LETTERS_LAST_RESORT: &str = "weir_dead_letters_last_resort_total";
 
 /// Store-and-forward queues, per sink: depth in messages and bytes, age of the oldest message.
 pub const QUEUE_DEPTH: &str = "weir_queue_depth_messages";

@@ -39,8 +39,8 @@ pub struct BlobConfig {
     pub secret_options: BTreeMap<String, Secret>,
     /// Object name under the prefix. `{yyyy} {MM} {dd} {HH} {mm} {ss}` are the UTC time the
     /// batch's first message arrived; `{source}` its source; `{run}` when this weir started
-    /// (ms); `{seq}` the batch's number in this run. Must contain `{seq}` (names never
-    /// repeat, so nothing is overwritten). Default "{yyyy}/{MM}/{dd}/{HH}/{source}-{run}-{seq}.jsonl".
+    /// (ms); `{seq}` the batch's number in this run. Must contain `{seq}` and `{run}` (names
+    /// never repeat, across restarts too, so nothing is overwritten). Default "{yyyy}/{MM}/{dd}/{HH}/{source}-{run}-{seq}.jsonl".
     #[serde(default = "BlobConfig::default_name", deserialize_with = "name_template")]
     pub name: String,
     /// `jsonl` (one line per message: payload and metadata) or `raw` (payloads, one per line).

@@ -5,10 +5,16 @@ use weir_core::Message;
 /// Placeholders a name template may use.
 const PLACEHOLDERS: [&str; 9] = ["{yyyy}", "{MM}", "{dd}", "{HH}", "{mm}", "{ss}", "{source}", "{run}", "{seq}"];
 
-/// Check a template: only known placeholders, and `{seq}` present.
+/// Check a template: only known placeholders, and `{seq}` and `{run}` present (a store's
+/// `put` replaces an object of the same name).
 pub fn check(template: &str) -> Result<(), String> {
     if !template.contains("{seq}") {
         return Err(format!("name `{template}` has no {{seq}}: two batches would get the same name and the second would overwrite the first"));
+    }
+    if !template.contains("{run}") {
+        return Err(format!(
+            "name `{template}` has no {{run}}: {{seq}} starts again at 0 when weir restarts, and the first batches after a restart would overwrite the last run's"
+        ));
     }
     let mut rest = template;
     while let Some(start) = rest.find('{') {
@@ -74,9 +80,10 @@ mod tests {
     }
 
     #[test]
-    fn a_template_without_seq_or_with_typos_is_refused() {
+    fn a_template_without_seq_or_run_or_with_typos_is_refused() {
         assert!(check("{yyyy}/{source}.jsonl").unwrap_err().contains("overwrite"));
-        assert!(check("{yyyy}/{sequence}-{seq}.jsonl").unwrap_err().contains("unknown placeholder {sequence}"));
-        assert!(check("{yyyy}/{MM}/{seq}.jsonl").is_ok());
+        assert!(check("{yyyy}/{sequence}-{run}-{seq}.jsonl").unwrap_err().contains("unknown placeholder {sequence}"));
+        assert!(check("{yyyy}/{MM}/{seq}.jsonl").unwrap_err().contains("has no {run}: {seq} starts again at 0 when weir restarts"));
+        assert!(check("{yyyy}/{MM}/{run}-{seq}.jsonl").is_ok());
     }
 }

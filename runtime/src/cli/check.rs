@@ -40,5 +40,21 @@ pub fn check(path: &Path) -> anyhow::Result<Checked> {
         pipeline.sources.len(),
         pipeline.sinks.len()
     );
+    if let Some(warning) = embedded_broker_warning(&loaded, &plan) {
+        eprintln!("warning: {warning}");
+    }
     Ok(Checked { loaded, plan, modules, registry })
+}
+
+/// What a pipeline that promises nothing lost (a queue, or aggregate windows that survive a
+/// restart) gives up by taking its messages from the embedded broker, if it does.
+pub fn embedded_broker_warning(loaded: &LoadedPipeline, plan: &Plan) -> Option<String> {
+    let durable = !plan.queues.is_empty() || plan.modules.iter().any(|m| m.window.is_some());
+    (loaded.pipeline.broker.is_none() && !plan.local_subscriptions.is_empty() && durable).then(|| {
+        "this pipeline takes its messages from weir's embedded broker, which keeps them in memory and acknowledges \
+         each publisher before weir has taken the message: a crash, kill -9 or power loss loses what it holds, QoS 1 \
+         included, whatever the queues keep. For production run a broker that persists (Mosquitto with \
+         `persistence true`) and point [broker] url at it (docs/store-and-forward.md)"
+            .to_owned()
+    })
 }

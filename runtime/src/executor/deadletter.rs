@@ -5,10 +5,54 @@
 //! contract, rejected, template, sink-rejected, unrouted-sink), `weir-dl-detail` (the text
 //! for a person), `weir-dl-module`, `weir-dl-route`, `weir-dl-sink` when they apply.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
 use weir_core::{Message, Property};
 
 /// The property that marks a message as a dead letter, and holds why.
 pub const REASON: &str = "weir-dl-reason";
+
+/// Where a dead letter goes that the dead-letter sink itself refuses (too large for its
+/// queue, rejected by it): a JSON Lines file in the store directory, appended and fsynced
+/// before the message counts as handled, so that an acknowledged message never ends up only
+/// in a log line. `weir-last-resort` in each line says why the sink refused it.
+#[derive(Debug, Clone)]
+pub struct LastResort {
+    pub path: PathBuf,
+    /// One writer at a time (sink tasks and queue writers share it).
+    lock: Arc<Mutex<()>>,
+}
+
+impl LastResort {
+    pub fn new(store_dir: &Path) -> Self {
+        LastResort { path: store_dir.join("deadletter-last-resort.jsonl"), lock: Arc::default() }
+    }
+
+    /// Keep `letter` (a dead letter) here, `why` the dead-letter sink refused it. If even
+    /// that fails, its acknowledgement is withheld: the source sends it again.
+    pub fn keep(&self, letter: &Message, why: &str) {
+        let mut line = letter.to_json_line();
+        line["weir-last-resort"] = serde_json::Value::from(why);
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let written = self.path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+            let mut bytes = serde_json::to_vec(&line)?;
+            bytes.push(b'\n');
+            file.write_all(&bytes)?;
+            file.sync_data()
+        });
+        metrics::counter!(crate::telemetry::DEAD_LETTERS_LAST_RESORT).increment(1);
+        match written {
+            Ok(()) => tracing::error!(path = %self.path.display(), %why, "the dead-letter sink refused a dead letter; it is kept in the last-resort file"),
+            Err(err) => {
+                letter.ack.fail();
+                tracing::error!(path = %self.path.display(), %why, %err, "the dead-letter sink refused a dead letter and the last-resort file cannot be written; it stays unacknowledged at its source");
+            }
+        }
+    }
+}
 
 /// The longest `weir-dl-detail` kept, in bytes.
 pub const MAX_DETAIL: usize = 4096;

@@ -35,6 +35,7 @@ use crate::config::LoadedPipeline;
 use crate::config::validate::{Plan, module_error};
 use crate::route::RouteSink;
 use crate::wasm::{EngineSettings, LoadedModule, ModuleKind, WasmEngine};
+use deadletter::LastResort;
 use dispatch::{CompiledRoute, Dispatcher, Target, Work};
 use module_slot::ModuleSlot;
 use module_worker::ModuleWorker;
@@ -226,15 +227,21 @@ pub async fn run(
     let dispatcher = Arc::new(Dispatcher::new(routes, deadletter_tx.clone()));
 
     // Start sinks, then modules, then sources.
+    let last_resort = LastResort::new(&crate::config::validate::store_dir(loaded));
     let mut sink_tasks: Vec<(String, mpsc::Sender<Work>, SinkTask)> = Vec::new();
     for (name, sink, rx) in sink_workers {
         let channel = if name == "$local" { local_topics.clone() } else { sink_queues.get(&name).cloned() };
-        let driver = SinkDriver::new(name.as_str().into(), sink, Some(dispatcher.clone()), abandon.clone());
+        let driver = SinkDriver::new(name.as_str().into(), sink, Some(dispatcher.clone()), abandon.clone(), last_resort.clone());
         let task = match disk_queues.remove(&name) {
             Some(queue) => {
                 let is_deadletter = pipeline.deadletter.as_ref() == Some(&name);
-                let writer =
-                    QueueWriter { queue: queue.clone(), channel: rx, dispatcher: (!is_deadletter).then(|| dispatcher.clone()), abandon: abandon.clone() };
+                let writer = QueueWriter {
+                    queue: queue.clone(),
+                    channel: rx,
+                    dispatcher: (!is_deadletter).then(|| dispatcher.clone()),
+                    abandon: abandon.clone(),
+                    last_resort: last_resort.clone(),
+                };
                 let writer = writer.spawn().with_context(|| format!("starting the queue writer of sink `{name}`"))?;
                 let stop = CancellationToken::new();
                 let forwarder = Forwarder { queue: queue.clone(), driver, batch_size: settings.batch_size, stop: stop.clone() };
@@ -245,7 +252,7 @@ pub async fn run(
         sink_tasks.push((name, channel.context("sink channel")?, task));
     }
     let deadletter_task = deadletter_worker.map(|(sink, queue)| {
-        let driver = SinkDriver::new("$deadletter".into(), sink, None, abandon.clone());
+        let driver = SinkDriver::new("$deadletter".into(), sink, None, abandon.clone(), last_resort.clone());
         tokio::spawn(SinkWorker { driver, queue, batch_size: settings.batch_size }.run())
     });
 

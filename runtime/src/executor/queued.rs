@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use weir_core::Message;
 
-use super::deadletter::DeadLetter;
+use super::deadletter::{DeadLetter, LastResort};
 use super::dispatch::{Dispatcher, Work};
 use super::sink_worker::{Attempt, Delivered, SinkDriver};
 use crate::queue::{Item, Position, SinkQueue};
@@ -39,6 +39,8 @@ pub struct QueueWriter {
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// Cancelled when shutdown stops waiting for space in a full queue.
     pub abandon: CancellationToken,
+    /// For a dead letter too large for this queue, when this is the dead-letter sink's.
+    pub last_resort: LastResort,
 }
 
 impl QueueWriter {
@@ -99,7 +101,7 @@ impl QueueWriter {
             Some(dispatcher) => {
                 dispatcher.dead_letter_blocking(DeadLetter::new(message, "too-large", detail).sink(&self.queue.sink));
             }
-            None => error!(sink = %self.queue.sink, %detail, "a dead letter too large for the dead-letter queue was dropped"),
+            None => self.last_resort.keep(&message, &format!("too large for the dead-letter queue: {detail}")),
         }
     }
 }

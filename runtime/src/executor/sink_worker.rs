@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use weir_core::connector::Pending;
 use weir_core::{Backoff, Message, Sink, SinkError};
 
-use super::deadletter::{self, DeadLetter};
+use super::deadletter::{self, DeadLetter, LastResort};
 use super::dispatch::{Dispatcher, Work};
 use crate::telemetry;
 
@@ -45,6 +45,8 @@ pub struct SinkDriver {
     pub dispatcher: Option<Arc<Dispatcher>>,
     /// Cancelled when shutdown stops waiting for an unavailable destination.
     pub abandon: CancellationToken,
+    /// For a dead letter this sink rejects (it cannot be dead-lettered again).
+    pub last_resort: LastResort,
     backoff: Backoff,
     /// Set when a delivery failed; cleared by the next success (see [`SinkDriver::recovered`]).
     failing: bool,
@@ -52,8 +54,8 @@ pub struct SinkDriver {
 }
 
 impl SinkDriver {
-    pub fn new(name: Arc<str>, sink: Box<dyn Sink>, dispatcher: Option<Arc<Dispatcher>>, abandon: CancellationToken) -> Self {
-        SinkDriver { name, sink, dispatcher, abandon, backoff: Backoff::default(), failing: false, recovered: false }
+    pub fn new(name: Arc<str>, sink: Box<dyn Sink>, dispatcher: Option<Arc<Dispatcher>>, abandon: CancellationToken, last_resort: LastResort) -> Self {
+        SinkDriver { name, sink, dispatcher, abandon, last_resort, backoff: Backoff::default(), failing: false, recovered: false }
     }
 
     /// Whether the last delivery was the first success after an outage (and forget it).
@@ -127,7 +129,7 @@ impl SinkDriver {
                                 outcome = Delivered::Abandoned;
                             }
                         }
-                        _ => error!(sink = %name, %reason, "a dead letter was rejected by the dead-letter sink; it is dropped"),
+                        _ => self.last_resort.keep(&message, &format!("sink `{name}` rejected it: {reason}")),
                     }
                 }
                 Attempt::Done(outcome)
