@@ -89,6 +89,9 @@ pub enum QueueCommand {
     Inspect(queue::QueueArgs),
     /// Read every record and check its checksum; exit 1 if anything is damaged.
     Verify(queue::QueueArgs),
+    /// What `weir run` does to a damaged queue at start, now (weir must not be running):
+    /// quarantine damaged bytes, cut a torn end, set aside what cannot be read; with a report.
+    Repair(queue::QueueArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::Filter(FilterCommand::Test(args)) => filter_test::run(&args),
         Command::Schema => schema::print(),
         Command::Queue(QueueCommand::Inspect(args)) => queue::run(&args, false).map(|_| ()),
+        Command::Queue(QueueCommand::Repair(args)) => queue::repair(&args),
         Command::Queue(QueueCommand::Verify(args)) => match queue::run(&args, true) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

@@ -30,7 +30,7 @@ pub struct Position {
 pub struct Limits {
     /// A segment is closed once it would grow past this.
     pub segment_bytes: u64,
-    /// The largest record body accepted (and trusted when scanning).
+    /// The largest record body accepted now (reading trusts up to [`record::MAX_BODY`]).
     pub max_body: usize,
 }
 
@@ -97,7 +97,13 @@ pub struct Lane {
     known_damage: Vec<(u64, Damage)>,
     /// Enqueue time of the oldest record not yet delivered (as far as known).
     pub head_enqueued_ms: Option<u64>,
+    /// Reads that failed in a row (an I/O error): at [`READ_ERRORS_TO_SET_ASIDE`] the oldest
+    /// segment is set aside so that what comes after it is delivered.
+    read_errors: u32,
 }
+
+/// Failed reads in a row after which a lane's oldest segment is set aside.
+pub const READ_ERRORS_TO_SET_ASIDE: u32 = 3;
 
 const CURSOR_FILE: &str = "cursor";
 /// Once everything is delivered, a newest segment bigger than this is replaced by an empty
@@ -124,17 +130,25 @@ impl Lane {
             _ => Position { segment: first_id, offset: HEADER },
         };
         let last = ids.last().copied();
+        let mut append_to_last = true;
         for id in &ids {
             if *id < cursor.segment {
                 // Delivered, but not yet deleted when weir stopped.
                 if mode == Mode::ReadWrite {
-                    std::fs::remove_file(segment::path(dir, *id))?;
+                    remove_or_log(&segment::path(dir, *id));
                 }
                 continue;
             }
-            let data = segment::read_all(dir, *id)?;
+            let data = match segment::read_all(dir, *id) {
+                Ok(data) => data,
+                Err(err) => {
+                    // An I/O error must not keep weir from starting: the segment goes aside whole.
+                    findings.push(set_aside(dir, quarantine_dir, priority, *id, mode, &err));
+                    continue;
+                }
+            };
             let count_before = if *id == cursor.segment { cursor.offset } else { 0 };
-            let scan = segment::scan(&data, *id, limits.max_body, count_before);
+            let scan = segment::scan(&data, *id, count_before);
             for damage in &scan.damage {
                 let torn_tail = Some(*id) == last && damage.end == data.len() as u64 && damage.reason == segment::CUT_SHORT;
                 let quarantined = match mode {
@@ -149,15 +163,25 @@ impl Lane {
             }
             if scan.bad_header {
                 if mode == Mode::ReadWrite {
-                    std::fs::remove_file(segment::path(dir, *id))?;
+                    remove_or_log(&segment::path(dir, *id));
                 }
                 continue;
             }
+            if scan.header_damaged && mode == Mode::ReadWrite {
+                let rewritten = File::options().write(true).open(segment::path(dir, *id)).and_then(|file| segment::write_header(&file, *id));
+                if let Err(err) = rewritten {
+                    tracing::warn!(segment = *id, %err, "could not write the damaged segment header again; its records are read all the same");
+                }
+            }
             let mut len = data.len() as u64;
             if Some(*id) == last && scan.valid_end < len {
-                // Cut a torn or damaged tail so appends continue at a frame boundary.
-                if mode == Mode::ReadWrite {
-                    File::options().write(true).open(segment::path(dir, *id))?.set_len(scan.valid_end)?;
+                // Cut a torn or damaged tail so appends continue at a frame boundary; if that
+                // fails, appends go to a new segment instead.
+                if mode == Mode::ReadWrite
+                    && let Err(err) = File::options().write(true).open(segment::path(dir, *id)).and_then(|file| file.set_len(scan.valid_end))
+                {
+                    tracing::warn!(segment = *id, %err, "could not cut off the damaged end of the newest segment; new records go to a new one");
+                    append_to_last = false;
                 }
                 known_damage.retain(|(segment, damage)| !(*segment == *id && damage.end == len));
                 len = scan.valid_end;
@@ -177,7 +201,7 @@ impl Lane {
         }
         let next_id = ids.last().map(|id| id + 1).unwrap_or(1).max(cursor.segment + 1);
         let active = match (mode, segments.back()) {
-            (Mode::ReadWrite, Some(last)) => Some(File::options().read(true).append(true).open(segment::path(dir, last.id))?),
+            (Mode::ReadWrite, Some(last)) if append_to_last => Some(File::options().read(true).append(true).open(segment::path(dir, last.id))?),
             _ => None,
         };
         let lane = Lane {
@@ -199,6 +223,7 @@ impl Lane {
             reader: None,
             known_damage,
             head_enqueued_ms,
+            read_errors: 0,
         };
         Ok((lane, findings))
     }
@@ -341,7 +366,7 @@ impl Lane {
             let average = (front.len - HEADER) / front.records.max(1);
             let want = (max_records as u64 * average * 5 / 4).clamp(4096, (max_bytes as u64).max(4096));
             let mut chunk = self.read(front.id, self.cursor.offset, available.min(want))?;
-            if let Frame::Truncated = record::check(&chunk, self.limits.max_body)
+            if let Frame::Truncated = record::check(&chunk)
                 && chunk.len() >= 4
                 && (chunk.len() as u64) < available
             {
@@ -353,7 +378,7 @@ impl Lane {
             let mut records = Vec::new();
             let mut frames = 0u64;
             while records.len() < max_records && at < max_bytes.max(1) && at < chunk.len() {
-                match record::check(&chunk[at..], self.limits.max_body) {
+                match record::check(&chunk[at..]) {
                     Frame::Valid(len) => {
                         match record::decode(&chunk.slice(at..at + len)) {
                             Ok(record) => records.push(record),
@@ -375,8 +400,45 @@ impl Lane {
             if frames == 0 {
                 continue;
             }
+            self.read_errors = 0;
             return Ok(Some(self.make_peek(records, frames, at as u64)));
         }
+    }
+
+    /// A read of this lane failed. After [`READ_ERRORS_TO_SET_ASIDE`] in a row, the oldest
+    /// segment is moved to the quarantine directory (what it held is reported as lost) and the
+    /// lane goes on after it: returns what was found then.
+    pub fn read_failed(&mut self, err: &io::Error) -> Option<Finding> {
+        self.read_errors += 1;
+        if self.read_errors < READ_ERRORS_TO_SET_ASIDE {
+            return None;
+        }
+        self.read_errors = 0;
+        let front = self.segments.pop_front()?;
+        if matches!(&self.reader, Some((id, _)) if *id == front.id) {
+            self.reader = None;
+        }
+        if self.segments.is_empty() {
+            // It was also the one appended to: the next record starts a new segment.
+            self.active = None;
+        }
+        let finding = set_aside(&self.dir, &self.quarantine_dir, self.priority, front.id, self.mode, err);
+        tracing::error!(
+            lane = self.priority,
+            segment = front.id,
+            lost = front.records - front.consumed,
+            "reads of this queue segment keep failing; it is set aside and the lane goes on after it"
+        );
+        self.known_damage.retain(|(segment, _)| *segment != front.id);
+        self.cursor = match self.segments.front() {
+            Some(next) => Position { segment: next.id, offset: HEADER },
+            None => Position { segment: self.next_id, offset: HEADER },
+        };
+        self.head_enqueued_ms = None;
+        if let Err(err) = self.write_cursor() {
+            tracing::warn!(lane = self.priority, %err, "could not write the queue cursor");
+        }
+        Some(finding)
     }
 
     fn make_peek(&mut self, records: Vec<Record>, frames: u64, len: u64) -> Peek {
@@ -463,11 +525,11 @@ impl Lane {
         let Some(front) = self.segments.front().cloned() else { return Ok(()) };
         let rest = self.read(id, 0, front.len)?;
         let start = self.cursor.offset as usize;
-        let reason = match record::check(&rest[start..], self.limits.max_body) {
+        let reason = match record::check(&rest[start..]) {
             Frame::Corrupt(reason) => reason,
             _ => segment::CUT_SHORT,
         };
-        let end = segment::resync(&rest, start + 1, self.limits.max_body).unwrap_or(rest.len());
+        let end = segment::resync(&rest, start + 1).unwrap_or(rest.len());
         let damage = Damage { start: start as u64, end: end as u64, reason };
         let quarantined = if self.mode == Mode::ReadWrite { quarantine(&self.quarantine_dir, self.priority, id, &damage, &rest) } else { None };
         findings.push(Finding { segment: id, damage, quarantined, torn_tail: false });
@@ -500,6 +562,28 @@ impl Lane {
         Ok(())
     }
 }
+
+/// Delete a file weir is done with; a failure (a read-only or failing disk) is logged, not
+/// fatal: the next start tries again.
+fn remove_or_log(path: &Path) {
+    if let Err(err) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), %err, "could not delete a queue segment that is no longer needed");
+    }
+}
+
+/// A segment that cannot be read: moved into the quarantine directory whole (in read-write
+/// mode), so the queue opens without it. Its records are counted as damage.
+fn set_aside(dir: &Path, quarantine_dir: &Path, lane: u8, id: u64, mode: Mode, err: &io::Error) -> Finding {
+    let from = segment::path(dir, id);
+    let size = std::fs::symlink_metadata(&from).map(|m| m.len()).unwrap_or(0);
+    let to = quarantine_dir.join(format!("p{lane}-{id:016}-unreadable.seg"));
+    let moved = mode == Mode::ReadWrite && std::fs::create_dir_all(quarantine_dir).and_then(|()| std::fs::rename(&from, &to)).is_ok();
+    tracing::error!(segment = %from.display(), %err, moved_to = moved.then(|| to.display().to_string()), "a queue segment cannot be read; the queue opens without it");
+    Finding { segment: id, damage: Damage { start: 0, end: size, reason: UNREADABLE }, quarantined: moved.then_some(to), torn_tail: false }
+}
+
+/// Why a whole segment was set aside.
+pub const UNREADABLE: &str = "segment unreadable (I/O error); set aside whole";
 
 fn encode_cursor(cursor: Position) -> [u8; 20] {
     let mut bytes = [0u8; 20];

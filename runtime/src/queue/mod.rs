@@ -141,8 +141,7 @@ impl SinkQueue {
         let limits = settings.limits();
         let mut lanes = BTreeMap::new();
         for priority in lane_priorities(dir) {
-            let (lane, findings) = Lane::open(&lane_dir(dir, priority), priority, &dir.join("quarantine"), limits, Mode::ReadWrite)
-                .with_context(|| format!("opening lane p{priority} of the queue of sink `{sink}` in {}", dir.display()))?;
+            let (lane, findings) = open_lane_or_set_it_aside(sink, dir, priority, limits)?;
             log_findings(sink, &findings);
             if !was_clean && lane.depth() > 0 {
                 warn!(sink, lane = priority, "weir did not stop cleanly: the last batch delivered from this lane may be delivered again");
@@ -342,11 +341,18 @@ impl SinkQueue {
         let mut findings = Vec::new();
         let mut result = None;
         for priority in order {
-            if let Some(lane) = state.lanes.get_mut(&priority)
-                && let Some(peek) = lane.peek(max_records, max_bytes, &mut findings)?
-            {
-                result = Some(peek);
-                break;
+            let Some(lane) = state.lanes.get_mut(&priority) else { continue };
+            match lane.peek(max_records, max_bytes, &mut findings) {
+                Ok(Some(peek)) => {
+                    result = Some(peek);
+                    break;
+                }
+                Ok(None) => {}
+                // One lane that cannot be read does not hold up the others.
+                Err(err) => {
+                    error!(sink = %self.sink, lane = priority, %err, "could not read this lane of the queue; the other lanes go on");
+                    findings.extend(lane.read_failed(&err));
+                }
             }
         }
         log_findings(&self.sink, &findings);
@@ -415,6 +421,24 @@ fn stats_of(state: &State) -> QueueStats {
         bytes: state.lanes.values().map(Lane::depth_bytes).sum(),
         disk_bytes: state.lanes.values().map(Lane::disk_bytes).sum(),
         oldest_age_ms: oldest.map(|t| now.saturating_sub(t)).unwrap_or(0),
+    }
+}
+
+/// Open a lane of the queue in `dir`. One that cannot be opened (an I/O error reading its
+/// directory or cursor) is moved aside whole into the quarantine directory, and an empty lane
+/// starts in its place: weir starts all the same. Only if that fails too is it an error.
+fn open_lane_or_set_it_aside(sink: &str, dir: &Path, priority: u8, limits: Limits) -> anyhow::Result<(Lane, Vec<Finding>)> {
+    let path = lane_dir(dir, priority);
+    let quarantine = dir.join("quarantine");
+    match Lane::open(&path, priority, &quarantine, limits, Mode::ReadWrite) {
+        Ok(opened) => Ok(opened),
+        Err(err) => {
+            let aside = quarantine.join(format!("p{priority}-lane-{}", weir_core::message::now_ms()));
+            let moved = std::fs::create_dir_all(&quarantine).and_then(|()| std::fs::rename(&path, &aside));
+            error!(sink, lane = priority, %err, moved_to = %aside.display(), moved = moved.is_ok(), "a lane of the queue cannot be opened; it is set aside whole and an empty one starts");
+            Lane::open(&path, priority, &quarantine, limits, Mode::ReadWrite)
+                .with_context(|| format!("opening lane p{priority} of the queue of sink `{sink}` in {} (set aside after: {err})", dir.display()))
+        }
     }
 }
 

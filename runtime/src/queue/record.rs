@@ -85,24 +85,40 @@ pub enum Frame {
     Corrupt(&'static str),
 }
 
-/// Check the frame at the start of `bytes` without decoding the message.
-pub fn check(bytes: &[u8], max_body: usize) -> Frame {
+/// The largest record body ever written (the largest segment holds one of 64 MiB). Reading
+/// judges plausibility by this, never by the queue's current `max_size`: records written
+/// under a larger cap stay readable when the cap is lowered.
+pub const MAX_BODY: usize = 64 << 20;
+/// Enqueue times a record can have: 2020-01-01 to 2100-01-01, ms since the epoch.
+const PLAUSIBLE_MS: std::ops::Range<u64> = 1_577_836_800_000..4_102_444_800_000;
+
+/// Check the frame at the start of `bytes` without decoding the message. The checksum is
+/// computed last, after checks that cost nothing (length, version, a plausible enqueue
+/// time): scanning past damage tries every byte offset, and a checksum over whatever length
+/// random bytes claim made megabytes of garbage take hours.
+pub fn check(bytes: &[u8]) -> Frame {
     if bytes.len() < FRAME_HEADER {
         return Frame::Truncated;
     }
     let body_len = u32::from_le_bytes(bytes[0..4].try_into().unwrap_or_default()) as usize;
     let crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap_or_default());
-    if body_len == 0 || body_len > max_body {
+    // The smallest body: version, enqueue time and expiry.
+    if !(17..=MAX_BODY).contains(&body_len) {
         return Frame::Corrupt("implausible record length");
+    }
+    if bytes.len() > FRAME_HEADER && bytes[FRAME_HEADER] != VERSION {
+        return Frame::Corrupt("unknown record version");
+    }
+    if let Some(enqueued) = bytes.get(FRAME_HEADER + 1..FRAME_HEADER + 9)
+        && !PLAUSIBLE_MS.contains(&u64::from_le_bytes(enqueued.try_into().unwrap_or_default()))
+    {
+        return Frame::Corrupt("implausible enqueue time");
     }
     let Some(body) = bytes.get(FRAME_HEADER..FRAME_HEADER + body_len) else {
         return Frame::Truncated;
     };
     if crc32fast::hash(body) != crc {
         return Frame::Corrupt("checksum mismatch");
-    }
-    if body[0] != VERSION {
-        return Frame::Corrupt("unknown record version");
     }
     Frame::Valid(FRAME_HEADER + body_len)
 }
@@ -237,12 +253,12 @@ mod tests {
     fn round_trips_every_field() {
         let message = sample();
         let mut buffer = Vec::new();
-        let len = encode(&mut buffer, &message, 1000, 2000);
+        let len = encode(&mut buffer, &message, 1_796_000_000_000, 2000);
         assert_eq!(len, buffer.len());
-        assert!(matches!(check(&buffer, 1 << 20), Frame::Valid(n) if n == len));
-        assert_eq!(enqueued_ms(&buffer), 1000);
+        assert!(matches!(check(&buffer), Frame::Valid(n) if n == len));
+        assert_eq!(enqueued_ms(&buffer), 1_796_000_000_000);
         let record = decode(&Bytes::from(buffer)).expect("decodes");
-        assert_eq!(record.enqueued_ms, 1000);
+        assert_eq!(record.enqueued_ms, 1_796_000_000_000);
         assert_eq!(record.expires_ms, 2000);
         assert_eq!(record.message.payload, message.payload);
         assert_eq!(record.message.meta(), message.meta());
@@ -251,14 +267,14 @@ mod tests {
     #[test]
     fn a_flipped_bit_or_a_cut_is_detected() {
         let mut buffer = Vec::new();
-        encode(&mut buffer, &sample(), 1, 0);
+        encode(&mut buffer, &sample(), 1_796_000_000_000, 0);
         for cut in 0..buffer.len() {
-            assert!(matches!(check(&buffer[..cut], 1 << 20), Frame::Truncated | Frame::Corrupt(_)), "cut at {cut} accepted");
+            assert!(matches!(check(&buffer[..cut]), Frame::Truncated | Frame::Corrupt(_)), "cut at {cut} accepted");
         }
         for byte in FRAME_HEADER..buffer.len() {
             let mut damaged = buffer.clone();
             damaged[byte] ^= 0x10;
-            assert!(matches!(check(&damaged, 1 << 20), Frame::Corrupt(_)), "flip at {byte} accepted");
+            assert!(matches!(check(&damaged), Frame::Corrupt(_)), "flip at {byte} accepted");
         }
     }
 }

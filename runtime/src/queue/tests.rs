@@ -280,3 +280,38 @@ proptest::proptest! {
         }
     }
 }
+
+/// A segment whose reads fail while weir runs (an I/O error; here the file is swapped for a
+/// directory of its name, whose reads fail with EISDIR): the other lanes go on at once, and
+/// after three failed reads the segment is set aside and its lane goes on after it.
+#[test]
+fn a_segment_that_cannot_be_read_holds_up_neither_other_lanes_nor_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = SinkQueue::open("cloud", settings(dir.path(), 1 << 20, WhenFull::Block)).expect("open"); // 64 KiB segments
+    queue.enqueue((0..1000).map(|n| item(n, 0)).collect(), &never).expect("lane 0");
+    queue.enqueue((1000..1300).map(|n| item(n, 5)).collect(), &never).expect("lane 5");
+    let lane = lane_dir(dir.path(), 0);
+    let first = segment::path(&lane, segment::list(&lane).expect("list")[0]);
+    std::fs::remove_file(&first).expect("remove");
+    std::fs::create_dir(&first).expect("a directory in its place");
+
+    let mut from_lane_5 = Vec::new();
+    for _ in 0..lane::READ_ERRORS_TO_SET_ASIDE - 1 {
+        let peek = queue.peek(100, 1 << 20).expect("peek").expect("lane 5 goes on");
+        assert_eq!(peek.lane, 5);
+        from_lane_5.extend(peek.records.iter().map(number));
+        queue.commit(&peek).expect("commit");
+    }
+    // The third failure sets the segment aside; lane 0 goes on after it.
+    let rest = drain(&queue);
+    let lane_0: Vec<usize> = rest.iter().copied().filter(|n| *n < 1000).collect();
+    assert!(
+        !lane_0.is_empty() && lane_0.windows(2).all(|w| w[0] + 1 == w[1]) && *lane_0.last().expect("some") == 999,
+        "lane 0 after the set-aside segment: {lane_0:?}"
+    );
+    from_lane_5.extend(rest.iter().copied().filter(|n| *n >= 1000));
+    assert_eq!(from_lane_5, (1000..1300).collect::<Vec<_>>());
+    let aside =
+        std::fs::read_dir(dir.path().join("quarantine")).expect("quarantine").flatten().any(|e| e.file_name().to_string_lossy().ends_with("-unreadable.seg"));
+    assert!(aside, "the segment was moved to the quarantine directory");
+}
