@@ -57,10 +57,15 @@ async fn wait_for_numbers(path: &Path, n: usize, timeout: Duration) -> BTreeSet<
 
 /// `weir run` of `pipeline` (with an operator endpoint) in a directory of its own.
 fn start(pipeline: &str) -> (WeirProcess, tempfile::TempDir, u16) {
+    start_with(pipeline, "")
+}
+
+/// [`start`] with more keys for the `[runtime]` table.
+fn start_with(pipeline: &str, runtime: &str) -> (WeirProcess, tempfile::TempDir, u16) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = dir.path().join("pipeline.toml");
-    std::fs::write(&path, format!("{pipeline}\n[runtime]\nhttp_listen = \"127.0.0.1:{port}\"\ndrain_timeout = \"5s\"\n")).unwrap();
+    std::fs::write(&path, format!("{pipeline}\n[runtime]\nhttp_listen = \"127.0.0.1:{port}\"\ndrain_timeout = \"5s\"\n{runtime}")).unwrap();
     (WeirProcess::start(&path), dir, port)
 }
 
@@ -411,4 +416,67 @@ up = "FROM /topics/data/# INTO $upstream"
     assert!(json_lines(&dir.path().join("deadletter.jsonl")).is_empty());
     assert_eq!(metric(&scrape_metrics(port), "weir_dead_letters_last_resort_total", &[]), Some(1.0));
     weir.stop();
+}
+
+/// Peak resident memory of process `pid`, in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+}
+
+/// Twenty messages of 8 MiB, then 100 readings, with `runtime.max_message_size = "1MiB"`.
+/// Over MQTT 5 (the default) weir tells the broker its limit in CONNECT and the broker does
+/// not send the big ones; over MQTT 3.1.1, which cannot say it, weir takes them (a payload
+/// budget, `in_flight_bytes`, lets only so many bytes into the pipeline at once) and
+/// dead-letters them as `too-large`. Either way weir stays up and the readings flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_the_size_limit_are_refused_or_dead_lettered_and_the_rest_flows() {
+    for protocol in ["5", "3.1.1"] {
+        let local = Mosquitto::start_stock();
+        let (mut weir, dir, _port) = start_with(
+            &format!(
+                r#"
+upstream = "cloud"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-huge"
+protocol = "{protocol}"
+
+[sinks.cloud]
+type = "file"
+path = "cloud.jsonl"
+queue = false
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[routes]
+up = "FROM /topics/data/# INTO $upstream"
+"#,
+                local = local.port,
+            ),
+            "max_message_size = \"1MiB\"\nin_flight_bytes = \"4MiB\"\n",
+        );
+        let huge: Vec<_> = (0..20).map(|n| (format!("data/huge/{n}"), vec![b'x'; 8 << 20], PublishProperties::default())).collect();
+        publish_v5(local.port, huge).await;
+        publish_v5(local.port, numbered(0..100)).await;
+        wait_for_numbers(&dir.path().join("cloud.jsonl"), 100, Duration::from_secs(60)).await;
+        let letters = json_lines(&dir.path().join("deadletter.jsonl"));
+        let peak = peak_rss_kib(weir.pid().unwrap());
+        eprintln!("MQTT {protocol}: {} dead letters, weir's peak RSS {} MiB", letters.len(), peak / 1024);
+        match protocol {
+            "5" => assert!(letters.is_empty(), "the broker should not have sent them: {} dead letters", letters.len()),
+            _ => {
+                let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 20, Duration::from_secs(30)).await;
+                let detail = letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-detail").unwrap()["value"].clone();
+                assert!(detail.as_str().unwrap().contains("8388608 bytes is more than runtime.max_message_size (1048576 bytes)"), "{detail}");
+                assert_eq!(letters.len(), 20);
+            }
+        }
+        assert!(json_lines(&dir.path().join("cloud.jsonl")).iter().all(|line| line["payload"].as_u64().is_some()), "a huge message reached the sink");
+        weir.stop();
+    }
 }

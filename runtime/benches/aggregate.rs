@@ -78,7 +78,7 @@ fn new_runner(module: LoadedModule, dir: &Path, window: &str) -> AggregateRunner
     let window: WindowConfig = toml::from_str(window).expect("window");
     let spec = AggregateSpec::from_config(&window, dir.join("averages.window-state")).expect("spec");
     let (deadletter, _) = tokio::sync::mpsc::channel(1024);
-    let mut runner = AggregateRunner::new(module, spec, Arc::new(Dispatcher::new(Vec::new(), deadletter)), 2048);
+    let mut runner = AggregateRunner::new(module, spec, Arc::new(Dispatcher::new(Vec::new(), deadletter, usize::MAX)), 2048);
     runner.restore();
     runner
 }

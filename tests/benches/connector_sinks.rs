@@ -44,7 +44,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn context() -> BuildContext {
-    BuildContext { name: "bench".into(), base_dir: std::env::temp_dir() }
+    BuildContext { name: "bench".into(), base_dir: std::env::temp_dir(), max_message_bytes: 16 << 20 }
 }
 
 async fn kafka(tansu: &Tansu, n: usize, batch: usize) -> (f64, f64) {

@@ -186,7 +186,7 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
                 // rumqttc sizes its table of unacknowledged publishes by this limit; without
                 // it the table has 65,536 slots (14 MB, every byte touched) per connection.
                 .set_outgoing_inflight_upper_limit(config.max_inflight.max(1))
-                .set_max_packet_size(Some(256 << 20))
+                .set_max_packet_size(Some(config.max_incoming_bytes.map_or(256 << 20, |bytes| u32::try_from(bytes).unwrap_or(u32::MAX))))
                 .set_request_channel_capacity(capacity);
             if !config.clean_session {
                 options.set_session_expiry_interval(Some(config.session_expiry_secs));

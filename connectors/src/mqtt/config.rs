@@ -51,6 +51,12 @@ pub struct ConnectionConfig {
     #[serde(skip)]
     #[schemars(skip)]
     pub password_provider: Option<PasswordProvider>,
+    /// Set by a source from `runtime.max_message_size`: the largest packet it takes, told to
+    /// an MQTT 5 broker in CONNECT so that bigger messages are not sent to weir at all.
+    /// Default (and always over MQTT 3.1.1, which cannot say it): 256 MiB.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub max_incoming_bytes: Option<usize>,
 }
 
 /// Makes a password when a connection is opened (an IoT Hub SAS token). A publisher
@@ -96,6 +102,7 @@ impl ConnectionConfig {
             qos: Self::default_qos(),
             max_inflight: Self::default_inflight(),
             password_provider: None,
+            max_incoming_bytes: None,
         }
     }
 }

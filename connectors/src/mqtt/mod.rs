@@ -31,4 +31,4 @@ pub use client::{AckToken, Client, Received};
 pub use config::{ConnectionConfig, MqttSinkConfig, MqttSourceConfig, PasswordProvider, Protocol, TlsConfig};
 pub use inbound::Inbound;
 pub use sink::MqttSink;
-pub use source::MqttSource;
+pub use source::{MqttSource, max_packet_for};

@@ -24,8 +24,9 @@ impl SourceKind for MqttSource {
     const TYPE: &'static str = "mqtt";
     type Config = MqttSourceConfig;
 
-    async fn build(config: MqttSourceConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
+    async fn build(mut config: MqttSourceConfig, ctx: &BuildContext) -> anyhow::Result<Box<dyn Source>> {
         // The URL was checked when the config was read (`config::broker_url`).
+        config.connection.max_incoming_bytes = Some(max_packet_for(ctx.max_message_bytes));
         Ok(Box::new(MqttSource::new(config.connection, config.topics, &ctx.base_dir, &format!("weir-{}", ctx.name))))
     }
 }
@@ -77,12 +78,14 @@ impl Source for MqttSource {
                     Ok(Event::Publish(received)) => {
                         let (payload, meta) = received.to_parts(source.clone());
                         messages_in.increment(1);
+                        // Room for its bytes first: large messages wait instead of piling up.
+                        let Some(bytes) = ctx.reserve_bytes(payload.len()).await else { return Ok(()) };
                         if received.qos() == QoS::AtMostOnce {
                             // No acknowledgement to hold back, but no reason to drop either:
                             // wait for room like any subscriber reading at its own pace, so
                             // TCP slows the broker down (dropping here lost up to 92 % of an
                             // overload run).
-                            if !ctx.hand_on(Message::new(payload, meta, Ack::none())).await {
+                            if !ctx.hand_on(Message::new(payload, meta, Ack::with_permits(drop, [None, Some(bytes)]))).await {
                                 return Ok(());
                             }
                             continue;
@@ -90,14 +93,14 @@ impl Source for MqttSource {
                         let Some(permit) = ctx.reserve().await else { return Ok(()) };
                         let tx = ack_tx.clone();
                         let token = received.ack_token();
-                        let ack = Ack::with_permit(
+                        let ack = Ack::with_permits(
                             move |outcome| {
                                 let _ = tx.send(match outcome {
                                     AckOutcome::Accepted => Settled::Accepted(token),
                                     AckOutcome::Failed => Settled::Failed,
                                 });
                             },
-                            Some(permit),
+                            [Some(permit), Some(bytes)],
                         );
                         // Shutdown cancels this future, maybe in the middle of the send: the
                         // message must then count as not handed on (no PUBACK, redelivered).
@@ -161,6 +164,13 @@ impl Source for MqttSource {
         info!(%source, "stopped");
         Ok(())
     }
+}
+
+/// The largest packet to take for messages of `max_message_bytes`: room for a topic and
+/// properties besides the payload (a message over the limit that still fits is dead-lettered
+/// by the pipeline, with the reason).
+pub fn max_packet_for(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_add(128 << 10)
 }
 
 /// How the pipeline settled a message this source handed on.

@@ -31,7 +31,8 @@ type Callback = Box<dyn FnOnce(AckOutcome) + Send>;
 struct Inner {
     callback: Mutex<Option<Callback>>,
     failed: AtomicBool,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// Places in the source's in-flight windows (messages, bytes), given back on drop.
+    _permits: [Option<OwnedSemaphorePermit>; 2],
 }
 
 impl Drop for Inner {
@@ -61,7 +62,13 @@ impl Ack {
 
     /// Like [`Ack::new`], holding a permit of the source's in-flight window until then.
     pub fn with_permit(callback: impl FnOnce(AckOutcome) + Send + 'static, permit: Option<OwnedSemaphorePermit>) -> Self {
-        Ack(Some(Arc::new(Inner { callback: Mutex::new(Some(Box::new(callback))), failed: AtomicBool::new(false), _permit: permit })))
+        Self::with_permits(callback, [permit, None])
+    }
+
+    /// Like [`Ack::new`], holding permits of the source's in-flight windows (messages and
+    /// bytes, see [`crate::SourceContext::reserve_bytes`]) until then.
+    pub fn with_permits(callback: impl FnOnce(AckOutcome) + Send + 'static, permits: [Option<OwnedSemaphorePermit>; 2]) -> Self {
+        Ack(Some(Arc::new(Inner { callback: Mutex::new(Some(Box::new(callback))), failed: AtomicBool::new(false), _permits: permits })))
     }
 
     /// Mark the message as not handed on: the source will not acknowledge it.

@@ -38,6 +38,9 @@ pub struct SourceContext {
     pub in_flight: Arc<Semaphore>,
     /// The window's size (permits when nothing is in flight).
     pub in_flight_limit: usize,
+    /// The in-flight window in payload bytes, and its size (see [`SourceContext::reserve_bytes`]).
+    pub in_flight_bytes: Arc<Semaphore>,
+    pub in_flight_bytes_limit: usize,
     /// Set to `true` once the source is connected and subscribed (readiness).
     pub ready: tokio::sync::watch::Sender<bool>,
     /// At shutdown, how long to wait for in-flight messages to be accepted before leaving
@@ -63,6 +66,21 @@ impl SourceContext {
         }
         tokio::select! {
             permit = self.in_flight.clone().acquire_owned() => permit.ok(),
+            () = self.shutdown.cancelled() => None,
+        }
+    }
+
+    /// Wait for room for `bytes` of payload in the in-flight window (a message larger than
+    /// the whole window takes all of it). `None` once shutdown has started. Hold the permit
+    /// in the message's [`Ack`](crate::Ack) (QoS 0 too), so large messages cannot pile up in
+    /// memory whatever their count.
+    pub async fn reserve_bytes(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let wanted = u32::try_from(bytes.clamp(1, self.in_flight_bytes_limit.max(1))).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.in_flight_bytes.clone().try_acquire_many_owned(wanted) {
+            return Some(permit);
+        }
+        tokio::select! {
+            permit = self.in_flight_bytes.clone().acquire_many_owned(wanted) => permit.ok(),
             () = self.shutdown.cancelled() => None,
         }
     }
@@ -148,6 +166,9 @@ pub trait Sink: Send + 'static {
 pub struct BuildContext {
     /// The connector's name in the pipeline (`[sinks.NAME]`).
     pub name: Arc<str>,
+    /// The largest message the pipeline takes (`runtime.max_message_size`): a source may tell
+    /// its peer, so that bigger ones are not even sent.
+    pub max_message_bytes: usize,
     /// The directory of the pipeline file: relative paths start here.
     pub base_dir: PathBuf,
 }
@@ -319,6 +340,8 @@ mod tests {
             shutdown: CancellationToken::new(),
             in_flight: Arc::new(Semaphore::new(window)),
             in_flight_limit: window,
+            in_flight_bytes: Arc::new(Semaphore::new(1 << 20)),
+            in_flight_bytes_limit: 1 << 20,
             ready: watch::channel(false).0,
             drain_timeout: Duration::from_secs(1),
         };
@@ -345,6 +368,23 @@ mod tests {
         assert_eq!(&received.recv().await.unwrap().payload[..], [2]);
         drop(received);
         assert!(!context.hand_on(message(3)).await, "no pipeline any more");
+    }
+
+    #[tokio::test]
+    async fn reserve_bytes_waits_for_room_and_a_huge_message_takes_the_whole_window() {
+        let (context, _received) = context(1, 1);
+        let limit = context.in_flight_bytes_limit;
+        let half = context.reserve_bytes(limit / 2).await.expect("room");
+        let context = Arc::new(context);
+        let huge = tokio::spawn({
+            let context = context.clone();
+            async move { context.reserve_bytes(limit * 10).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!huge.is_finished(), "half the window is taken: a message bigger than the window waits for all of it");
+        drop(half);
+        assert!(huge.await.unwrap(), "then it goes, alone");
+        assert_eq!(context.in_flight_bytes.available_permits(), limit, "its permit was dropped with it");
     }
 
     #[tokio::test]

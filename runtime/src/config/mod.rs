@@ -285,6 +285,15 @@ pub struct RuntimeSettings {
     /// its own thread for good. "0s" keeps every module on its own thread. Default "1ms".
     #[serde(default = "RuntimeSettings::default_inline_call_budget")]
     pub inline_call_budget: HumanDuration,
+    /// The largest message weir takes. A bigger one goes to `$deadletter` (reason
+    /// `too-large`) as it arrives; an MQTT 5 source also tells its broker (CONNECT's maximum
+    /// packet size), which then does not send weir bigger ones at all. Default "16MiB".
+    #[serde(default = "RuntimeSettings::default_max_message_size")]
+    pub max_message_size: ByteSize,
+    /// Payload bytes a source may have in the pipeline before it waits (besides `in_flight`
+    /// messages), so that large messages cannot exhaust memory. Default "256MiB".
+    #[serde(default = "RuntimeSettings::default_in_flight_bytes")]
+    pub in_flight_bytes: ByteSize,
 }
 
 impl RuntimeSettings {
@@ -300,6 +309,12 @@ impl RuntimeSettings {
     fn default_inline_call_budget() -> HumanDuration {
         HumanDuration(std::time::Duration::from_millis(1))
     }
+    fn default_max_message_size() -> ByteSize {
+        ByteSize(16 << 20)
+    }
+    fn default_in_flight_bytes() -> ByteSize {
+        ByteSize(256 << 20)
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -311,6 +326,8 @@ impl Default for RuntimeSettings {
             drain_timeout: Self::default_drain_timeout(),
             http_listen: None,
             inline_call_budget: Self::default_inline_call_budget(),
+            max_message_size: Self::default_max_message_size(),
+            in_flight_bytes: Self::default_in_flight_bytes(),
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct Dispatcher {
     /// The input of work for a sink (sinks have no inputs), shared instead of allocated
     /// per message.
     no_input: Arc<str>,
+    /// `runtime.max_message_size`: a bigger message goes to `$deadletter` as it arrives.
+    max_message_bytes: usize,
 }
 
 /// Where one message goes: the target, the work for it, and the route's name (most messages
@@ -83,9 +85,9 @@ pub struct Dispatcher {
 type Deliveries = SmallVec<[(Target, Work, Arc<str>); 2]>;
 
 impl Dispatcher {
-    pub fn new(routes: Vec<CompiledRoute>, deadletter: mpsc::Sender<Work>) -> Self {
+    pub fn new(routes: Vec<CompiledRoute>, deadletter: mpsc::Sender<Work>, max_message_bytes: usize) -> Self {
         let index = RouteIndex::new(routes.iter().map(|compiled| &compiled.route));
-        Dispatcher { routes, index, deadletter, no_input: Arc::from("") }
+        Dispatcher { routes, index, deadletter, no_input: Arc::from(""), max_message_bytes }
     }
 
     /// Decide where `message` goes. Messages no route takes are dropped (and counted).
@@ -158,6 +160,11 @@ impl Dispatcher {
         while !round.is_empty() {
             let mut held: SmallVec<[Held; 1]> = SmallVec::new();
             for message in round.drain(..) {
+                if message.payload.len() > self.max_message_bytes {
+                    let detail = format!("{} bytes is more than runtime.max_message_size ({} bytes)", message.payload.len(), self.max_message_bytes);
+                    self.dead_letter(DeadLetter::new(message, "too-large", detail)).await;
+                    continue;
+                }
                 let (deliveries, dead) = self.plan(message);
                 for (target, work, route) in deliveries {
                     match (&target, work) {

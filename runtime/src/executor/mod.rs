@@ -125,6 +125,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pipeline = &loaded.pipeline;
     let settings = &pipeline.runtime;
+    let max_message_bytes = usize::try_from(settings.max_message_size.0).unwrap_or(usize::MAX);
     let id = pipeline_id(loaded);
     let abandon = CancellationToken::new();
     let deadletter_topic = pipeline.deadletter_topic();
@@ -152,7 +153,7 @@ pub async fn run(
     let mut sink_queues: HashMap<String, mpsc::Sender<Work>> = HashMap::new();
     let mut sink_workers = Vec::new();
     for (name, table) in &pipeline.sinks {
-        let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone() };
+        let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone(), max_message_bytes };
         let sink = registry.build_sink(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("sink `{name}`"))?;
         let (tx, rx) = mpsc::channel(queue_size);
         sink_queues.insert(name.clone(), tx);
@@ -224,7 +225,7 @@ pub async fn run(
             matched: metrics::counter!(crate::telemetry::ROUTE_MATCHED, "route" => route_plan.name.clone()),
         });
     }
-    let dispatcher = Arc::new(Dispatcher::new(routes, deadletter_tx.clone()));
+    let dispatcher = Arc::new(Dispatcher::new(routes, deadletter_tx.clone(), max_message_bytes));
 
     // Start sinks, then modules, then sources.
     let last_resort = LastResort::new(&crate::config::validate::store_dir(loaded));
@@ -279,16 +280,16 @@ pub async fn run(
     let mut source_tasks = Vec::new();
     let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
     if let (Some(connection), false) = (&local, plan.local_subscriptions.is_empty()) {
-        sources.push((
-            "local".to_owned(),
-            Box::new(MqttSource::new(connection.clone(), plan.local_subscriptions.clone(), &loaded.base_dir, &format!("weir-{id}-in"))),
-        ));
+        let mut connection = connection.clone();
+        connection.max_incoming_bytes = Some(weir_connectors::mqtt::max_packet_for(max_message_bytes));
+        sources.push(("local".to_owned(), Box::new(MqttSource::new(connection, plan.local_subscriptions.clone(), &loaded.base_dir, &format!("weir-{id}-in")))));
     }
     for (name, table) in &pipeline.sources {
-        let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone() };
+        let ctx = BuildContext { name: name.as_str().into(), base_dir: loaded.base_dir.clone(), max_message_bytes };
         sources.push((name.clone(), registry.build_source(&table.kind, table.table.clone(), &ctx).await.with_context(|| format!("source `{name}`"))?));
     }
     let mut readiness = Vec::new();
+    let in_flight_bytes = usize::try_from(settings.in_flight_bytes.0).unwrap_or(usize::MAX).clamp(1, Semaphore::MAX_PERMITS);
     for (name, source) in sources {
         let (tx, mut rx) = mpsc::channel(settings.batch_size.max(16));
         let (ready_tx, ready_rx) = watch::channel(false);
@@ -299,6 +300,8 @@ pub async fn run(
             shutdown: source_shutdown.clone(),
             in_flight: Arc::new(Semaphore::new(settings.in_flight)),
             in_flight_limit: settings.in_flight,
+            in_flight_bytes: Arc::new(Semaphore::new(in_flight_bytes)),
+            in_flight_bytes_limit: in_flight_bytes,
             ready: ready_tx,
             drain_timeout: settings.drain_timeout.0,
         };
