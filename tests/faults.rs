@@ -480,3 +480,54 @@ up = "FROM /topics/data/# INTO $upstream"
         weir.stop();
     }
 }
+
+/// A module that sleeps 60 s (in a host call, where epoch interruption cannot reach it).
+/// Before, the call held its instance and thread for the whole minute, whatever its deadline.
+/// Now the sleep ends at the call's deadline: the sleeper is dead-lettered with reason
+/// `deadline` about a second later, the messages after it go on, and SIGTERM stops weir
+/// within the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_sleeps_is_stopped_at_its_deadline() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = start(&format!(
+        r#"
+deadletter = "dlq"
+
+[broker]
+url = "mqtt://127.0.0.1:{local}"
+client_id = "weir-faults-sleep"
+
+[modules.chaos]
+path = {chaos}
+deadline = "1s"
+
+[sinks.dlq]
+type = "file"
+path = "deadletter.jsonl"
+
+[sinks.kept]
+type = "file"
+path = "kept.jsonl"
+
+[routes]
+chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
+"#,
+        local = local.port,
+        chaos = toml_path(&module("chaos")),
+    ));
+    let sent = std::time::Instant::now();
+    let mut messages = vec![("data/x".to_owned(), b"sleep".to_vec(), PublishProperties::default())];
+    messages.extend(numbered(0..10));
+    publish_v5(local.port, messages).await;
+    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(20)).await;
+    let took = sent.elapsed();
+    let reason = letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-reason").unwrap()["value"].clone();
+    assert_eq!((letters[0]["payload_text"].as_str(), reason.as_str()), (Some("sleep"), Some("deadline")));
+    assert!(took < Duration::from_secs(10), "the sleeper was stopped only after {took:?}");
+    wait_for_numbers(&dir.path().join("kept.jsonl"), 10, Duration::from_secs(20)).await;
+
+    let stopping = std::time::Instant::now();
+    weir.stop();
+    assert!(stopping.elapsed() < Duration::from_secs(10), "SIGTERM took {:?}", stopping.elapsed());
+}

@@ -1,6 +1,7 @@
 //! Chaos: a filter that misbehaves on command, so tests can show weir survives it.
 //! The payload says what to do: `trap` (panics, which traps), `loop` (spins until the
-//! host's deadline stops it), `slow` (spins for 2 ms, then keeps the message), `hog`
+//! host's deadline stops it), `sleep` (sleeps 60 s in a host call, which the host cuts at
+//! the deadline), `slow` (spins for 2 ms, then keeps the message), `hog`
 //! (allocates without bound until the memory cap),
 //! `describe` (rejects the message with everything the module sees of its metadata as the
 //! reason, so a test can check what crosses the boundary), and anything else is kept.
@@ -28,6 +29,10 @@ pub fn misbehave(msg: &Message, config: &Config) -> Result<bool> {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        b"sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(true)
         }
         b"slow" => {
             let start = std::time::Instant::now();

@@ -1,9 +1,12 @@
 //! Host services imported by modules, and the per-instance store state.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::instance::CallClock;
 
@@ -25,6 +28,72 @@ pub struct InstanceState {
     pub(super) clock: CallClock,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// Time 0 of the module's monotonic clock.
+    origin: Instant,
+}
+
+/// The module's `wasi:clocks/monotonic-clock`: nanoseconds since its instance started.
+struct Monotonic(Instant);
+
+impl HostMonotonicClock for Monotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What `wasi:clocks/monotonic-clock` a module's sleep waits on: its time, but never past the
+/// call's deadline.
+struct Sleep(tokio::time::Instant);
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Sleep {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
+    }
+}
+
+/// The interface whose subscriptions [`cut_sleeps_at_the_deadline`] replaces, as
+/// wasmtime-wasi 48 provides it (guests importing an older 0.2 version are linked to it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A module that sleeps (`std::thread::sleep`, `time.sleep`, `setTimeout` in a loop) waits in
+/// a host call, and epoch interruption stops wasm code, not host calls: a 60 s sleep held the
+/// instance, and its thread, for 60 s whatever the module's deadline. So a sleep ends at the
+/// call's deadline at the latest; the module wakes, and the next epoch tick stops it there
+/// (dead-lettered with reason `deadline`).
+fn cut_sleeps_at_the_deadline(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", |mut store: StoreContextMut<'_, InstanceState>, (nanos,): (u64,)| {
+        let state = store.data_mut();
+        let until = Instant::now().checked_add(Duration::from_nanos(nanos));
+        state.sleep_until(until)
+    })?;
+    clock.func_wrap("subscribe-instant", |mut store: StoreContextMut<'_, InstanceState>, (when,): (u64,)| {
+        let state = store.data_mut();
+        let until = state.origin.checked_add(Duration::from_nanos(when));
+        state.sleep_until(until)
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+impl InstanceState {
+    /// A pollable that is ready at `until` (`None`: never), or at the call's deadline if that
+    /// comes first.
+    fn sleep_until(&mut self, until: Option<Instant>) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        let deadline = self.clock.deadline_at();
+        let until = match (until, deadline) {
+            (Some(until), Some(deadline)) => until.min(deadline),
+            (until, deadline) => until.or(deadline).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+        };
+        let sleep = self.table.push(Sleep(tokio::time::Instant::from_std(until)))?;
+        Ok((subscribe(&mut self.table, sleep)?,))
+    }
 }
 
 impl InstanceState {
@@ -32,8 +101,9 @@ impl InstanceState {
         // No preopened directories, no environment, no arguments, no network: a module gets
         // nothing from WASI that the pipeline does not grant. Its stderr is weir's, so a
         // panic message lands in the log next to the dead letters it caused.
-        let wasi = WasiCtx::builder().inherit_stderr().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
-        InstanceState { module, config_json, limits, clock: CallClock::default(), wasi, table: ResourceTable::new() }
+        let origin = Instant::now();
+        let wasi = WasiCtx::builder().inherit_stderr().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).monotonic_clock(Monotonic(origin)).build();
+        InstanceState { module, config_json, limits, clock: CallClock::default(), wasi, table: ResourceTable::new(), origin }
     }
 }
 
@@ -68,6 +138,7 @@ impl WasiView for InstanceState {
 /// Add WASI (p2, granting nothing, async like every call) and weir's host services to a linker.
 pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    cut_sleeps_at_the_deadline(linker)?;
     bindings::Imports::add_to_linker::<_, HasSelf<_>>(linker, |state| state)?;
     Ok(())
 }

@@ -239,6 +239,11 @@ impl Default for CallClock {
 }
 
 impl CallClock {
+    /// When the call under way must stop (`None`: no call, or no deadline).
+    pub(crate) fn deadline_at(&self) -> Option<Instant> {
+        self.started.checked_add(self.deadline)
+    }
+
     fn on_tick(&mut self) -> UpdateDeadline {
         let ran = self.started.elapsed();
         if ran >= self.deadline {
