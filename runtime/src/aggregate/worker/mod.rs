@@ -42,6 +42,11 @@ use crate::wasm::aggregate::{Opening, WindowRef};
 use crate::wasm::{Failure, LoadedModule, ModuleInstance};
 use recovery::Journaled;
 
+/// The property every window result carries: `module/key/start`, the same each time the
+/// window's result is sent, so a reader can drop a repeat that at-least-once delivery lets
+/// through.
+pub const WINDOW_ID: &str = "weir-window";
+
 pub struct AggregateWorker {
     pub module: LoadedModule,
     pub spec: AggregateSpec,
@@ -137,12 +142,20 @@ impl AggregateWorker {
         let mut runner = AggregateRunner::new(module, spec, dispatcher, max_held);
         runner.restore();
         let mut batch = Vec::with_capacity(batch_size);
+        let accepted = runner.accepted.clone();
         loop {
             let mut stop = false;
-            match runtime.block_on(async { tokio::time::timeout(tick, queue.recv()).await }) {
-                Err(_) => {}
-                Ok(Some(Work::Message { message, .. })) => batch.push(message),
-                Ok(Some(Work::Stop) | None) => stop = true,
+            // Wake for work, for the clock, or when a sink accepted a result (to checkpoint it).
+            let next = runtime.block_on(async {
+                tokio::select! {
+                    received = tokio::time::timeout(tick, queue.recv()) => received.ok(),
+                    () = accepted.notified() => None,
+                }
+            });
+            match next {
+                None => {}
+                Some(Some(Work::Message { message, .. })) => batch.push(message),
+                Some(Some(Work::Stop) | None) => stop = true,
             }
             while !stop && batch.len() < batch_size {
                 match queue.try_recv() {
@@ -178,6 +191,8 @@ pub struct AggregateRunner {
     emitted: HashMap<WindowId, (Window, WindowState)>,
     accepted_tx: std_mpsc::Sender<WindowId>,
     accepted_rx: std_mpsc::Receiver<WindowId>,
+    /// Told when a sink accepted a result, so that the worker records it at once.
+    accepted: Arc<tokio::sync::Notify>,
     /// What the table was given since the last checkpoint, in order: given again after a
     /// failed call. Its messages' acknowledgements are released by the next checkpoint.
     journal: Vec<Journaled>,
@@ -188,6 +203,8 @@ pub struct AggregateRunner {
     emitted_since: HashSet<WindowId>,
     /// A replay is under way: dead letters and refusals were sent the first time.
     replaying: bool,
+    /// Windows closed whose results wait for the checkpoint that records them ([`Self::send_closed`]).
+    closed: Vec<(Window, Option<Origin>, Vec<OutputMessage>)>,
     changed: bool,
     last_checkpoint: Instant,
     steps: Vec<Step<Item, Slot>>,
@@ -210,10 +227,12 @@ impl AggregateRunner {
             emitted: HashMap::new(),
             accepted_tx,
             accepted_rx,
+            accepted: Arc::default(),
             journal: Vec::new(),
             last: None,
             emitted_since: HashSet::new(),
             replaying: false,
+            closed: Vec::new(),
             changed: false,
             last_checkpoint: Instant::now(),
             steps: Vec::new(),
@@ -334,6 +353,7 @@ impl AggregateRunner {
         if let Err(failure) = self.feed(&batch, &times, &mut done) {
             self.recover(failure, &batch, &times, &mut done);
         }
+        self.send_closed();
     }
 
     /// Give `batch` (but what is `done`) to the table at `times`, and make the calls its steps
@@ -391,6 +411,7 @@ impl AggregateRunner {
         if let Err(failure) = self.try_advance(now) {
             self.recover_advance(failure, now);
         }
+        self.send_closed();
     }
 
     /// Advance the table to `now` and make the calls that closes need; journaled once they worked.
@@ -493,9 +514,25 @@ impl AggregateRunner {
             let state = states.remove(&window.id).or(slot.checkpointed);
             let (topic, source) = topic_and_source(slot.origin.as_ref());
             self.emitted.insert(window.id, (window.clone(), WindowState { id: window.id, state, topic, source }));
-            self.emit(&window, slot.origin.as_ref(), outputs);
+            self.closed.push((window, slot.origin, outputs));
         }
         Ok(())
+    }
+
+    /// Send on the results of the windows closed since the last call, after a checkpoint that
+    /// records them as closed (with their state, until a sink accepts them). So a crash after
+    /// this point never gives their inputs to a fresh window again: those are acknowledged,
+    /// and a result not yet accepted is sent again at start, from its saved state, with the
+    /// same `weir-window` id.
+    fn send_closed(&mut self) {
+        if self.closed.is_empty() {
+            return;
+        }
+        self.changed = true;
+        self.checkpoint();
+        for (window, origin, outputs) in std::mem::take(&mut self.closed) {
+            self.emit(&window, origin.as_ref(), outputs);
+        }
     }
 
     /// Route a closed window's results; it leaves the checkpoint once they are accepted.
@@ -505,11 +542,12 @@ impl AggregateRunner {
             return;
         }
         metrics::counter!(telemetry::MODULE_OUT, "module" => self.name.to_string()).increment(outputs.len() as u64);
-        let tx = self.accepted_tx.clone();
+        let (tx, wake) = (self.accepted_tx.clone(), self.accepted.clone());
         let id = window.id;
         let ack = Ack::new(move |outcome| {
             if outcome == AckOutcome::Accepted {
                 let _ = tx.send(id);
+                wake.notify_one();
             }
         });
         for output in outputs {
@@ -527,6 +565,7 @@ impl AggregateRunner {
         meta.properties.push(Property::new("window_key", window.key.to_string()));
         meta.properties.push(Property::new("window_start", window.start_ms.to_string()));
         meta.properties.push(Property::new("window_end", window.end_ms.to_string()));
+        meta.properties.push(Property::new(WINDOW_ID, format!("{}/{}/{}", self.name, window.key, window.start_ms)));
         Message::new(Bytes::from(output.payload), meta, ack)
     }
 
@@ -559,8 +598,17 @@ impl AggregateRunner {
 
     /// Checkpoint if the interval has passed or too many messages are journaled.
     pub fn maybe_checkpoint(&mut self) {
-        let due = self.changed && self.last_checkpoint.elapsed() >= self.spec.checkpoint_interval;
-        if due || self.journal.len() >= self.max_held {
+        // A result a sink accepted leaves the checkpoint at once, so that a restart does not
+        // send it again. (Acceptances that come while a checkpoint is written are taken by the
+        // next one together.)
+        let mut accepted = false;
+        while let Ok(id) = self.accepted_rx.try_recv() {
+            accepted |= self.emitted.remove(&id).is_some();
+            self.changed = true;
+        }
+        let since = self.last_checkpoint.elapsed();
+        let due = self.changed && since >= self.spec.checkpoint_interval;
+        if due || accepted || self.journal.len() >= self.max_held {
             self.checkpoint();
         }
     }
