@@ -78,14 +78,20 @@ impl Source for MqttSource {
                     Ok(Event::Publish(received)) => {
                         let (payload, meta) = received.to_parts(source.clone());
                         messages_in.increment(1);
-                        // Room for its bytes first: large messages wait instead of piling up.
-                        let Some(bytes) = ctx.reserve_bytes(payload.len()).await else { return Ok(()) };
+                        // A large message waits for room for its bytes instead of piling up.
+                        let bytes = if ctx.counts_bytes(payload.len()) {
+                            let Some(permit) = ctx.reserve_bytes(payload.len()).await else { return Ok(()) };
+                            Some(permit)
+                        } else {
+                            None
+                        };
                         if received.qos() == QoS::AtMostOnce {
                             // No acknowledgement to hold back, but no reason to drop either:
                             // wait for room like any subscriber reading at its own pace, so
                             // TCP slows the broker down (dropping here lost up to 92 % of an
                             // overload run).
-                            if !ctx.hand_on(Message::new(payload, meta, Ack::with_permits(drop, [None, Some(bytes)]))).await {
+                            let ack = if bytes.is_some() { Ack::with_permits(drop, [None, bytes]) } else { Ack::none() };
+                            if !ctx.hand_on(Message::new(payload, meta, ack)).await {
                                 return Ok(());
                             }
                             continue;
@@ -100,7 +106,7 @@ impl Source for MqttSource {
                                     AckOutcome::Failed => Settled::Failed,
                                 });
                             },
-                            [Some(permit), Some(bytes)],
+                            [Some(permit), bytes],
                         );
                         // Shutdown cancels this future, maybe in the middle of the send: the
                         // message must then count as not handed on (no PUBACK, redelivered).

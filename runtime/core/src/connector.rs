@@ -70,6 +70,13 @@ impl SourceContext {
         }
     }
 
+    /// Whether a message of `bytes` must reserve them ([`SourceContext::reserve_bytes`]): one
+    /// within its share of the byte budget (`in_flight_bytes / in_flight`, 64 KiB by default)
+    /// is covered by the message window, and takes the hot path without a semaphore.
+    pub fn counts_bytes(&self, bytes: usize) -> bool {
+        bytes > self.in_flight_bytes_limit / self.in_flight_limit.max(1)
+    }
+
     /// Wait for room for `bytes` of payload in the in-flight window (a message larger than
     /// the whole window takes all of it). `None` once shutdown has started. Hold the permit
     /// in the message's [`Ack`](crate::Ack) (QoS 0 too), so large messages cannot pile up in

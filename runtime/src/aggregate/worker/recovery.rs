@@ -131,13 +131,7 @@ impl AggregateRunner {
     /// Back to the last checkpoint, then the journal again on a new instance: the windows as
     /// they were before the call that failed. False (logged) if that cannot be done.
     fn rollback(&mut self) -> bool {
-        self.instance = None;
-        self.steps.clear();
-        self.table = WindowTable::new(self.spec.table);
-        if let Some(checkpoint) = self.last.clone() {
-            self.load(checkpoint);
-        }
-        self.start_instance();
+        self.restart_from_checkpoint();
         if self.instance.is_none() {
             return false;
         }
@@ -198,6 +192,11 @@ impl AggregateRunner {
                 message.ack.fail();
             }
         }
+        self.restart_from_checkpoint();
+    }
+
+    /// A new instance, and the window table and states of the last checkpoint.
+    fn restart_from_checkpoint(&mut self) {
         self.instance = None;
         self.steps.clear();
         self.table = WindowTable::new(self.spec.table);
