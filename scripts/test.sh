@@ -11,7 +11,8 @@
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
 #     the SDK's and the example modules' own unit tests, every workspace test, smoke runs
 #     of the relay benchmark, of the instruction counter, of the inline-stall probe and of
-#     the idle-cost probe, and 30 s of fuzzing the route language (cargo-fuzz, installed once).
+#     the idle-cost probe, and short fuzz runs of the route language, the queue's readers and
+#     the aggregate checkpoint (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,10 +72,14 @@ scripts/count-instructions.sh target/debug/weir 200
 scripts/inline-stall.sh target/debug/weir 1 | tail -n 1
 scripts/idle-cost.sh target/debug/weir 1
 
-# A short fuzz run of the route parser and evaluator. cargo-fuzz uses nightly-only compiler
-# flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
+# Short fuzz runs: the route parser and evaluator (30 s), and what reads bytes from disk: queue
+# segments, a queue lane opened on damaged files, aggregate checkpoints (20 s each). cargo-fuzz
+# uses nightly-only compiler flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 (cd runtime/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run route "$(mktemp -d)" seeds/route -- -max_total_time=30 2>&1 | tail -n 3)
+for target in queue_segment queue_lane checkpoint; do
+    (cd runtime/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$(mktemp -d)" "seeds/$target" -- -max_total_time=20 2>&1 | tail -n 2)
+done
 
 # One closing line for the whole run (the fuzzer's output comes last otherwise).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
