@@ -10,6 +10,7 @@
 //!   port, with an rdkafka client to create topics and read records back.
 //! - [`RabbitMq`] (`rabbitmq.rs`): RabbitMQ (Debian's `rabbitmq-server`) on a free port, its
 //!   own node.
+//! - [`Proxy`] (`proxy.rs`): a TCP proxy in front of a server whose connections a test cuts.
 //! - [`Tmpfs`] (`tmpfs.rs`): a small disk of the test's own, to fill and free (needs root).
 //! - [`RunningPipeline`] / [`WeirProcess`] (`pipeline.rs`): `weir check` + `weir run` of a TOML
 //!   text in this process; the `weir` binary running a pipeline file, to kill -9 and restart.
@@ -29,6 +30,7 @@ mod kafka;
 mod mosquitto;
 mod mqtt_client;
 mod pipeline;
+mod proxy;
 mod rabbitmq;
 mod tmpfs;
 pub use azurite::{AZURITE_KEY, Azurite};
@@ -36,6 +38,7 @@ pub use kafka::{KafkaRecord, Tansu};
 pub use mosquitto::{Mosquitto, TestPki};
 pub use mqtt_client::{Subscriber, publish_v5, publish_v5_qos, publish_v5_with_credentials, sorted_topics, user_properties};
 pub use pipeline::{RunningPipeline, WeirProcess, weir_binary};
+pub use proxy::Proxy;
 pub use rabbitmq::RabbitMq;
 pub use tmpfs::Tmpfs;
 

@@ -268,9 +268,14 @@ impl MqttState {
     }
 
     fn handle_incoming_pubrel(&mut self, pubrel: &PubRel) -> Result<Option<Packet>, StateError> {
+        // weir (change 5): a PUBREL for a packet id this state does not know is the broker
+        // resending it after a reconnection (`clean` forgets incoming QoS 2 ids; rumqtt issue
+        // 664). The PUBLISH was received and PUBREC'd before: complete it instead of dropping
+        // the connection, which made the broker send the PUBREL again on the next one, for ever.
         if !self.incoming_pub.contains(pubrel.pkid as usize) {
-            error!("Unsolicited pubrel packet: {:?}", pubrel.pkid);
-            return Err(StateError::Unsolicited(pubrel.pkid));
+            warn!("PUBREL for unknown packet id {} (sent again after a reconnection): completed", pubrel.pkid);
+            self.events.push_back(Event::Outgoing(Outgoing::PubComp(pubrel.pkid)));
+            return Ok(Some(Packet::PubComp(PubComp { pkid: pubrel.pkid })));
         }
 
         self.incoming_pub.set(pubrel.pkid as usize, false);
