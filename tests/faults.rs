@@ -55,6 +55,14 @@ async fn wait_for_numbers(path: &Path, n: usize, timeout: Duration) -> BTreeSet<
     }
 }
 
+/// A pipeline on the broker at `local`, as `client_id`, whose dead letters go to
+/// `deadletter.jsonl`; `tables` follow.
+fn with_dead_letters(local: u16, client_id: &str, tables: &str) -> String {
+    format!(
+        "deadletter = \"dlq\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:{local}\"\nclient_id = \"{client_id}\"\n\n[sinks.dlq]\ntype = \"file\"\npath = \"deadletter.jsonl\"\n\n{tables}"
+    )
+}
+
 /// `weir run` of `pipeline` (with an operator endpoint) in a directory of its own.
 fn start(pipeline: &str) -> (WeirProcess, tempfile::TempDir, u16) {
     start_with(pipeline, "")
@@ -139,22 +147,13 @@ up = "FROM /topics/data/# INTO $upstream"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_too_long_for_mqtt_is_dead_lettered_and_the_rest_flows() {
     let local = Mosquitto::start_stock();
-    let (mut weir, dir, _port) = start(&format!(
+    let (mut weir, dir, _port) = start(&with_dead_letters(
+        local.port,
+        "weir-faults-topic",
         r#"
-deadletter = "dlq"
-
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-client_id = "weir-faults-topic"
-
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
-
 [routes]
-by_name = "FROM /topics/named/# INTO /topics/out/{{$body.name}}"
+by_name = "FROM /topics/named/# INTO /topics/out/{$body.name}"
 "#,
-        local = local.port,
     ));
     let mut out = Subscriber::connect(local.port, &["out/#"]).await;
     let reading = |name: &str| ("named/x".to_owned(), serde_json::json!({ "name": name }).to_string().into_bytes(), PublishProperties::default());
@@ -187,20 +186,13 @@ by_name = "FROM /topics/named/# INTO /topics/out/{{$body.name}}"
 async fn one_poison_message_among_2000_is_the_only_dead_letter() {
     const TOTAL: usize = 2000;
     let local = Mosquitto::start_stock();
-    let (mut weir, dir, port) = start(&format!(
-        r#"
-deadletter = "dlq"
-
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-client_id = "weir-faults-poison"
-
+    let (mut weir, dir, port) = start(&with_dead_letters(
+        local.port,
+        "weir-faults-poison",
+        &format!(
+            r#"
 [modules.chaos]
 path = {chaos}
-
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
 
 [sinks.kept]
 type = "file"
@@ -210,8 +202,8 @@ path = "kept.jsonl"
 chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
 chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
 "#,
-        local = local.port,
-        chaos = toml_path(&module("chaos")),
+            chaos = toml_path(&module("chaos")),
+        ),
     ));
     let mut messages = numbered(0..TOTAL);
     messages[TOTAL / 2].1 = b"trap".to_vec();
@@ -243,14 +235,11 @@ chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
 async fn an_aggregate_that_traps_on_every_50th_reading_counts_the_rest_exactly_once() {
     const TOTAL: u64 = 1000;
     let local = Mosquitto::start_stock();
-    let (mut weir, dir, _port) = start(&format!(
-        r#"
-deadletter = "dlq"
-
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-client_id = "weir-faults-aggregate"
-
+    let (mut weir, dir, _port) = start(&with_dead_letters(
+        local.port,
+        "weir-faults-aggregate",
+        &format!(
+            r#"
 [modules.ids]
 path = {ids}
 
@@ -258,10 +247,6 @@ path = {ids}
 kind = "count"
 size = 98
 key = "$body.machine"
-
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
 
 [sinks.windows]
 type = "file"
@@ -271,8 +256,8 @@ path = "windows.jsonl"
 in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/ids/inputs/in")'
 out = 'FROM /messages/modules/ids/outputs/* INTO windows'
 "#,
-        local = local.port,
-        ids = toml_path(&module("chaos_aggregate")),
+            ids = toml_path(&module("chaos_aggregate")),
+        ),
     ));
     let reading = |id: u64| {
         let body = serde_json::json!({ "machine": "m1", "id": id, "trap": id % 50 == 49 });
@@ -309,14 +294,11 @@ out = 'FROM /messages/modules/ids/outputs/* INTO windows'
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_whose_close_traps_is_dead_lettered_with_its_state() {
     let local = Mosquitto::start_stock();
-    let (mut weir, dir, _port) = start(&format!(
-        r#"
-deadletter = "dlq"
-
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-client_id = "weir-faults-close"
-
+    let (mut weir, dir, _port) = start(&with_dead_letters(
+        local.port,
+        "weir-faults-close",
+        &format!(
+            r#"
 [modules.ids]
 path = {ids}
 
@@ -326,10 +308,6 @@ size = "1s"
 key = "$body.machine"
 checkpoint_interval = "100ms"
 
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
-
 [sinks.windows]
 type = "file"
 path = "windows.jsonl"
@@ -338,8 +316,8 @@ path = "windows.jsonl"
 in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/ids/inputs/in")'
 out = 'FROM /messages/modules/ids/outputs/* INTO windows'
 "#,
-        local = local.port,
-        ids = toml_path(&module("chaos_aggregate")),
+            ids = toml_path(&module("chaos_aggregate")),
+        ),
     ));
     let reading = |machine: &str, id: u64, trap_close: bool| {
         let body = serde_json::json!({ "machine": machine, "id": id, "trap_close": trap_close });
@@ -489,21 +467,14 @@ up = "FROM /topics/data/# INTO $upstream"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_that_sleeps_is_stopped_at_its_deadline() {
     let local = Mosquitto::start_stock();
-    let (mut weir, dir, _port) = start(&format!(
-        r#"
-deadletter = "dlq"
-
-[broker]
-url = "mqtt://127.0.0.1:{local}"
-client_id = "weir-faults-sleep"
-
+    let (mut weir, dir, _port) = start(&with_dead_letters(
+        local.port,
+        "weir-faults-sleep",
+        &format!(
+            r#"
 [modules.chaos]
 path = {chaos}
 deadline = "1s"
-
-[sinks.dlq]
-type = "file"
-path = "deadletter.jsonl"
 
 [sinks.kept]
 type = "file"
@@ -513,8 +484,8 @@ path = "kept.jsonl"
 chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
 chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
 "#,
-        local = local.port,
-        chaos = toml_path(&module("chaos")),
+            chaos = toml_path(&module("chaos")),
+        ),
     ));
     let sent = std::time::Instant::now();
     let mut messages = vec![("data/x".to_owned(), b"sleep".to_vec(), PublishProperties::default())];
