@@ -503,6 +503,39 @@ chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
     assert!(stopping.elapsed() < Duration::from_secs(10), "SIGTERM took {:?}", stopping.elapsed());
 }
 
+/// Twenty sleepers queued for a module (a second each, at its deadline), then SIGTERM with
+/// `drain_timeout = "5s"`: the module's backlog no longer holds the stop up for twenty
+/// seconds; weir stops within about two drain timeouts (the source's wait for what is in
+/// flight, then the modules'), and what it did not finish stays unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_slow_calls_does_not_hold_up_the_stop() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = start(&with_dead_letters(
+        local.port,
+        "weir-faults-backlog",
+        &format!(
+            r#"
+[modules.chaos]
+path = {chaos}
+deadline = "1s"
+own_thread = true
+batch_size = 1
+
+[routes]
+chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+"#,
+            chaos = toml_path(&module("chaos")),
+        ),
+    ));
+    publish_v5(local.port, (0..20).map(|_| ("data/x".to_owned(), b"sleep".to_vec(), PublishProperties::default())).collect()).await;
+    weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    let stopping = std::time::Instant::now();
+    weir.stop();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(14), "SIGTERM took {took:?} with a backlog of slow calls:\n{}", weir.log_text());
+    assert!(weir.log_text().contains("the module did not finish its queue within drain_timeout"), "{}", weir.log_text());
+}
+
 /// QoS 2 into weir through a connection that is cut every 700 ms while 5,000 readings
 /// arrive at 500 a second. A cut between weir's PUBREC and the broker's PUBREL leaves the
 /// broker to send the PUBREL again on the new connection; rumqttc had forgotten the packet id

@@ -327,15 +327,30 @@ pub async fn run(
     info!("shutting down: draining in-flight messages");
     source_shutdown.cancel();
     readiness_for_shutdown.send_replace(false);
-    for (run, forward) in source_tasks {
+    // Sources wait up to the drain timeout for what is in flight; what a source handed on but
+    // could not dispatch by then (a module queue that stays full) is given up, unacknowledged.
+    let sources_deadline = tokio::time::Instant::now() + settings.drain_timeout.0 + std::time::Duration::from_secs(1);
+    for (run, mut forward) in source_tasks {
         let _ = run.await;
-        let _ = forward.await;
+        if tokio::time::timeout_at(sources_deadline, &mut forward).await.is_err() {
+            forward.abort();
+            warn!("a source's messages could not all be dispatched within drain_timeout; the rest stay unacknowledged and come back after the restart");
+        }
     }
+    // Modules finish their queues, front to back, within one drain timeout in all: a module
+    // with a long backlog of slow calls must not hold the stop up. What it has not finished
+    // was not acknowledged, and its source redelivers it after the restart.
     let order = dispatch::shutdown_order(&module_threads.keys().map(|k| Arc::from(k.as_str())).collect::<Vec<_>>(), &edges);
+    let modules_deadline = tokio::time::Instant::now() + settings.drain_timeout.0;
     for name in order {
         if let (Some(queue), Some(thread)) = (module_queues.get(&*name), module_threads.remove(&*name)) {
-            let _ = queue.send(Work::Stop).await;
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            let finished = tokio::time::timeout_at(modules_deadline, async {
+                let _ = queue.send(Work::Stop).await;
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            });
+            if finished.await.is_err() {
+                warn!(module = %name, "the module did not finish its queue within drain_timeout; what it holds stays unacknowledged and comes back after the restart");
+            }
         }
     }
     let abandon_timer = {
