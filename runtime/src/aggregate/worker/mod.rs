@@ -601,11 +601,7 @@ impl AggregateRunner {
         // A result a sink accepted leaves the checkpoint at once, so that a restart does not
         // send it again. (Acceptances that come while a checkpoint is written are taken by the
         // next one together.)
-        let mut accepted = false;
-        while let Ok(id) = self.accepted_rx.try_recv() {
-            accepted |= self.emitted.remove(&id).is_some();
-            self.changed = true;
-        }
+        let accepted = self.take_accepted();
         let since = self.last_checkpoint.elapsed();
         let due = self.changed && since >= self.spec.checkpoint_interval;
         if due || accepted || self.journal.len() >= self.max_held {
@@ -613,12 +609,19 @@ impl AggregateRunner {
         }
     }
 
-    /// Save every window's state; then release the held acknowledgements.
-    pub fn checkpoint(&mut self) {
+    /// Forget the results sinks accepted since the last look; whether there were any.
+    fn take_accepted(&mut self) -> bool {
+        let mut accepted = false;
         while let Ok(id) = self.accepted_rx.try_recv() {
-            self.emitted.remove(&id);
+            accepted |= self.emitted.remove(&id).is_some();
             self.changed = true;
         }
+        accepted
+    }
+
+    /// Save every window's state; then release the held acknowledgements.
+    pub fn checkpoint(&mut self) {
+        self.take_accepted();
         if !self.changed && self.journal.is_empty() {
             return;
         }
