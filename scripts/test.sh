@@ -8,8 +8,9 @@
 #     $WEIR_TOOLS;
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
-#   - then: formatting, clippy with warnings denied (which also compiles the benchmarks),
-#     the SDK's and the example modules' own unit tests, every workspace test, smoke runs
+#   - then: formatting, clippy with warnings denied (which also compiles the benchmarks;
+#     the vendored rumqttc's manifest turns both off for its upstream code), the SDK's and the example
+#     modules' own unit tests, every workspace test (the vendored rumqttc's unit tests too), smoke runs
 #     of the relay benchmark, of the instruction counter, of the inline-stall probe and of
 #     the idle-cost probe, and short fuzz runs of the route language, the queue's readers and
 #     the aggregate checkpoint (cargo-fuzz, installed once).

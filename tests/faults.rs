@@ -8,7 +8,11 @@
 //!   stalls;
 //! - a templated topic of 70,000 characters: dead-lettered with the reason, the 100 messages
 //!   around it delivered, the publisher's connection never dropped;
-//! - one trapping message among 2,000 at the default batch size: only it is dead-lettered.
+//! - one trapping message among 2,000 at the default batch size: only it is dead-lettered;
+//! - twenty 200 MiB messages to weir in a 128 MiB memory cgroup: refused or dead-lettered,
+//!   the rest flows;
+//! - a module that sleeps past its deadline beside a pass-through route;
+//! - QoS 2 through a connection cut every 700 ms: every reading exactly once.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -396,19 +400,16 @@ up = "FROM /topics/data/# INTO $upstream"
     weir.stop();
 }
 
-/// Peak resident memory of process `pid`, in KiB (VmHWM).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
-}
-
-/// Twenty messages of 8 MiB, then 100 readings, with `runtime.max_message_size = "1MiB"`.
-/// Over MQTT 5 (the default) weir tells the broker its limit in CONNECT and the broker does
-/// not send the big ones; over MQTT 3.1.1, which cannot say it, weir takes them (a payload
-/// budget, `in_flight_bytes`, lets only so many bytes into the pipeline at once) and
-/// dead-letters them as `too-large`. Either way weir stays up and the readings flow.
+/// Twenty messages of 200 MiB, five of 8 MiB and 100 readings, to weir in a 128 MiB memory
+/// cgroup with the default `runtime.max_message_size` (16 MiB) and `in_flight_bytes = "32MiB"`
+/// (what a 128 MiB container should set). Over MQTT 5 weir tells the broker its limit in
+/// CONNECT and the broker does not send the huge ones; over MQTT 3.1.1, which cannot say it,
+/// each huge payload is dropped as it is read (before, rumqttc took up to 256 MiB into
+/// memory) and the message is dead-lettered as `too-large` with its size. Either way weir
+/// stays up, the OOM killer never fires, the 8 MiB messages and the readings arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_over_the_size_limit_are_refused_or_dead_lettered_and_the_rest_flows() {
+async fn huge_messages_under_a_memory_limit_are_refused_or_dead_lettered_and_the_rest_flows() {
+    const HUGE: usize = 200 << 20;
     for protocol in ["5", "3.1.1"] {
         let local = Mosquitto::start_stock();
         let (mut weir, dir, _port) = start_with(
@@ -436,36 +437,50 @@ up = "FROM /topics/data/# INTO $upstream"
 "#,
                 local = local.port,
             ),
-            "max_message_size = \"1MiB\"\nin_flight_bytes = \"4MiB\"\n",
+            "in_flight_bytes = \"32MiB\"\n",
         );
-        let huge: Vec<_> = (0..20).map(|n| (format!("data/huge/{n}"), vec![b'x'; 8 << 20], PublishProperties::default())).collect();
-        publish_v5(local.port, huge).await;
+        let memory = weir_tests::MemoryLimit::new(128 << 20);
+        memory.add(weir.pid().unwrap());
+        for n in 0..20 {
+            publish_v5(local.port, vec![(format!("data/huge/{n}"), vec![b'x'; HUGE], PublishProperties::default())]).await;
+        }
+        publish_v5(local.port, (0..5).map(|n| (format!("data/big/{n}"), vec![b'y'; 8 << 20], PublishProperties::default())).collect()).await;
         publish_v5(local.port, numbered(0..100)).await;
-        wait_for_numbers(&dir.path().join("cloud.jsonl"), 100, Duration::from_secs(60)).await;
-        let letters = json_lines(&dir.path().join("deadletter.jsonl"));
-        let peak = peak_rss_kib(weir.pid().unwrap());
-        eprintln!("MQTT {protocol}: {} dead letters, weir's peak RSS {} MiB", letters.len(), peak / 1024);
+        wait_for_numbers(&dir.path().join("cloud.jsonl"), 100, Duration::from_secs(120)).await;
+        // The 8 MiB ones went in before the readings, on the same subscription.
+        let big: Vec<_> =
+            json_lines(&dir.path().join("cloud.jsonl")).into_iter().filter(|line| line["topic"].as_str().is_some_and(|t| t.starts_with("data/big/"))).collect();
+        assert_eq!(big.len(), 5, "the 8 MiB messages");
+        assert!(big.iter().all(|line| line["payload_text"].as_str().is_some_and(|p| p.len() == 8 << 20)), "an 8 MiB message arrived cut");
+        eprintln!("MQTT {protocol}: weir's peak memory in its cgroup {} MiB", memory.peak_bytes() >> 20);
         match protocol {
-            "5" => assert!(letters.is_empty(), "the broker should not have sent them: {} dead letters", letters.len()),
+            "5" => assert!(json_lines(&dir.path().join("deadletter.jsonl")).is_empty(), "the broker should not have sent the huge ones"),
             _ => {
                 let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 20, Duration::from_secs(30)).await;
                 let detail = letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-detail").unwrap()["value"].clone();
-                assert!(detail.as_str().unwrap().contains("8388608 bytes is more than runtime.max_message_size (1048576 bytes)"), "{detail}");
+                assert!(detail.as_str().unwrap().contains(&format!("{HUGE} bytes is more than runtime.max_message_size (16777216 bytes)")), "{detail}");
                 assert_eq!(letters.len(), 20);
             }
         }
-        assert!(json_lines(&dir.path().join("cloud.jsonl")).iter().all(|line| line["payload"].as_u64().is_some()), "a huge message reached the sink");
+        assert!(
+            json_lines(&dir.path().join("cloud.jsonl")).iter().all(|line| !line["topic"].as_str().unwrap_or("").starts_with("data/huge/")),
+            "a huge message reached the sink"
+        );
+        assert_eq!(memory.oom_kills(), 0, "weir ran out of memory:\n{}", weir.log_text());
         weir.stop();
     }
 }
 
-/// A module that sleeps 60 s (in a host call, where epoch interruption cannot reach it).
-/// Before, the call held its instance and thread for the whole minute, whatever its deadline.
-/// Now the sleep ends at the call's deadline: the sleeper is dead-lettered with reason
-/// `deadline` about a second later, the messages after it go on, and SIGTERM stops weir
-/// within the drain timeout.
+/// A module that sleeps 60 s (in a host call, where epoch interruption cannot reach it),
+/// beside a pass-through route on the same source. Before, the call held its instance and
+/// thread for the whole minute, whatever its deadline. Now each sleep ends at the call's
+/// deadline: five sleepers are dead-lettered with reason `deadline` about a second apart,
+/// the 2,000 readings of the pass-through route arrive at the rate they are published
+/// meanwhile, and SIGTERM stops weir within the drain timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_that_sleeps_is_stopped_at_its_deadline() {
+async fn a_module_that_sleeps_is_stopped_at_its_deadline_and_slows_no_other_route() {
+    const READINGS: usize = 2000;
+    const SLEEPERS: usize = 5;
     let local = Mosquitto::start_stock();
     let (mut weir, dir, _port) = start(&with_dead_letters(
         local.port,
@@ -481,22 +496,40 @@ type = "file"
 path = "kept.jsonl"
 
 [routes]
-chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
+chaos_in = 'FROM /topics/slow/# INTO BrokeredEndpoint("/modules/chaos/inputs/in")'
 chaos_out = 'FROM /messages/modules/chaos/outputs/* INTO kept'
+passed = 'FROM /topics/data/# INTO kept'
 "#,
             chaos = toml_path(&module("chaos")),
         ),
     ));
     let sent = std::time::Instant::now();
-    let mut messages = vec![("data/x".to_owned(), b"sleep".to_vec(), PublishProperties::default())];
-    messages.extend(numbered(0..10));
-    publish_v5(local.port, messages).await;
-    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(20)).await;
-    let took = sent.elapsed();
-    let reason = letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-reason").unwrap()["value"].clone();
-    assert_eq!((letters[0]["payload_text"].as_str(), reason.as_str()), (Some("sleep"), Some("deadline")));
-    assert!(took < Duration::from_secs(10), "the sleeper was stopped only after {took:?}");
-    wait_for_numbers(&dir.path().join("kept.jsonl"), 10, Duration::from_secs(20)).await;
+    let port = local.port;
+    let sleepers = tokio::spawn(async move {
+        for _ in 0..SLEEPERS {
+            publish_v5(port, vec![("slow/x".to_owned(), b"sleep".to_vec(), PublishProperties::default())]).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
+    // 2,000 readings over about two seconds, while the sleepers keep the module busy for five.
+    publish_paced(local.port, 0..READINGS, 100, Duration::from_millis(100)).await;
+    let published = sent.elapsed();
+    wait_for_numbers(&dir.path().join("kept.jsonl"), READINGS, Duration::from_secs(30)).await;
+    let passed = sent.elapsed();
+    sleepers.await.unwrap();
+    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), SLEEPERS, Duration::from_secs(30)).await;
+    let slept = sent.elapsed();
+    eprintln!("readings published in {published:?}, all passed after {passed:?}; {SLEEPERS} sleepers dead-lettered after {slept:?}");
+    for letter in &letters {
+        let reason = letter["properties"].as_array().unwrap().iter().find(|p| p["name"] == "weir-dl-reason").unwrap()["value"].clone();
+        assert_eq!((letter["payload_text"].as_str(), reason.as_str()), (Some("sleep"), Some("deadline")));
+    }
+    assert!(slept < Duration::from_secs(20), "the sleepers were stopped only after {slept:?}");
+    assert!(
+        passed < published + Duration::from_secs(3),
+        "the pass-through route fell behind its publisher: published in {published:?}, arrived after {passed:?}\n{}",
+        weir.log_text()
+    );
 
     let stopping = std::time::Instant::now();
     weir.stop();
@@ -540,10 +573,12 @@ chaos_in = 'FROM /topics/data/# INTO BrokeredEndpoint("/modules/chaos/inputs/in"
 /// arrive at 500 a second. A cut between weir's PUBREC and the broker's PUBREL leaves the
 /// broker to send the PUBREL again on the new connection; rumqttc had forgotten the packet id
 /// (rumqtt issue 664), called the PUBREL unsolicited and dropped the connection, and the
-/// broker sent it again on the next one: a reconnect storm, with nothing delivered. Now every
-/// reading arrives and weir reconnects once per cut.
+/// broker sent it again on the next one: a reconnect storm, with nothing delivered. And a
+/// cut between the pipeline's acceptance and the broker's receipt of the PUBREC made the
+/// broker send the PUBLISH again, which weir passed on a second time (50 of 5,000). Now every
+/// reading arrives exactly once and weir reconnects once per cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos_2_across_connection_cuts_delivers_everything_without_a_reconnect_storm() {
+async fn qos_2_across_connection_cuts_delivers_everything_exactly_once_without_a_reconnect_storm() {
     const TOTAL: usize = 5000;
     let broker = Mosquitto::start();
     let proxy = weir_tests::Proxy::start(broker.port).await;
@@ -583,9 +618,10 @@ up = "FROM /topics/data/# INTO $upstream"
     let lines = json_lines(&dir.path().join("cloud.jsonl")).len();
     let log = weir.log_text();
     let connected = log.lines().filter(|line| line.contains("connected") && line.contains("session_present")).count();
-    // Readings whose PUBREC a cut lost are sent again: QoS 2 ends at weir, whose pipeline
-    // delivers at least once.
     eprintln!("{cuts} cuts, {connected} connections, {} duplicates", lines - TOTAL);
+    // A reading whose PUBREC a cut lost is sent again by the broker, with the same packet id
+    // until its PUBREL: weir answers it instead of passing it on twice.
+    assert_eq!(lines, TOTAL, "{} readings passed on twice", lines - TOTAL);
     assert!(connected <= cuts + 2, "{connected} connections for {cuts} cuts: a reconnect storm\n{log}");
     weir.stop();
 }

@@ -12,6 +12,8 @@
 //!   own node.
 //! - [`Proxy`] (`proxy.rs`): a TCP proxy in front of a server whose connections a test cuts.
 //! - [`Tmpfs`] (`tmpfs.rs`): a small disk of the test's own, to fill and free (needs root).
+//! - [`MemoryLimit`] (`memory_limit.rs`): a memory cgroup to run weir in, as a container
+//!   would (needs root).
 //! - [`RunningPipeline`] / [`WeirProcess`] (`pipeline.rs`): `weir check` + `weir run` of a TOML
 //!   text in this process; the `weir` binary running a pipeline file, to kill -9 and restart.
 //! - [`Subscriber`] / [`publish_v5`] (`mqtt_client.rs`): an independent MQTT 5 client
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 mod azurite;
 mod kafka;
+mod memory_limit;
 mod mosquitto;
 mod mqtt_client;
 mod pipeline;
@@ -35,6 +38,7 @@ mod rabbitmq;
 mod tmpfs;
 pub use azurite::{AZURITE_KEY, Azurite};
 pub use kafka::{KafkaRecord, Tansu};
+pub use memory_limit::MemoryLimit;
 pub use mosquitto::{Mosquitto, TestPki};
 pub use mqtt_client::{Subscriber, publish_v5, publish_v5_qos, publish_v5_with_credentials, sorted_topics, user_properties};
 pub use pipeline::{RunningPipeline, WeirProcess, weir_binary};
@@ -142,9 +146,12 @@ up = "FROM /topics/edge/# WHERE $source = 'commands' INTO $upstream"
     )
 }
 
-/// Lines of a JSON Lines file, parsed (empty if the file does not exist yet).
+/// Lines of a JSON Lines file, parsed (empty if the file does not exist yet). A last line
+/// still being written (no newline yet) is left for the next read.
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("{}: {err} in a line of {} bytes", path.display(), l.len()))).collect()
 }
 
 /// Wait until `path` holds at least `n` JSON lines.

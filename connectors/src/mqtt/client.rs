@@ -41,6 +41,13 @@ pub struct AckToken {
     qos: QoS,
 }
 
+impl AckToken {
+    /// The packet id of a QoS 2 message (what the broker's resent copy and PUBREL carry).
+    pub fn exactly_once(&self) -> Option<u16> {
+        (self.qos == QoS::ExactlyOnce).then_some(self.pkid)
+    }
+}
+
 /// What the event loop reports, the same for both protocol versions.
 pub enum Event {
     Connected {
@@ -53,6 +60,8 @@ pub enum Event {
     Sent(u16),
     /// The broker acknowledged (PUBACK or PUBCOMP) this packet id.
     Acknowledged(u16),
+    /// The broker released (PUBREL) the incoming QoS 2 message with this packet id.
+    Released(u16),
     /// The broker answered a subscription: the filters it refused (by their place in the
     /// request) with its reason; empty when it granted all.
     Subscribed {
@@ -164,7 +173,10 @@ pub fn connect(config: &ConnectionConfig, default_client_id: &str, role: &str, b
                 .set_clean_session(config.clean_session)
                 .set_manual_acks(manual_acks)
                 .set_inflight(config.max_inflight.max(1))
-                .set_max_packet_size(256 << 20, 256 << 20)
+                // A larger PUBLISH is not refused (the broker would send it again on every
+                // new connection): its payload is dropped as it arrives (WEIR-PATCH.md,
+                // change 6) and the pipeline dead-letters it.
+                .set_max_packet_size(config.max_incoming_bytes.unwrap_or(256 << 20), 256 << 20)
                 .set_request_channel_capacity(capacity);
             if let Some(transport) = transport {
                 options.set_transport(transport);
@@ -264,6 +276,7 @@ impl From<rumqttc::Event> for Event {
             rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish)) => Event::Publish(Box::new(Received::V311(publish))),
             rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack)) => Event::Acknowledged(ack.pkid),
             rumqttc::Event::Incoming(rumqttc::Packet::PubComp(ack)) => Event::Acknowledged(ack.pkid),
+            rumqttc::Event::Incoming(rumqttc::Packet::PubRel(rel)) => Event::Released(rel.pkid),
             rumqttc::Event::Outgoing(Outgoing::Publish(pkid)) => Event::Sent(pkid),
             rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack)) => Event::Subscribed {
                 refused: refused(ack.return_codes.iter().map(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure).then(|| format!("{code:?}")))),
@@ -282,6 +295,7 @@ impl From<rumqttc::v5::Event> for Event {
             rumqttc::v5::Event::Incoming(Packet5::Publish(publish)) => Event::Publish(Box::new(Received::V5(publish))),
             rumqttc::v5::Event::Incoming(Packet5::PubAck(ack)) => Event::Acknowledged(ack.pkid),
             rumqttc::v5::Event::Incoming(Packet5::PubComp(ack)) => Event::Acknowledged(ack.pkid),
+            rumqttc::v5::Event::Incoming(Packet5::PubRel(rel)) => Event::Released(rel.pkid),
             rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid)) => Event::Sent(pkid),
             rumqttc::v5::Event::Incoming(Packet5::SubAck(ack)) => Event::Subscribed {
                 refused: refused(
@@ -414,6 +428,10 @@ impl Received {
                 let mut meta = Metadata::new(source, publish.topic.clone());
                 meta.qos = self.qos();
                 meta.retain = publish.retain;
+                if publish.dropped_payload > 0 {
+                    // Over the largest packet weir reads (WEIR-PATCH.md, change 6).
+                    meta.properties.push(Property::new(weir_core::message::DROPPED_PAYLOAD, publish.dropped_payload.to_string()));
+                }
                 (publish.payload.clone(), meta)
             }
             Received::V5(publish) => {

@@ -52,8 +52,9 @@ pub struct ConnectionConfig {
     #[schemars(skip)]
     pub password_provider: Option<PasswordProvider>,
     /// Set by a source from `runtime.max_message_size`: the largest packet it takes, told to
-    /// an MQTT 5 broker in CONNECT so that bigger messages are not sent to weir at all.
-    /// Default (and always over MQTT 3.1.1, which cannot say it): 256 MiB.
+    /// an MQTT 5 broker in CONNECT so that bigger messages are not sent to weir at all. MQTT
+    /// 3.1.1 cannot say it: a bigger PUBLISH arrives, its payload is dropped as it is read,
+    /// and the pipeline dead-letters it. Default: 256 MiB.
     #[serde(skip)]
     #[schemars(skip)]
     pub max_incoming_bytes: Option<usize>,

@@ -11,6 +11,8 @@
 //!   message only when the pipeline has fully accepted it;
 //! - `sink.rs`: publishes with MQTT 5 properties and reports a batch accepted only when
 //!   the broker has acknowledged every QoS 1/2 publish; renews an expiring password;
+//! - `exactly_once.rs`: the packet ids of incoming QoS 2 messages until the broker releases
+//!   them, so a PUBLISH the broker resends after a cut is not passed on twice;
 //! - `inbound.rs`: publishes arriving on a sink's connection, for a source that shares it
 //!   (IoT Hub's cloud-to-device messages);
 //! - `limits.rs`: what fits in one PUBLISH (MQTT's 64 KiB strings, the broker's maximum
@@ -21,6 +23,7 @@
 mod ack_delays;
 mod client;
 mod config;
+mod exactly_once;
 mod inbound;
 mod limits;
 mod sink;

@@ -10,6 +10,7 @@ use weir_core::{Ack, AckOutcome, Backoff, BuildContext, Message, QoS, Source, So
 
 use super::client::{self, AckToken, Event};
 use super::config::{ConnectionConfig, MqttSourceConfig};
+use super::exactly_once::{Arrival, Unreleased};
 
 /// Subscribes to topics and hands each message to the pipeline.
 pub struct MqttSource {
@@ -46,12 +47,14 @@ impl Source for MqttSource {
         // one task sends them so the event loop never waits on the pipeline.
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Settled>();
         let redelivery = Arc::new(Redelivery::default());
-        let acker = tokio::spawn(acknowledge(client.clone(), ack_rx, redelivery.clone(), ctx.clone(), self.connection.clean_session));
+        let unreleased = Arc::new(Unreleased::default());
+        let acker = tokio::spawn(acknowledge(client.clone(), ack_rx, redelivery.clone(), unreleased.clone(), ctx.clone(), self.connection.clean_session));
         let mut backoff = Backoff::default();
         let mut subscribed = false;
         let source = ctx.name.clone();
         // Registered once: the per-message path only increments.
         let messages_in = metrics::counter!("weir_source_messages_total", "source" => source.to_string());
+        let resent = metrics::counter!("weir_source_qos2_resent_total", "source" => source.to_string());
         // One future for the whole loop, cancelled at shutdown, instead of a `select!` per
         // event: each event's poll future (2.7 KB in rumqttc) would be moved into it again.
         let receiving = async {
@@ -64,6 +67,9 @@ impl Source for MqttSource {
                     Ok(Event::Connected { session_present, .. }) => {
                         backoff.reset();
                         info!(%source, broker = %url, session_present, "connected");
+                        if !session_present {
+                            unreleased.forget_all();
+                        }
                         // A broker that lost our session (or a clean session) needs the
                         // subscriptions again, or the pipeline would go silently deaf.
                         if !session_present || !subscribed {
@@ -76,6 +82,21 @@ impl Source for MqttSource {
                         }
                     }
                     Ok(Event::Publish(received)) => {
+                        let token = received.ack_token();
+                        if let Some(pkid) = token.exactly_once() {
+                            match unreleased.arrived(pkid) {
+                                Arrival::New => {}
+                                Arrival::InPipeline => {
+                                    resent.increment(1);
+                                    continue;
+                                }
+                                Arrival::Accepted => {
+                                    resent.increment(1);
+                                    let _ = ack_tx.send(Settled::Accepted(token));
+                                    continue;
+                                }
+                            }
+                        }
                         let (payload, meta) = received.to_parts(source.clone());
                         messages_in.increment(1);
                         // A large message waits for room for its bytes instead of piling up.
@@ -98,12 +119,11 @@ impl Source for MqttSource {
                         }
                         let Some(permit) = ctx.reserve().await else { return Ok(()) };
                         let tx = ack_tx.clone();
-                        let token = received.ack_token();
                         let ack = Ack::with_permits(
                             move |outcome| {
                                 let _ = tx.send(match outcome {
                                     AckOutcome::Accepted => Settled::Accepted(token),
-                                    AckOutcome::Failed => Settled::Failed,
+                                    AckOutcome::Failed => Settled::Failed(token),
                                 });
                             },
                             [Some(permit), bytes],
@@ -128,6 +148,7 @@ impl Source for MqttSource {
                             tracing::error!(%source, broker = %url, filter, reason, "the broker refused this subscription (is an ACL in the way?); weir stays not ready");
                         }
                     }
+                    Ok(Event::Released(pkid)) => unreleased.forget(pkid),
                     Ok(_) => {}
                     Err(err) if redelivery.asked.swap(false, Ordering::SeqCst) => {
                         let messages = redelivery.failed.swap(0, Ordering::SeqCst);
@@ -184,7 +205,7 @@ enum Settled {
     /// Acknowledge it to the broker.
     Accepted(AckToken),
     /// Not handed on (a sink or module could not take it): the broker must send it again.
-    Failed,
+    Failed(AckToken),
 }
 
 /// A reconnection asked for so that the broker redelivers failed messages.
@@ -205,16 +226,34 @@ const GATHER_FAILURES: Duration = Duration::from_millis(100);
 /// the source for good. So a failure outside shutdown reconnects (once for a burst), and the
 /// broker redelivers every unacknowledged message of the session. At shutdown failures stay
 /// unacknowledged, for the broker to redeliver after the restart.
-async fn acknowledge(client: client::Client, mut settled: mpsc::UnboundedReceiver<Settled>, redelivery: Arc<Redelivery>, ctx: SourceContext, clean: bool) {
+///
+/// A QoS 2 message is marked accepted before its PUBREC is queued, so a copy the broker sends
+/// again is answered instead of handed on twice (`exactly_once.rs`).
+async fn acknowledge(
+    client: client::Client,
+    mut settled: mpsc::UnboundedReceiver<Settled>,
+    redelivery: Arc<Redelivery>,
+    unreleased: Arc<Unreleased>,
+    ctx: SourceContext,
+    clean: bool,
+) {
     while let Some(outcome) = settled.recv().await {
+        if let Settled::Failed(token) = &outcome
+            && let Some(pkid) = token.exactly_once()
+        {
+            unreleased.forget(pkid);
+        }
         match outcome {
             Settled::Accepted(token) => {
+                if let Some(pkid) = token.exactly_once() {
+                    unreleased.accepted(pkid);
+                }
                 if let Err(err) = client.ack(token).await {
                     warn!(%err, "could not queue an acknowledgement; the broker will redeliver the message");
                 }
             }
-            Settled::Failed if ctx.shutdown.is_cancelled() => {}
-            Settled::Failed => {
+            Settled::Failed(_) if ctx.shutdown.is_cancelled() => {}
+            Settled::Failed(_) => {
                 redelivery.failed.fetch_add(1, Ordering::SeqCst);
                 if redelivery.asked.swap(true, Ordering::SeqCst) {
                     continue;

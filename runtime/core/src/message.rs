@@ -42,6 +42,12 @@ impl TryFrom<u8> for QoS {
     }
 }
 
+/// The property a source sets on a message whose payload it could not take (over the size
+/// it may read: MQTT 3.1.1 cannot tell the broker its limit) and dropped as it arrived: the
+/// payload is empty, the value is the dropped payload's size in bytes. The pipeline
+/// dead-letters such a message as `too-large`.
+pub const DROPPED_PAYLOAD: &str = "weir-dropped-payload";
+
 /// An application property: an MQTT 5 user property, a Kafka header, an AMQP header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Property {

@@ -160,8 +160,7 @@ impl Dispatcher {
         while !round.is_empty() {
             let mut held: SmallVec<[Held; 1]> = SmallVec::new();
             for message in round.drain(..) {
-                if message.payload.len() > self.max_message_bytes {
-                    let detail = format!("{} bytes is more than runtime.max_message_size ({} bytes)", message.payload.len(), self.max_message_bytes);
+                if let Some(detail) = self.too_large(&message) {
                     self.dead_letter(DeadLetter::new(message, "too-large", detail)).await;
                     continue;
                 }
@@ -188,6 +187,23 @@ impl Dispatcher {
             *messages = round;
             round = next;
         }
+    }
+
+    /// Why `message` is too large for the pipeline, if it is: over `runtime.max_message_size`,
+    /// or with a payload its source dropped as it arrived (a property says how large).
+    fn too_large(&self, message: &Message) -> Option<String> {
+        let size = message.payload.len();
+        if size > self.max_message_bytes {
+            return Some(format!("{size} bytes is more than runtime.max_message_size ({} bytes)", self.max_message_bytes));
+        }
+        if size > 0 {
+            return None;
+        }
+        let dropped = message.meta().properties.iter().find(|p| p.name == weir_core::message::DROPPED_PAYLOAD)?;
+        Some(format!(
+            "{} bytes is more than runtime.max_message_size ({} bytes); the payload was dropped as it arrived and is not in this dead letter",
+            dropped.value, self.max_message_bytes
+        ))
     }
 
     /// Call a module inline on what was held for it, a batch at a time, or queue the messages

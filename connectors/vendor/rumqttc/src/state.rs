@@ -819,6 +819,7 @@ mod test {
                     topic: "test".to_string(),
                     pkid: 1,
                     payload: "".into(),
+                    dropped_payload: 0,
                 }),
                 Some(Publish {
                     dup: false,
@@ -827,6 +828,7 @@ mod test {
                     topic: "test".to_string(),
                     pkid: 2,
                     payload: "".into(),
+                    dropped_payload: 0,
                 }),
                 Some(Publish {
                     dup: false,
@@ -835,6 +837,7 @@ mod test {
                     topic: "test".to_string(),
                     pkid: 3,
                     payload: "".into(),
+                    dropped_payload: 0,
                 }),
                 None,
                 None,
@@ -845,6 +848,7 @@ mod test {
                     topic: "test".to_string(),
                     pkid: 6,
                     payload: "".into(),
+                    dropped_payload: 0,
                 }),
             ]
         }

@@ -43,6 +43,9 @@ pub enum Error {
     PayloadTooLong,
     #[error("payload size limit exceeded: {0}")]
     PayloadSizeLimitExceeded(usize),
+    /// weir (change 6): the packet is not a PUBLISH.
+    #[error("Not a publish")]
+    NotPublish,
     #[error("Payload required")]
     PayloadRequired,
     #[error("Topic is not UTF-8")]

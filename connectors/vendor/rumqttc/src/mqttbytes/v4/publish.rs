@@ -10,6 +10,9 @@ pub struct Publish {
     pub topic: String,
     pub pkid: u16,
     pub payload: Bytes,
+    /// weir (change 6): the size of a payload read and dropped because its packet was over
+    /// the client's maximum incoming packet size; `payload` is then empty. 0 otherwise.
+    pub dropped_payload: usize,
 }
 
 impl Publish {
@@ -21,6 +24,7 @@ impl Publish {
             pkid: 0,
             topic: topic.into(),
             payload: Bytes::from(payload.into()),
+            dropped_payload: 0,
         }
     }
 
@@ -32,6 +36,7 @@ impl Publish {
             pkid: 0,
             topic: topic.into(),
             payload,
+            dropped_payload: 0,
         }
     }
 
@@ -77,9 +82,42 @@ impl Publish {
             pkid,
             topic,
             payload: bytes,
+            dropped_payload: 0,
         };
 
         Ok(publish)
+    }
+
+    /// weir (change 6): the head of a PUBLISH too large to take whole (flags, topic, packet
+    /// id) from the start of `stream`, with `dropped_payload` set to the size of the payload
+    /// that follows it, and the length of the head. `Ok(None)` until the head has arrived;
+    /// `Err(NotPublish)` for another packet type.
+    pub fn read_head(stream: &[u8]) -> Result<Option<(Publish, usize)>, Error> {
+        let fixed_header = match parse_fixed_header(stream.iter()) {
+            Ok(fixed_header) => fixed_header,
+            Err(Error::InsufficientBytes(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if fixed_header.packet_type()? != PacketType::Publish {
+            return Err(Error::NotPublish);
+        }
+        let qos = qos((fixed_header.byte1 & 0b0110) >> 1)?;
+        let start = fixed_header.fixed_header_len;
+        let Some(topic_len) = stream.get(start..start + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+            return Ok(None);
+        };
+        let head = start + 2 + topic_len + if qos == QoS::AtMostOnce { 0 } else { 2 };
+        if head > fixed_header.frame_length() {
+            return Err(Error::BoundaryCrossed(head));
+        }
+        let Some(bytes) = stream.get(..head) else {
+            return Ok(None);
+        };
+        // The head alone, read as a whole packet with an empty payload.
+        let header = FixedHeader { remaining_len: head - start, ..fixed_header };
+        let mut publish = Publish::read(header, Bytes::copy_from_slice(bytes))?;
+        publish.dropped_payload = fixed_header.frame_length() - head;
+        Ok(Some((publish, head)))
     }
 
     pub fn write(&self, buffer: &mut BytesMut) -> Result<usize, Error> {
@@ -117,7 +155,7 @@ impl fmt::Debug for Publish {
             self.qos,
             self.retain,
             self.pkid,
-            self.payload.len()
+            self.payload.len().max(self.dropped_payload)
         )
     }
 }
@@ -165,6 +203,7 @@ mod test {
                 topic: "a/b".to_owned(),
                 pkid: 10,
                 payload: Bytes::from(&payload[..]),
+                dropped_payload: 0,
             }
         );
     }
@@ -201,6 +240,7 @@ mod test {
                 topic: "a/b".to_owned(),
                 pkid: 0,
                 payload: Bytes::from(&[0x01, 0x02][..]),
+                dropped_payload: 0,
             }
         );
     }
@@ -214,6 +254,7 @@ mod test {
             topic: "a/b".to_owned(),
             pkid: 10,
             payload: Bytes::from(vec![0xF1, 0xF2, 0xF3, 0xF4]),
+            dropped_payload: 0,
         };
 
         let mut buf = BytesMut::new();
@@ -248,6 +289,7 @@ mod test {
             topic: "a/b".to_owned(),
             pkid: 0,
             payload: Bytes::from(vec![0xE1, 0xE2, 0xE3, 0xE4]),
+            dropped_payload: 0,
         };
 
         let mut buf = BytesMut::new();
