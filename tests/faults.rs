@@ -290,25 +290,19 @@ out = 'FROM /messages/modules/ids/outputs/* INTO windows'
     weir.stop();
 }
 
-/// A window whose close traps (processing-time windows, closed by the clock). Before, the
-/// failure restored the windows from the last checkpoint and the window's result was gone,
-/// though its readings had been acknowledged. Now the close is tried again on a new
-/// instance, and when it fails there too the window's state (every reading it counted) goes
-/// to `$deadletter` with reason `close-failed`; the other windows close as usual.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_window_whose_close_traps_is_dead_lettered_with_its_state() {
-    let local = Mosquitto::start_stock();
-    let (mut weir, dir, _port) = start(&with_dead_letters(
-        local.port,
-        "weir-faults-close",
+/// `weir run` of the `chaos_aggregate` module keyed by machine, with `window` as its window
+/// table, results to `windows.jsonl`, dead letters to `deadletter.jsonl`.
+fn ids_by_machine(local: u16, client_id: &str, window: &str) -> (WeirProcess, tempfile::TempDir, u16) {
+    start(&with_dead_letters(
+        local,
+        client_id,
         &format!(
             r#"
 [modules.ids]
 path = {ids}
 
 [modules.ids.window]
-kind = "tumbling"
-size = "1s"
+{window}
 key = "$body.machine"
 checkpoint_interval = "100ms"
 
@@ -322,30 +316,71 @@ out = 'FROM /messages/modules/ids/outputs/* INTO windows'
 "#,
             ids = toml_path(&module("chaos_aggregate")),
         ),
-    ));
-    let reading = |machine: &str, id: u64, trap_close: bool| {
-        let body = serde_json::json!({ "machine": machine, "id": id, "trap_close": trap_close });
-        (format!("data/{machine}"), body.to_string().into_bytes(), PublishProperties::default())
-    };
-    publish_v5(local.port, vec![reading("m1", 0, false), reading("m1", 1, true), reading("m1", 2, false), reading("m2", 3, false)]).await;
-    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    ))
+}
+
+/// A reading of `machine` with `id`; `trap_close` makes its window's close trap.
+fn reading(machine: &str, id: u64, trap_close: bool) -> (String, Vec<u8>, PublishProperties) {
+    let body = serde_json::json!({ "machine": machine, "id": id, "trap_close": trap_close });
+    (format!("data/{machine}"), body.to_string().into_bytes(), PublishProperties::default())
+}
+
+/// The one dead letter of a window whose close failed: its key and the ids its state holds.
+fn given_up_window(letters: &[serde_json::Value]) -> (String, Vec<u64>) {
+    assert_eq!(letters.len(), 1, "{letters:?}");
     let property =
         |name: &str| letters[0]["properties"].as_array().unwrap().iter().find(|p| p["name"] == name).map(|p| p["value"].as_str().unwrap().to_owned());
     assert_eq!(property("weir-dl-reason").as_deref(), Some("close-failed"), "{letters:?}");
-    assert_eq!(property("window_key").as_deref(), Some("m1"));
-    let state: Vec<u64> = letters[0]["payload"]["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
-    assert_eq!(state, vec![0, 1, 2], "the window's state holds every reading it counted");
+    let ids = letters[0]["payload"]["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+    (property("window_key").unwrap(), ids)
+}
 
-    // m2's window closed as usual; later windows of m1 too.
-    publish_v5(local.port, vec![reading("m1", 4, false)]).await;
-    let windows = weir_tests::wait_for_lines(&dir.path().join("windows.jsonl"), 2, Duration::from_secs(10)).await;
+/// The windows in `windows.jsonl` once there are `n`: key and ids, sorted.
+async fn windows_counted(dir: &Path, n: usize) -> Vec<(String, Vec<u64>)> {
+    let windows = weir_tests::wait_for_lines(&dir.join("windows.jsonl"), n, Duration::from_secs(10)).await;
     let mut counted: Vec<(String, Vec<u64>)> = windows
         .iter()
         .map(|w| (w["payload"]["key"].as_str().unwrap().to_owned(), w["payload"]["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect()))
         .collect();
     counted.sort();
-    assert_eq!(counted, vec![("m1".to_owned(), vec![4]), ("m2".to_owned(), vec![3])]);
+    counted
+}
+
+/// A window whose close traps (processing-time windows, closed by the clock). Before, the
+/// failure restored the windows from the last checkpoint and the window's result was gone,
+/// though its readings had been acknowledged. Now the close is tried again on a new
+/// instance, and when it fails there too the window's state (every reading it counted) goes
+/// to `$deadletter` with reason `close-failed`; the other windows close as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_whose_close_traps_is_dead_lettered_with_its_state() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = ids_by_machine(local.port, "weir-faults-close", "kind = \"tumbling\"\nsize = \"1s\"");
+    publish_v5(local.port, vec![reading("m1", 0, false), reading("m1", 1, true), reading("m1", 2, false), reading("m2", 3, false)]).await;
+    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    assert_eq!(given_up_window(&letters), ("m1".to_owned(), vec![0, 1, 2]), "the window's state holds every reading it counted");
+
+    // m2's window closed as usual; later windows of m1 too.
+    publish_v5(local.port, vec![reading("m1", 4, false)]).await;
+    assert_eq!(windows_counted(dir.path(), 2).await, vec![("m1".to_owned(), vec![4]), ("m2".to_owned(), vec![3])]);
     assert_eq!(json_lines(&dir.path().join("deadletter.jsonl")).len(), 1);
+    weir.stop();
+}
+
+/// The same with count windows of three, which a message closes, not the clock. Before, the
+/// close's failure was taken for the message's: the third reading of m1 was dead-lettered
+/// (reason `trap`), the window stayed open, and each later reading of m1 met the same fate.
+/// Now the third reading is counted in the window it ended, the window is dead-lettered with
+/// its state, and m1's next window and m2's close as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_a_message_ends_whose_close_traps_is_dead_lettered_and_the_message_counted() {
+    let local = Mosquitto::start_stock();
+    let (mut weir, dir, _port) = ids_by_machine(local.port, "weir-faults-count-close", "kind = \"count\"\nsize = 3");
+    let first = vec![reading("m1", 0, false), reading("m1", 1, true), reading("m2", 3, false), reading("m1", 2, false)];
+    let then = vec![reading("m1", 4, false), reading("m2", 5, false), reading("m1", 6, false), reading("m2", 7, false), reading("m1", 8, false)];
+    publish_v5(local.port, first.into_iter().chain(then).collect()).await;
+    assert_eq!(windows_counted(dir.path(), 2).await, vec![("m1".to_owned(), vec![4, 6, 8]), ("m2".to_owned(), vec![3, 5, 7])]);
+    let letters = weir_tests::wait_for_lines(&dir.path().join("deadletter.jsonl"), 1, Duration::from_secs(10)).await;
+    assert_eq!(given_up_window(&letters), ("m1".to_owned(), vec![0, 1, 2]), "the window's state holds the reading that ended it");
     weir.stop();
 }
 

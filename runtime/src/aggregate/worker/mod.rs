@@ -14,28 +14,32 @@
 //! The price is possible duplication, described in `docs/aggregates.md`. A failed call (trap,
 //! deadline, memory cap) rolls the windows back to the last checkpoint and gives a new
 //! instance the journal again, then the failed batch one message at a time, so that only a
-//! message that fails alone is dead-lettered ([`recovery`]).
+//! message that fails alone is dead-lettered ([`recovery`]). Closing windows, and finding the
+//! window whose close fails, is [`closing`]; writing and reading checkpoints, [`checkpointing`];
+//! the thread that drives a runner, [`thread`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::error;
 use weir_core::message::now_ms;
-use weir_core::{Ack, AckOutcome, Message, Metadata, ModuleOutput, Property};
+use weir_core::{Message, ModuleOutput, Property};
 
+mod checkpointing;
+mod closing;
 mod recovery;
+mod thread;
+
+pub use thread::AggregateWorker;
 
 use super::AggregateSpec;
 use super::checkpoint::{Checkpoint, WindowState};
-use super::origin::{Origin, topic_and_source};
-use super::windows::{Refused, Step, TableState, Window, WindowData, WindowId, WindowKind, WindowTable};
+use super::origin::Origin;
+use super::windows::{Refused, Step, Window, WindowData, WindowId, WindowKind, WindowTable};
 use crate::executor::deadletter::DeadLetter;
-use crate::executor::dispatch::{Dispatcher, Work};
-use crate::queue::record;
+use crate::executor::dispatch::Dispatcher;
 use crate::telemetry;
 use crate::wasm::abi::OutputMessage;
 use crate::wasm::aggregate::{Opening, WindowRef};
@@ -46,19 +50,6 @@ use recovery::Journaled;
 /// window's result is sent, so a reader can drop a repeat that at-least-once delivery lets
 /// through.
 pub const WINDOW_ID: &str = "weir-window";
-
-pub struct AggregateWorker {
-    pub module: LoadedModule,
-    pub spec: AggregateSpec,
-    pub queue: mpsc::Receiver<Work>,
-    pub dispatcher: Arc<Dispatcher>,
-    pub batch_size: usize,
-    /// Held acknowledgements that force a checkpoint (half the sources' in-flight window,
-    /// so sources never stall waiting for one).
-    pub max_held: usize,
-    /// The runtime whose timer paces the worker's clock ticks.
-    pub runtime: tokio::runtime::Handle,
-}
 
 /// What the worker keeps about one open window besides the module's state (in the window
 /// table, beside the window).
@@ -129,55 +120,6 @@ impl Calls {
     }
 }
 
-impl AggregateWorker {
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name(format!("weir-aggregate-{}", self.module.name)).spawn(move || self.run())
-    }
-
-    fn run(self) {
-        let AggregateWorker { module, spec, mut queue, dispatcher, batch_size, max_held, runtime } = self;
-        // The module's WASI calls use this runtime's timers and I/O.
-        let _entered = runtime.enter();
-        let tick = Duration::from_millis(100).min(spec.checkpoint_interval);
-        let mut runner = AggregateRunner::new(module, spec, dispatcher, max_held);
-        runner.restore();
-        let mut batch = Vec::with_capacity(batch_size);
-        let accepted = runner.accepted.clone();
-        loop {
-            let mut stop = false;
-            // Wake for work, for the clock, or when a sink accepted a result (to checkpoint it).
-            let next = runtime.block_on(async {
-                tokio::select! {
-                    received = tokio::time::timeout(tick, queue.recv()) => received.ok(),
-                    () = accepted.notified() => None,
-                }
-            });
-            match next {
-                None => {}
-                Some(Some(Work::Message { message, .. })) => batch.push(message),
-                Some(Some(Work::Stop) | None) => stop = true,
-            }
-            while !stop && batch.len() < batch_size {
-                match queue.try_recv() {
-                    Ok(Work::Message { message, .. }) => batch.push(message),
-                    Ok(Work::Stop) => stop = true,
-                    Err(_) => break,
-                }
-            }
-            if !batch.is_empty() {
-                runner.process(std::mem::take(&mut batch));
-            }
-            runner.advance();
-            if stop {
-                runner.checkpoint();
-                break;
-            }
-            runner.maybe_checkpoint();
-        }
-        info!(module = %runner.name, windows = runner.table.open_windows().count(), "aggregate worker stopped; open windows saved");
-    }
-}
-
 /// An aggregate module's windows and instance, driven by [`AggregateWorker`] (or a benchmark).
 pub struct AggregateRunner {
     name: Arc<str>,
@@ -210,6 +152,13 @@ pub struct AggregateRunner {
     steps: Vec<Step<Item, Slot>>,
     /// The calls of the batch being processed (kept between batches for their room).
     calls: Calls,
+    /// Windows whose close failed alone, with how: a close that meets one (again, in a replay)
+    /// dead-letters its state instead ([`closing`]). Until the next checkpoint.
+    given_up: HashMap<WindowId, String>,
+    /// Close one window per call, to find the one whose close fails.
+    close_singly: bool,
+    /// The last call that failed was closing windows: which one, if it closed only one.
+    close_failed: Option<closing::Closing>,
 }
 
 impl AggregateRunner {
@@ -237,59 +186,9 @@ impl AggregateRunner {
             last_checkpoint: Instant::now(),
             steps: Vec::new(),
             calls: Calls::default(),
-        }
-    }
-
-    /// Start the instance and continue from the checkpoint, if there is one.
-    pub fn restore(&mut self) {
-        let path = self.spec.state_path.clone();
-        let checkpoint = match Checkpoint::read(&path) {
-            Ok(checkpoint) => checkpoint,
-            Err(err) => {
-                let aside = path.with_extension(format!("damaged-{}", now_ms()));
-                let moved = std::fs::rename(&path, &aside).is_ok();
-                error!(module = %self.name, error = %format!("{err:#}"), moved_to = %aside.display(), moved, "window state unreadable; starting with empty windows");
-                None
-            }
-        };
-        if let Some(checkpoint) = checkpoint {
-            let windows = checkpoint.windows.len();
-            self.emitted = checkpoint.emitted.iter().cloned().map(|(window, state)| (window.id, (window, state))).collect();
-            self.load(checkpoint.clone());
-            self.last = Some(checkpoint);
-            info!(module = %self.name, windows, unaccepted_results = self.emitted.len(), "continuing open windows from {}", path.display());
-        }
-        self.start_instance();
-        // Results that no sink had accepted before the stop: emit them again.
-        if !self.emitted.is_empty()
-            && let Some(instance) = self.instance.as_mut()
-        {
-            let pending: Vec<(Window, WindowState)> = self.emitted.values().cloned().collect();
-            let openings: Vec<Opening<'_>> = pending.iter().map(|(w, s)| Opening { window: window_ref(w), snapshot: s.state.as_deref() }).collect();
-            let refs: Vec<WindowRef<'_>> = pending.iter().map(|(w, _)| window_ref(w)).collect();
-            match instance.open_windows(&openings).and_then(|()| instance.close_windows(&refs)) {
-                Ok(outputs) => {
-                    for ((window, state), outputs) in pending.iter().zip(outputs) {
-                        let origin = Origin::new(&state.topic, state.source.clone());
-                        self.emit(window, Some(&origin), outputs);
-                    }
-                }
-                Err(failure) => {
-                    error!(module = %self.name, %failure, "could not emit the results left from before the stop; they stay saved for the next start")
-                }
-            }
-        }
-        self.changed = true;
-    }
-
-    /// The window table and each open window's state as `checkpoint` has them.
-    fn load(&mut self, checkpoint: Checkpoint) {
-        self.table.import(decode_table(checkpoint.table));
-        let mut states: HashMap<WindowId, WindowState> = checkpoint.windows.into_iter().map(|state| (state.id, state)).collect();
-        for open in self.table.open_windows_mut() {
-            if let Some(state) = states.remove(&open.window.id) {
-                open.data = Slot { checkpointed: state.state, dirty: false, origin: Some(Origin::new(&state.topic, state.source)) };
-            }
+            given_up: HashMap::new(),
+            close_singly: false,
+            close_failed: None,
         }
     }
 
@@ -498,77 +397,6 @@ impl AggregateRunner {
         Ok(())
     }
 
-    /// Snapshot (so the result survives a crash until it is accepted), close and emit.
-    fn close(&mut self, windows: Vec<(Window, Slot)>) -> Result<(), Failure> {
-        let dirty: Vec<u64> = windows.iter().filter(|(_, slot)| slot.dirty).map(|(window, _)| window.id).collect();
-        let instance = self.live()?;
-        let mut states: HashMap<u64, Vec<u8>> =
-            if dirty.is_empty() { HashMap::new() } else { dirty.iter().copied().zip(instance.snapshot_windows(&dirty)?).collect() };
-        let refs: Vec<WindowRef<'_>> = windows.iter().map(|(window, _)| window_ref(window)).collect();
-        let outputs = instance.close_windows(&refs)?;
-        for ((window, slot), outputs) in windows.into_iter().zip(outputs) {
-            // Closed and sent on before a failure rolled the windows back: not again.
-            if !self.emitted_since.insert(window.id) {
-                continue;
-            }
-            let state = states.remove(&window.id).or(slot.checkpointed);
-            let (topic, source) = topic_and_source(slot.origin.as_ref());
-            self.emitted.insert(window.id, (window.clone(), WindowState { id: window.id, state, topic, source }));
-            self.closed.push((window, slot.origin, outputs));
-        }
-        Ok(())
-    }
-
-    /// Send on the results of the windows closed since the last call, after a checkpoint that
-    /// records them as closed (with their state, until a sink accepts them). So a crash after
-    /// this point never gives their inputs to a fresh window again: those are acknowledged,
-    /// and a result not yet accepted is sent again at start, from its saved state, with the
-    /// same `weir-window` id.
-    fn send_closed(&mut self) {
-        if self.closed.is_empty() {
-            return;
-        }
-        self.changed = true;
-        self.checkpoint();
-        for (window, origin, outputs) in std::mem::take(&mut self.closed) {
-            self.emit(&window, origin.as_ref(), outputs);
-        }
-    }
-
-    /// Route a closed window's results; it leaves the checkpoint once they are accepted.
-    fn emit(&mut self, window: &Window, origin: Option<&Origin>, outputs: Vec<OutputMessage>) {
-        if outputs.is_empty() {
-            self.emitted.remove(&window.id);
-            return;
-        }
-        metrics::counter!(telemetry::MODULE_OUT, "module" => self.name.to_string()).increment(outputs.len() as u64);
-        let (tx, wake) = (self.accepted_tx.clone(), self.accepted.clone());
-        let id = window.id;
-        let ack = Ack::new(move |outcome| {
-            if outcome == AckOutcome::Accepted {
-                let _ = tx.send(id);
-                wake.notify_one();
-            }
-        });
-        for output in outputs {
-            let message = self.result_message(window, origin, output, ack.clone());
-            self.dispatcher.dispatch_blocking(message);
-        }
-    }
-
-    fn result_message(&self, window: &Window, origin: Option<&Origin>, output: OutputMessage, ack: Ack) -> Message {
-        let (topic, source) = topic_and_source(origin);
-        let mut meta = Metadata::new(source, output.topic.unwrap_or(topic));
-        meta.origin = Some(ModuleOutput { module: self.name.clone(), output: Arc::from(output.output.as_deref().unwrap_or("out")) });
-        meta.content_type = output.content_type;
-        meta.properties = output.properties.unwrap_or_default().into_iter().map(|p| Property::new(p.name, p.value)).collect();
-        meta.properties.push(Property::new("window_key", window.key.to_string()));
-        meta.properties.push(Property::new("window_start", window.start_ms.to_string()));
-        meta.properties.push(Property::new("window_end", window.end_ms.to_string()));
-        meta.properties.push(Property::new(WINDOW_ID, format!("{}/{}/{}", self.name, window.key, window.start_ms)));
-        Message::new(Bytes::from(output.payload), meta, ack)
-    }
-
     fn refuse(&self, mut message: Message, refused: Refused) {
         if self.replaying {
             return;
@@ -595,100 +423,8 @@ impl AggregateRunner {
         }
         self.dispatcher.dead_letter_blocking(DeadLetter::new(message, reason, detail).module(&self.name));
     }
-
-    /// Checkpoint if the interval has passed or too many messages are journaled.
-    pub fn maybe_checkpoint(&mut self) {
-        // A result a sink accepted leaves the checkpoint at once, so that a restart does not
-        // send it again. (Acceptances that come while a checkpoint is written are taken by the
-        // next one together.)
-        let accepted = self.take_accepted();
-        let since = self.last_checkpoint.elapsed();
-        let due = self.changed && since >= self.spec.checkpoint_interval;
-        if due || accepted || self.journal.len() >= self.max_held {
-            self.checkpoint();
-        }
-    }
-
-    /// Forget the results sinks accepted since the last look; whether there were any.
-    fn take_accepted(&mut self) -> bool {
-        let mut accepted = false;
-        while let Ok(id) = self.accepted_rx.try_recv() {
-            accepted |= self.emitted.remove(&id).is_some();
-            self.changed = true;
-        }
-        accepted
-    }
-
-    /// Save every window's state; then release the held acknowledgements.
-    pub fn checkpoint(&mut self) {
-        self.take_accepted();
-        if !self.changed && self.journal.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let dirty: Vec<u64> = self.table.open_windows().filter(|open| open.data.dirty).map(|open| open.window.id).collect();
-        if !dirty.is_empty() {
-            let snapshot = match self.live() {
-                Ok(instance) => instance.snapshot_windows(&dirty),
-                Err(failure) => Err(failure),
-            };
-            match snapshot {
-                Ok(states) => {
-                    let mut states: HashMap<u64, Vec<u8>> = dirty.into_iter().zip(states).collect();
-                    for open in self.table.open_windows_mut() {
-                        if let Some(state) = states.remove(&open.window.id) {
-                            open.data.checkpointed = Some(state);
-                            open.data.dirty = false;
-                        }
-                    }
-                }
-                Err(failure) => return self.recover(failure, &[], &[], &mut []),
-            }
-        }
-        let windows = self
-            .table
-            .open_windows()
-            .map(|open| {
-                let (topic, source) = topic_and_source(open.data.origin.as_ref());
-                WindowState { id: open.window.id, state: open.data.checkpointed.clone(), topic, source }
-            })
-            .collect();
-        let checkpoint = Checkpoint { table: encode_table(self.table.export()), windows, emitted: self.emitted.values().cloned().collect() };
-        match checkpoint.write(&self.spec.state_path) {
-            Ok(()) => {
-                self.last = Some(checkpoint);
-                self.journal.clear();
-                self.emitted_since.clear();
-                self.changed = false;
-            }
-            Err(err) => {
-                error!(module = %self.name, error = %format!("{err:#}"), "cannot save the window state; acknowledgements are held until it can be saved")
-            }
-        }
-        self.last_checkpoint = Instant::now();
-        metrics::histogram!(telemetry::AGGREGATE_CHECKPOINT_SECONDS, "module" => self.name.to_string()).record(started.elapsed().as_secs_f64());
-        metrics::gauge!(telemetry::AGGREGATE_OPEN_WINDOWS, "module" => self.name.to_string()).set(self.table.open_windows().count() as f64);
-        metrics::gauge!(telemetry::AGGREGATE_KEYS, "module" => self.name.to_string()).set(self.table.key_count() as f64);
-    }
 }
 
 fn window_ref(window: &Window) -> WindowRef<'_> {
     WindowRef { id: window.id, key: &window.key, start_ms: window.start_ms, end_ms: window.end_ms }
-}
-
-/// Retained messages (sliding windows) as queue records.
-fn encode_table(state: TableState<Item>) -> TableState<Vec<u8>> {
-    state.map_retained(|at, item| match item {
-        Item::Kept(message) => {
-            let mut bytes = Vec::new();
-            record::encode(&mut bytes, &message, at, 0);
-            Some(bytes)
-        }
-        // Not retained: only sliding windows keep messages, and they keep copies.
-        Item::InBatch(_) => None,
-    })
-}
-
-fn decode_table(state: TableState<Vec<u8>>) -> TableState<Item> {
-    state.map_retained(|_, bytes| record::decode(&Bytes::from(bytes)).ok().map(|record| Item::Kept(record.message)))
 }

@@ -12,15 +12,14 @@
 //! twice) does the runner give up on the journal: its messages are left unacknowledged, and
 //! their source sends them again.
 //!
-//! When the clock closes windows and that fails, they are closed one at a time on a new
-//! instance; one whose close fails there too is given up: it goes to `$deadletter` (reason
-//! `close-failed`) with its state as the module snapshots it, and the others close as usual.
+//! When closing windows fails (the clock's, or a message's that ended a window), the step is
+//! taken again one close at a time, and a window whose close fails alone is given up (see
+//! [`super::closing`]): the message that ended it is counted, not blamed.
 
 use tracing::{error, warn};
-use weir_core::{Message, Metadata, Property};
+use weir_core::Message;
 
-use super::{AggregateRunner, Slot, Window, WindowId, WindowTable};
-use crate::aggregate::windows::Step;
+use super::{AggregateRunner, WindowTable};
 use crate::telemetry;
 use crate::wasm::Failure;
 
@@ -30,9 +29,6 @@ pub(super) enum Journaled {
     Input { message: Message, time: u64 },
     /// The clock advanced to this time and closed windows.
     Advance(u64),
-    /// The clock advanced to this time and closed windows one at a time, but these, whose
-    /// close failed (they went to `$deadletter` with their state).
-    GaveUp { now: u64, windows: Vec<WindowId> },
 }
 
 impl AggregateRunner {
@@ -43,10 +39,11 @@ impl AggregateRunner {
         warn!(module = %self.name, reason = failure.reason.as_str(), detail = %failure.detail, batch = left, journaled = self.journal.len(),
             "aggregate call failed; windows rolled back to the last checkpoint and the messages since given to a new instance, then this batch one at a time");
         metrics::counter!(telemetry::MODULE_FAILURES, "module" => self.name.to_string(), "reason" => failure.reason.as_str()).increment(1);
+        let closing = self.close_failed.take().is_some();
         if !self.rollback() {
             return self.give_up(batch, done, &failure);
         }
-        if left == 1 {
+        if left == 1 && !closing {
             // The one message left is the one that failed.
             if let Some(index) = done.iter().position(|done| !*done) {
                 done[index] = true;
@@ -58,79 +55,40 @@ impl AggregateRunner {
             if done[index] {
                 continue;
             }
-            if let Err(alone) = self.feed(&batch[index..=index], &times[index..=index], &mut [false]) {
-                done[index] = true;
-                self.dead_letter(batch[index].clone(), alone.reason.as_str(), alone.detail.clone());
+            let mut one = |runner: &mut Self| runner.feed(&batch[index..=index], &times[index..=index], &mut [false]);
+            if let Err(mut alone) = one(self) {
                 metrics::counter!(telemetry::MODULE_FAILURES, "module" => self.name.to_string(), "reason" => alone.reason.as_str()).increment(1);
-                if !self.rollback() {
-                    return self.give_up(batch, done, &alone);
+                match self.retry_closes(&mut alone, &mut one) {
+                    // It ended windows whose close failed: counted, they were given up.
+                    Ok(true) => {}
+                    Ok(false) => self.dead_letter(batch[index].clone(), alone.reason.as_str(), alone.detail.clone()),
+                    Err(()) => {
+                        done[index] = true;
+                        self.dead_letter(batch[index].clone(), alone.reason.as_str(), alone.detail.clone());
+                        return self.give_up(batch, done, &alone);
+                    }
                 }
             }
             done[index] = true;
         }
     }
 
-    /// Closing what the clock passed at `now` failed: roll back and close those windows one at
-    /// a time on a new instance. A window whose close fails alone is given up (it goes to
-    /// `$deadletter` with its state) and the others are tried again, until all closed.
-    pub(super) fn recover_advance(&mut self, failure: Failure, now: u64) {
+    /// Closing what the clock passed at `now` failed: close those windows again one at a time
+    /// on a new instance; a window whose close fails alone is given up (it goes to
+    /// `$deadletter` with its state) and the others close.
+    pub(super) fn recover_advance(&mut self, mut failure: Failure, now: u64) {
         warn!(module = %self.name, reason = failure.reason.as_str(), detail = %failure.detail, "closing windows failed; windows rolled back to the last checkpoint and closed one at a time on a new instance");
         metrics::counter!(telemetry::MODULE_FAILURES, "module" => self.name.to_string(), "reason" => failure.reason.as_str()).increment(1);
-        let mut given_up = Vec::new();
-        loop {
-            if !self.rollback() {
-                return self.give_up(&[], &mut [], &failure);
-            }
-            match self.close_one_by_one(now, &given_up) {
-                Ok(letters) => {
-                    for letter in letters {
-                        self.dead_letter(letter, "close-failed", format!("closing the window failed on a new instance too: {failure}"));
-                    }
-                    self.journal.push(Journaled::GaveUp { now, windows: given_up });
-                    return;
-                }
-                Err((window, alone)) => {
-                    error!(module = %self.name, window, %alone, "a window could not be closed on a new instance either; its state goes to $deadletter");
-                    given_up.push(window);
-                }
-            }
+        // A clock step only closes windows; should it fail otherwise, the next tick tries again.
+        self.close_failed.get_or_insert(super::closing::Closing::Several);
+        if self.retry_closes(&mut failure, &mut |runner: &mut Self| runner.try_advance(now)).is_err() {
+            self.give_up(&[], &mut [], &failure);
         }
-    }
-
-    /// Advance the table to `now`; close the windows it closes one per call, but those in
-    /// `given_up`, whose states (snapshots) come back as dead letters to send. `Err`: the
-    /// window whose close failed, and how.
-    fn close_one_by_one(&mut self, now: u64, given_up: &[WindowId]) -> Result<Vec<Message>, (WindowId, Failure)> {
-        let closing = self.advance_table(now);
-        let mut letters = Vec::new();
-        for (window, slot) in closing {
-            if given_up.contains(&window.id) {
-                let snapshot = self.instance.as_mut().and_then(|instance| instance.snapshot_windows(&[window.id]).ok()).and_then(|mut states| states.pop());
-                letters.push(window_state(&window, &slot, snapshot.or(slot.checkpointed.clone())));
-                continue;
-            }
-            let id = window.id;
-            self.close(vec![(window, slot)]).map_err(|failure| (id, failure))?;
-        }
-        Ok(letters)
-    }
-
-    /// Advance the table to `now`: the windows it closes.
-    fn advance_table(&mut self, now: u64) -> Vec<(Window, Slot)> {
-        self.table.advance(now, &mut self.steps);
-        self.changed = true;
-        self.steps
-            .drain(..)
-            .filter_map(|step| match step {
-                Step::Close(window, slot) => Some((window, *slot)),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Back to the last checkpoint, then the journal again on a new instance: the windows as
     /// they were before the call that failed. False (logged) if that cannot be done.
-    fn rollback(&mut self) -> bool {
+    pub(super) fn rollback(&mut self) -> bool {
         self.restart_from_checkpoint();
         if self.instance.is_none() {
             return false;
@@ -139,6 +97,8 @@ impl AggregateRunner {
         self.replaying = true;
         let replayed = self.replay(&journal);
         self.replaying = false;
+        // A replay that failed closing says nothing about the step being recovered.
+        self.close_failed = None;
         match replayed {
             Ok(()) => true,
             Err(failure) => {
@@ -155,13 +115,6 @@ impl AggregateRunner {
         while at < journal.len() {
             match &journal[at] {
                 Journaled::Advance(now) => self.try_advance(*now)?,
-                Journaled::GaveUp { now, windows } => {
-                    for (window, slot) in self.advance_table(*now) {
-                        if !windows.contains(&window.id) {
-                            self.close(vec![(window, slot)])?;
-                        }
-                    }
-                }
                 Journaled::Input { .. } => {
                     let (mut batch, mut times) = (Vec::new(), Vec::new());
                     while let Some(Journaled::Input { message, time }) = journal.get(at) {
@@ -205,15 +158,4 @@ impl AggregateRunner {
         }
         self.start_instance();
     }
-}
-
-/// A window given up, as a dead letter: its state (what the module snapshots of it) as the
-/// payload, its key and bounds as properties, the topic and source its results would have had.
-fn window_state(window: &Window, slot: &Slot, state: Option<Vec<u8>>) -> Message {
-    let (topic, source) = super::topic_and_source(slot.origin.as_ref());
-    let mut meta = Metadata::new(source, topic);
-    meta.properties.push(Property::new("window_key", window.key.to_string()));
-    meta.properties.push(Property::new("window_start", window.start_ms.to_string()));
-    meta.properties.push(Property::new("window_end", window.end_ms.to_string()));
-    Message::new(state.unwrap_or_default(), meta, weir_core::Ack::none())
 }
