@@ -12,8 +12,9 @@
 #     the vendored rumqttc's manifest turns both off for its upstream code), the SDK's and the example
 #     modules' own unit tests, every workspace test (the vendored rumqttc's unit tests too), smoke runs
 #     of the relay benchmark, of the instruction counter, of the inline-stall probe and of
-#     the idle-cost probe, and short fuzz runs of the route language, the queue's readers and
-#     the aggregate checkpoint (cargo-fuzz, installed once).
+#     the idle-cost probe, and short fuzz runs of the route language, the queue's readers,
+#     the aggregate checkpoint, the MQTT decoders and the header and property-bag mappings
+#     (cargo-fuzz, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,12 +74,13 @@ scripts/count-instructions.sh target/debug/weir 200
 scripts/inline-stall.sh target/debug/weir 1 | tail -n 1
 scripts/idle-cost.sh target/debug/weir 1
 
-# Short fuzz runs: the route parser and evaluator (30 s), and what reads bytes from disk: queue
-# segments, a queue lane opened on damaged files, aggregate checkpoints (20 s each). cargo-fuzz
+# Short fuzz runs: the route parser and evaluator (30 s), what reads bytes from disk (queue
+# segments, a queue lane opened on damaged files, aggregate checkpoints) and from other systems
+# (MQTT packets, Kafka/AMQP headers and IoT Hub property bags), 20 s each. cargo-fuzz
 # uses nightly-only compiler flags; RUSTC_BOOTSTRAP lets this machine's stable toolchain accept them.
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 (cd runtime/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run route "$(mktemp -d)" seeds/route -- -max_total_time=30 2>&1 | tail -n 3)
-for target in queue_segment queue_lane checkpoint; do
+for target in queue_segment queue_lane checkpoint mqtt_packets metadata_mapping; do
     (cd runtime/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$(mktemp -d)" "seeds/$target" -- -max_total_time=20 2>&1 | tail -n 2)
 done
 

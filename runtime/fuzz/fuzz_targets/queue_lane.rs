@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weir::queue::{Limits, Mode, segment};
 use weir::queue::lane::Lane;
+use weir::queue::{Limits, Mode, segment};
 
 fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir().join(format!("weir-fuzz-lane-{}", std::process::id()));
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     segment_bytes.extend_from_slice(body);
     std::fs::write(segment::path(&lane_dir, 1), &segment_bytes).expect("segment");
     let limits = Limits { segment_bytes: 1 << 20, max_body: 1 << 20 };
-    let Ok((mut lane, _findings)) = Lane::open(&lane_dir, 0, &dir.join("quarantine"), limits, Mode::ReadWrite) else { return };
+    let Ok((mut lane, _findings)) = Lane::open(&lane_dir, 0, &dir.join("quarantine"), limits, Mode::ReadWrite, false) else { return };
     let mut findings = Vec::new();
     for _ in 0..10_000 {
         match lane.peek(16, 1 << 20, &mut findings) {

@@ -48,7 +48,7 @@ pub fn repair(args: &QueueArgs) -> anyhow::Result<()> {
     for (sink, settings) in queues(args)? {
         let before = report::inspect(&sink, &settings.dir, settings.limits())?;
         print!("{before}");
-        let queue = SinkQueue::open(&sink, settings.clone())?;
+        let queue = SinkQueue::open_scanning(&sink, settings.clone())?;
         queue.close().with_context(|| format!("closing the repaired queue of sink `{sink}`"))?;
         drop(queue);
         let after = report::inspect(&sink, &settings.dir, settings.limits())?;

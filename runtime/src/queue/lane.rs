@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::index::Index;
+use super::opening::{Opened, index_of};
 use super::record::{self, Frame, Record};
 use super::segment::{self, Damage, HEADER};
 
@@ -46,14 +48,14 @@ pub struct Finding {
 }
 
 #[derive(Debug, Clone)]
-struct SegmentMeta {
-    id: u64,
+pub(super) struct SegmentMeta {
+    pub id: u64,
     /// Bytes written (and readable).
-    len: u64,
+    pub len: u64,
     /// Valid records in the segment.
-    records: u64,
+    pub records: u64,
     /// Of those, records before the cursor.
-    consumed: u64,
+    pub consumed: u64,
 }
 
 /// A batch read at the cursor, not yet committed.
@@ -112,88 +114,21 @@ const SHRINK_WHEN_DRAINED: u64 = 1 << 20;
 
 impl Lane {
     /// Open (or create) the lane in `dir`. Damage is reported, never fatal: in read-write
-    /// mode damaged bytes are copied to `quarantine_dir` and a torn tail is cut off.
-    pub fn open(dir: &Path, priority: u8, quarantine_dir: &Path, limits: Limits, mode: Mode) -> io::Result<(Lane, Vec<Finding>)> {
+    /// mode damaged bytes are copied to `quarantine_dir` and a torn tail is cut off. With
+    /// `trust_index` (read-write, after a clean stop) the index the last close wrote stands in
+    /// for scanning the segments, if it fits them ([`index`](super::index)).
+    pub fn open(dir: &Path, priority: u8, quarantine_dir: &Path, limits: Limits, mode: Mode, trust_index: bool) -> io::Result<(Lane, Vec<Finding>)> {
         if mode == Mode::ReadWrite {
             std::fs::create_dir_all(dir)?;
         }
         let ids = if dir.is_dir() { segment::list(dir)? } else { Vec::new() };
         let (stored_cursor, cursor_file) = read_cursor(dir, mode)?;
-        let mut findings = Vec::new();
-        let mut segments = VecDeque::new();
-        let mut known_damage = Vec::new();
-        let mut head_enqueued_ms = None;
-        let first_id = ids.first().copied().unwrap_or(0);
-        // A cursor pointing at a deleted segment means everything before the next one was delivered.
-        let mut cursor = match stored_cursor {
-            Some(cursor) if cursor.segment >= first_id => cursor,
-            _ => Position { segment: first_id, offset: HEADER },
+        let index = if mode == Mode::ReadWrite { Index::take(dir, true) } else { None };
+        let opened = match index {
+            Some(index) if trust_index && index.fits(dir, &ids, stored_cursor) => Opened::from_index(index),
+            _ => Opened::scan(dir, priority, quarantine_dir, mode, &ids, stored_cursor),
         };
-        let last = ids.last().copied();
-        let mut append_to_last = true;
-        for id in &ids {
-            if *id < cursor.segment {
-                // Delivered, but not yet deleted when weir stopped.
-                if mode == Mode::ReadWrite {
-                    remove_or_log(&segment::path(dir, *id));
-                }
-                continue;
-            }
-            let data = match segment::read_all(dir, *id) {
-                Ok(data) => data,
-                Err(err) => {
-                    // An I/O error must not keep weir from starting: the segment goes aside whole.
-                    findings.push(set_aside(dir, quarantine_dir, priority, *id, mode, &err));
-                    continue;
-                }
-            };
-            let count_before = if *id == cursor.segment { cursor.offset } else { 0 };
-            let scan = segment::scan(&data, *id, count_before);
-            for damage in &scan.damage {
-                let torn_tail = Some(*id) == last && damage.end == data.len() as u64 && damage.reason == segment::CUT_SHORT;
-                let quarantined = match mode {
-                    Mode::ReadWrite if damage.end > damage.start => quarantine(quarantine_dir, priority, *id, damage, &data),
-                    _ => None,
-                };
-                findings.push(Finding { segment: *id, damage: damage.clone(), quarantined, torn_tail });
-                let ahead_of_cursor = *id > cursor.segment || (*id == cursor.segment && damage.end > cursor.offset);
-                if ahead_of_cursor && !torn_tail {
-                    known_damage.push((*id, damage.clone()));
-                }
-            }
-            if scan.bad_header {
-                if mode == Mode::ReadWrite {
-                    remove_or_log(&segment::path(dir, *id));
-                }
-                continue;
-            }
-            if scan.header_damaged && mode == Mode::ReadWrite {
-                let rewritten = File::options().write(true).open(segment::path(dir, *id)).and_then(|file| segment::write_header(&file, *id));
-                if let Err(err) = rewritten {
-                    tracing::warn!(segment = *id, %err, "could not write the damaged segment header again; its records are read all the same");
-                }
-            }
-            let mut len = data.len() as u64;
-            if Some(*id) == last && scan.valid_end < len {
-                // Cut a torn or damaged tail so appends continue at a frame boundary; if that
-                // fails, appends go to a new segment instead.
-                if mode == Mode::ReadWrite
-                    && let Err(err) = File::options().write(true).open(segment::path(dir, *id)).and_then(|file| file.set_len(scan.valid_end))
-                {
-                    tracing::warn!(segment = *id, %err, "could not cut off the damaged end of the newest segment; new records go to a new one");
-                    append_to_last = false;
-                }
-                known_damage.retain(|(segment, damage)| !(*segment == *id && damage.end == len));
-                len = scan.valid_end;
-            }
-            if *id == cursor.segment && cursor.offset > len {
-                cursor.offset = len;
-            }
-            if head_enqueued_ms.is_none() && *id >= cursor.segment {
-                head_enqueued_ms = scan.first_enqueued_ms;
-            }
-            segments.push_back(SegmentMeta { id: *id, len, records: scan.records_before + scan.records, consumed: scan.records_before });
-        }
+        let Opened { segments, mut cursor, known_damage, head_enqueued_ms, append_to_last, findings } = opened;
         if let Some(front) = segments.front()
             && front.id != cursor.segment
         {
@@ -551,7 +486,8 @@ impl Lane {
         Ok(())
     }
 
-    /// Everything written, and the cursor, on disk (clean shutdown).
+    /// Everything written, and the cursor, on disk (clean shutdown); then the index, so the
+    /// next open need not scan the segments (not if damage ahead is still to be skipped).
     pub fn close(&mut self) -> io::Result<()> {
         self.flush()?;
         self.sync()?;
@@ -559,13 +495,16 @@ impl Lane {
         if let Some(file) = &self.cursor_file {
             file.sync_data()?;
         }
+        if self.mode == Mode::ReadWrite && self.known_damage.is_empty() && !self.needs_cut {
+            index_of(&self.segments, self.cursor, self.head_enqueued_ms).write(&self.dir)?;
+        }
         Ok(())
     }
 }
 
 /// Delete a file weir is done with; a failure (a read-only or failing disk) is logged, not
 /// fatal: the next start tries again.
-fn remove_or_log(path: &Path) {
+pub(super) fn remove_or_log(path: &Path) {
     if let Err(err) = std::fs::remove_file(path) {
         tracing::warn!(path = %path.display(), %err, "could not delete a queue segment that is no longer needed");
     }
@@ -573,7 +512,7 @@ fn remove_or_log(path: &Path) {
 
 /// A segment that cannot be read: moved into the quarantine directory whole (in read-write
 /// mode), so the queue opens without it. Its records are counted as damage.
-fn set_aside(dir: &Path, quarantine_dir: &Path, lane: u8, id: u64, mode: Mode, err: &io::Error) -> Finding {
+pub(super) fn set_aside(dir: &Path, quarantine_dir: &Path, lane: u8, id: u64, mode: Mode, err: &io::Error) -> Finding {
     let from = segment::path(dir, id);
     let size = std::fs::symlink_metadata(&from).map(|m| m.len()).unwrap_or(0);
     let to = quarantine_dir.join(format!("p{lane}-{id:016}-unreadable.seg"));
@@ -617,7 +556,7 @@ fn read_cursor(dir: &Path, mode: Mode) -> io::Result<(Option<Position>, Option<F
 /// Copy damaged bytes to the quarantine directory (once: the name is derived from where
 /// they were). Best effort: a full disk must not keep weir from starting, so a failed copy
 /// is logged and the damage skipped all the same.
-fn quarantine(dir: &Path, lane: u8, segment: u64, damage: &Damage, data: &[u8]) -> Option<PathBuf> {
+pub(super) fn quarantine(dir: &Path, lane: u8, segment: u64, damage: &Damage, data: &[u8]) -> Option<PathBuf> {
     let path = dir.join(format!("p{lane}-{segment:016}-{}.bad", damage.start));
     let start = (damage.start as usize).min(data.len());
     let end = (damage.end as usize).min(data.len());

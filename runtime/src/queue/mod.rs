@@ -3,16 +3,22 @@
 //! - [`record`]: one message on disk (checksummed, versioned frame);
 //! - [`segment`]: segment files and scanning them (finding valid frames past damage);
 //! - [`lane`]: one priority lane: segments, append, peek/commit at a cursor;
+//! - `opening.rs`: opening a lane: scanning its segments, or reading its index;
+//! - `index.rs`: a lane's index, written at a clean close so the next open need not read
+//!   the whole backlog;
 //! - [`report`]: what `weir queue inspect` and `weir queue verify` print;
 //! - this file: [`SinkQueue`], a sink's queue: priority lanes, group commit, the size cap
 //!   and its policy, which lane is read next, and metrics.
 //!
 //! Layout on disk, under the pipeline's store directory:
-//! `<sink>/p<priority>/<segment id>.seg`, `<sink>/p<priority>/cursor`, `<sink>/lock`,
+//! `<sink>/p<priority>/<segment id>.seg`, `<sink>/p<priority>/cursor`, `<sink>/p<priority>/index`
+//! (after a clean stop), `<sink>/lock`,
 //! `<sink>/quarantine/*.bad`. Why a segmented log of our own and not an embedded store:
 //! `docs/store-and-forward.md`.
 
+mod index;
 pub mod lane;
+mod opening;
 pub mod record;
 pub mod report;
 pub mod segment;
@@ -128,7 +134,18 @@ const CLEAN_MARKER: &str = "clean-shutdown";
 
 impl SinkQueue {
     /// Open (or create) the queue of sink `sink`. Damage is logged and quarantined, never fatal.
+    /// After a clean stop each lane's index stands in for reading every segment.
     pub fn open(sink: &str, settings: QueueSettings) -> anyhow::Result<Arc<SinkQueue>> {
+        Self::open_with(sink, settings, true)
+    }
+
+    /// [`SinkQueue::open`], reading and checking every segment whatever the index says
+    /// (`weir queue repair`).
+    pub fn open_scanning(sink: &str, settings: QueueSettings) -> anyhow::Result<Arc<SinkQueue>> {
+        Self::open_with(sink, settings, false)
+    }
+
+    fn open_with(sink: &str, settings: QueueSettings, trust_index: bool) -> anyhow::Result<Arc<SinkQueue>> {
         let dir = &settings.dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating the queue directory {} (set [store] dir to a writable place)", dir.display()))?;
         let lock = File::options().create(true).truncate(false).write(true).open(dir.join("lock")).with_context(|| format!("opening {}", dir.display()))?;
@@ -141,7 +158,7 @@ impl SinkQueue {
         let limits = settings.limits();
         let mut lanes = BTreeMap::new();
         for priority in lane_priorities(dir) {
-            let (lane, findings) = open_lane_or_set_it_aside(sink, dir, priority, limits)?;
+            let (lane, findings) = open_lane_or_set_it_aside(sink, dir, priority, limits, trust_index && was_clean)?;
             log_findings(sink, &findings);
             if !was_clean && lane.depth() > 0 {
                 warn!(sink, lane = priority, "weir did not stop cleanly: the last batch delivered from this lane may be delivered again");
@@ -298,7 +315,7 @@ impl SinkQueue {
             std::collections::btree_map::Entry::Occupied(lane) => lane.into_mut(),
             std::collections::btree_map::Entry::Vacant(slot) => {
                 let dir = lane_dir(&self.settings.dir, priority);
-                let (lane, findings) = Lane::open(&dir, priority, &self.settings.dir.join("quarantine"), self.limits, Mode::ReadWrite)?;
+                let (lane, findings) = Lane::open(&dir, priority, &self.settings.dir.join("quarantine"), self.limits, Mode::ReadWrite, false)?;
                 log_findings(&self.sink, &findings);
                 slot.insert(lane)
             }
@@ -427,16 +444,16 @@ fn stats_of(state: &State) -> QueueStats {
 /// Open a lane of the queue in `dir`. One that cannot be opened (an I/O error reading its
 /// directory or cursor) is moved aside whole into the quarantine directory, and an empty lane
 /// starts in its place: weir starts all the same. Only if that fails too is it an error.
-fn open_lane_or_set_it_aside(sink: &str, dir: &Path, priority: u8, limits: Limits) -> anyhow::Result<(Lane, Vec<Finding>)> {
+fn open_lane_or_set_it_aside(sink: &str, dir: &Path, priority: u8, limits: Limits, trust_index: bool) -> anyhow::Result<(Lane, Vec<Finding>)> {
     let path = lane_dir(dir, priority);
     let quarantine = dir.join("quarantine");
-    match Lane::open(&path, priority, &quarantine, limits, Mode::ReadWrite) {
+    match Lane::open(&path, priority, &quarantine, limits, Mode::ReadWrite, trust_index) {
         Ok(opened) => Ok(opened),
         Err(err) => {
             let aside = quarantine.join(format!("p{priority}-lane-{}", weir_core::message::now_ms()));
             let moved = std::fs::create_dir_all(&quarantine).and_then(|()| std::fs::rename(&path, &aside));
             error!(sink, lane = priority, %err, moved_to = %aside.display(), moved = moved.is_ok(), "a lane of the queue cannot be opened; it is set aside whole and an empty one starts");
-            Lane::open(&path, priority, &quarantine, limits, Mode::ReadWrite)
+            Lane::open(&path, priority, &quarantine, limits, Mode::ReadWrite, false)
                 .with_context(|| format!("opening lane p{priority} of the queue of sink `{sink}` in {} (set aside after: {err})", dir.display()))
         }
     }

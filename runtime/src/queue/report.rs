@@ -45,7 +45,7 @@ pub fn inspect(sink: &str, dir: &std::path::Path, limits: Limits) -> std::io::Re
     let now = weir_core::message::now_ms();
     let mut lanes = Vec::new();
     for priority in lane_priorities(dir) {
-        let (lane, findings) = Lane::open(&lane_dir(dir, priority), priority, &dir.join("quarantine"), limits, Mode::ReadOnly)?;
+        let (lane, findings) = Lane::open(&lane_dir(dir, priority), priority, &dir.join("quarantine"), limits, Mode::ReadOnly, false)?;
         lanes.push(LaneReport {
             priority,
             depth: lane.depth(),
