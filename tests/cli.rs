@@ -22,6 +22,35 @@ fn check_reports_every_error_and_exits_non_zero() {
     assert!(stderr.contains("bad.toml:4:11: routes.r: unknown source `/nowhere`"), "{stderr}");
 }
 
+/// Exit codes scripts rely on: 0 yes, 1 no, 2 the input cannot be used.
+#[test]
+fn route_explain_and_check_exit_0_for_yes_1_for_no_2_for_unusable_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = dir.path().join("m.json");
+    std::fs::write(&message, r#"{"topic": "factory/m1/telemetry", "payload": {"temperature": 71}}"#).unwrap();
+    let explain = |route: &str, message: &std::path::Path| {
+        let output = Command::new(weir()).args(["route", "explain", route, "--message"]).arg(message).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
+    };
+    let takes = "FROM /topics/factory/# WHERE $body.temperature > 50 INTO $upstream";
+    assert_eq!(explain(takes, &message).0, Some(0), "{}", explain(takes, &message).1);
+    let declines = "FROM /topics/factory/# WHERE $body.temperature > 90 INTO $upstream";
+    assert_eq!(explain(declines, &message).0, Some(1), "{}", explain(declines, &message).1);
+    let (code, text) = explain("FROM /topics/factory/# WHERE $body.temperature >> 90 INTO $upstream", &message);
+    assert_eq!(code, Some(2), "a route that does not parse: {text}");
+    assert!(text.contains("the route does not parse"), "{text}");
+    assert_eq!(explain(takes, &dir.path().join("missing.json")).0, Some(2), "a message file that cannot be read");
+
+    let check = |path: &std::path::Path| Command::new(weir()).arg("check").arg(path).output().unwrap().status.code();
+    let valid = dir.path().join("valid.toml");
+    std::fs::write(&valid, "upstream = \"out\"\n[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n[routes]\nup = \"FROM /topics/# INTO $upstream\"\n").unwrap();
+    assert_eq!(check(&valid), Some(0));
+    let invalid = dir.path().join("invalid.toml");
+    std::fs::write(&invalid, "[routes]\nr = 'FROM /nowhere INTO $upstream'\n").unwrap();
+    assert_eq!(check(&invalid), Some(1));
+    assert_eq!(check(&dir.path().join("missing.toml")), Some(2));
+}
+
 #[test]
 fn check_accepts_every_example_pipeline() {
     let mut checked = 0;

@@ -17,7 +17,7 @@ pub struct Checked {
 
 /// Load, validate, compile every module and run its `init` with its config.
 pub fn check(path: &Path) -> anyhow::Result<Checked> {
-    let loaded = LoadedPipeline::load(path)?;
+    let loaded = load(path)?;
     let registry = weir_connectors::registry();
     let plan = validate::plan(&loaded, &registry)?;
     let engine = WasmEngine::new(&executor::engine_settings(&loaded, &plan))?;
@@ -57,4 +57,11 @@ pub fn embedded_broker_warning(loaded: &LoadedPipeline, plan: &Plan) -> Option<S
          `persistence true`) and point [broker] url at it (docs/store-and-forward.md)"
             .to_owned()
     })
+}
+
+/// The pipeline in `path`. A file that cannot be read is unusable input (exit 2), not a
+/// pipeline with errors (exit 1).
+pub fn load(path: &Path) -> anyhow::Result<LoadedPipeline> {
+    let text = std::fs::read_to_string(path).map_err(|err| super::Unusable(format!("cannot read the pipeline file {}: {err}", path.display())))?;
+    Ok(LoadedPipeline::parse(path, text)?)
 }

@@ -7,6 +7,10 @@
 //! - `weir queue inspect|verify PIPELINE.toml`: depth, age and damage of the sink queues;
 //! - `weir schema`: the JSON Schema of the pipeline format;
 //! - `weir simulate`: publish simulated machine telemetry to a broker (the demo's machines).
+//!
+//! Exit codes ([`Exit`]): 0 done, or yes; 1 no (a route that does not take the message, a
+//! pipeline with errors, a damaged queue), or a failure while running; 2 the input is unusable
+//! (arguments, a route that does not parse, a file that cannot be read).
 
 pub mod check;
 mod filter_test;
@@ -38,6 +42,11 @@ use crate::telemetry::{self, LogFormat};
 /// routes) to cloud connectors or back to local topics.
 ///
 /// Start with `weir run pipelines/demo.toml`, then read README.md.
+///
+/// Exit codes: 0 done, or yes (the pipeline is valid, the route takes the message, the queue
+/// is whole); 1 no (the pipeline has errors, the route does not take the message, the queue is
+/// damaged) or a failure while running; 2 the input cannot be used (wrong arguments, a route
+/// that does not parse, a file that cannot be read).
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, propagate_version = true)]
 pub struct Cli {
@@ -56,7 +65,8 @@ pub enum Command {
         pipeline: PathBuf,
     },
     /// Validate a pipeline: syntax, unknown keys, routes, references, connector settings, and
-    /// that every module loads, exports what its kind needs and accepts its config.
+    /// that every module loads, exports what its kind needs and accepts its config (exit 0
+    /// if it is valid, 1 if it has errors, 2 if the file cannot be read).
     Check {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -79,7 +89,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum RouteCommand {
     /// Show the parse of a route, the value of every sub-expression for a message, and why
-    /// the route takes it or not (exit 0 if it does, 1 if it does not).
+    /// the route takes it or not (exit 0 if it does, 1 if it does not, 2 if the route does
+    /// not parse or the message cannot be read).
     Explain(route_explain::RouteExplainArgs),
 }
 
@@ -128,25 +139,47 @@ pub fn main() -> ExitCode {
         Command::Queue(QueueCommand::Repair(args)) => queue::repair(&args),
         Command::Queue(QueueCommand::Verify(args)) => match queue::run(&args, true) {
             Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
+            Ok(false) => return Exit::No.into(),
             Err(err) => Err(err),
         },
         Command::Route(RouteCommand::Explain(args)) => match route_explain::run(&args) {
             Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
+            Ok(false) => return Exit::No.into(),
             Err(err) => Err(err),
         },
         Command::Run { pipeline } => check::check(&pipeline).and_then(|checked| async_runtime()?.block_on(run::run(checked))),
         Command::Simulate(args) => async_runtime().and_then(|runtime| runtime.block_on(simulate::run(&args))),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Yes.into(),
         Err(err) => {
             match err.downcast_ref::<crate::config::ConfigErrors>() {
                 Some(errors) => eprintln!("{errors}"),
                 None => eprintln!("error: {err:#}"),
             }
-            ExitCode::FAILURE
+            if err.is::<Unusable>() { Exit::Unusable } else { Exit::No }.into()
         }
     }
 }
+
+/// What a command's exit code says, for scripts (clap exits 2 for wrong arguments too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done, or yes.
+    Yes = 0,
+    /// No, or a failure while running.
+    No = 1,
+    /// The input cannot be used.
+    Unusable = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// An error in what the command was given (exit 2), not in what it found.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::LoadedPipeline;
 use crate::config::validate;
 use anyhow::Context;
 
@@ -21,7 +20,7 @@ pub struct QueueArgs {
 
 /// The queues `args` names (every queue of the pipeline, or `--sink`'s) that exist on disk.
 fn queues(args: &QueueArgs) -> anyhow::Result<Vec<(String, QueueSettings)>> {
-    let loaded = LoadedPipeline::load(&args.pipeline)?;
+    let loaded = super::check::load(&args.pipeline)?;
     let plan = validate::plan(&loaded, &weir_connectors::registry())?;
     if let Some(sink) = &args.sink
         && !plan.queues.contains_key(sink)

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
 use weir_core::{ModuleOutput, Property};
 
+use super::Unusable;
 use crate::route::{self, explain};
 use crate::samples;
 
@@ -27,20 +27,21 @@ pub struct RouteExplainArgs {
     pub from_module: Option<String>,
 }
 
-/// Prints the explanation; exits 0 when the route takes the message, 1 when it does not.
+/// Prints the explanation; `true` when the route takes the message. A route that does not
+/// parse and a message that cannot be read are [`Unusable`] (exit 2).
 pub fn run(args: &RouteExplainArgs) -> anyhow::Result<bool> {
     let parsed = match route::parse(&args.route) {
         Ok(parsed) => parsed,
-        Err(err) => bail!("the route does not parse:\n{}", err.render(&args.route)),
+        Err(err) => return Err(Unusable(format!("the route does not parse:\n{}", err.render(&args.route))).into()),
     };
-    let text = std::fs::read_to_string(&args.message).with_context(|| format!("reading {}", args.message.display()))?;
-    let mut message = samples::parse_line(text.trim()).with_context(|| format!("{}", args.message.display()))?;
+    let text = std::fs::read_to_string(&args.message).map_err(|err| Unusable(format!("reading {}: {err}", args.message.display())))?;
+    let mut message = samples::parse_line(text.trim()).map_err(|err| Unusable(format!("{}: {err:#}", args.message.display())))?;
     let meta = message.meta_mut();
     if let Some(topic) = &args.topic {
         meta.topic = topic.clone();
     }
     for pair in &args.properties {
-        let (name, value) = pair.split_once('=').with_context(|| format!("--property `{pair}` is not NAME=VALUE"))?;
+        let (name, value) = pair.split_once('=').ok_or_else(|| Unusable(format!("--property `{pair}` is not NAME=VALUE")))?;
         meta.properties.push(Property::new(name, value));
     }
     if let Some(origin) = &args.from_module {
