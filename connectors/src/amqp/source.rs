@@ -95,8 +95,9 @@ impl AmqpSource {
                     let meta = to_metadata(delivery.routing_key.as_str(), &delivery.properties, ctx.name.clone(), self.config.topic_dots);
                     // The broker's prefetch bounds deliveries; the window bounds what the pipeline holds.
                     let Some(permit) = ctx.reserve().await else { return (Some(connection), Ended::Shutdown) };
+                    let Ok(bytes) = ctx.reserve_payload(delivery.data.len()).await else { return (Some(connection), Ended::Shutdown) };
                     let (tx, acker) = (settled_tx.clone(), delivery.acker);
-                    let ack = Ack::with_permit(move |outcome| { let _ = tx.send((acker, outcome)); }, Some(permit));
+                    let ack = Ack::with_permits(move |outcome| { let _ = tx.send((acker, outcome)); }, [Some(permit), bytes]);
                     if !ctx.hand_on(Message::new(delivery.data, meta, ack)).await {
                         return (Some(connection), Ended::Shutdown);
                     }

@@ -81,9 +81,10 @@ impl Source for IotHubSource {
                 Some(received) = arrivals.recv() => {
                     messages_in.increment(1);
                     let Some(permit) = ctx.reserve().await else { break };
+                    let Ok(bytes) = ctx.reserve_payload(received.payload_len()).await else { break };
                     let tx = ack_tx.clone();
                     let token = received.ack_token();
-                    let ack = Ack::with_permit(move |outcome| if outcome == AckOutcome::Accepted { let _ = tx.send(token); }, Some(permit));
+                    let ack = Ack::with_permits(move |outcome| if outcome == AckOutcome::Accepted { let _ = tx.send(token); }, [Some(permit), bytes]);
                     if !ctx.hand_on(to_message(&received, ctx.name.clone(), ack)).await {
                         break;
                     }

@@ -145,8 +145,10 @@ impl Source for KafkaSource {
                     let partition: Partition = (record.topic().to_owned(), record.partition());
                     let offset = record.offset();
                     tracker.received(&partition, offset);
+                    // A large record waits for room for its bytes (the byte budget).
+                    let Ok(bytes) = ctx.reserve_payload(record.payload().map_or(0, <[u8]>::len)).await else { break };
                     let tx = ack_tx.clone();
-                    let ack = Ack::with_permit(move |outcome| { let _ = tx.send((partition, offset, outcome)); }, room.take());
+                    let ack = Ack::with_permits(move |outcome| { let _ = tx.send((partition, offset, outcome)); }, [room.take(), bytes]);
                     if !ctx.hand_on(to_message(&record, &ctx.name, ack)).await {
                         break;
                     }

@@ -413,6 +413,14 @@ impl Received {
         AckToken { pkid, qos: self.qos() }
     }
 
+    /// The payload's size in bytes.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Received::V311(p) => p.payload.len(),
+            Received::V5(p) => p.payload.len(),
+        }
+    }
+
     pub fn qos(&self) -> QoS {
         let level = match self {
             Received::V311(p) => p.qos as u8,

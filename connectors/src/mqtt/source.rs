@@ -100,12 +100,7 @@ impl Source for MqttSource {
                         let (payload, meta) = received.to_parts(source.clone());
                         messages_in.increment(1);
                         // A large message waits for room for its bytes instead of piling up.
-                        let bytes = if ctx.counts_bytes(payload.len()) {
-                            let Some(permit) = ctx.reserve_bytes(payload.len()).await else { return Ok(()) };
-                            Some(permit)
-                        } else {
-                            None
-                        };
+                        let Ok(bytes) = ctx.reserve_payload(payload.len()).await else { return Ok(()) };
                         if received.qos() == QoS::AtMostOnce {
                             // No acknowledgement to hold back, but no reason to drop either:
                             // wait for room like any subscriber reading at its own pace, so

@@ -92,6 +92,17 @@ impl SourceContext {
         }
     }
 
+    /// Room for a message's payload of `bytes`: `Ok(None)` when the message window covers it
+    /// ([`SourceContext::counts_bytes`]), else the permit to hold in its [`Ack`](crate::Ack)
+    /// after waiting for room ([`SourceContext::reserve_bytes`]). `Err` once shutdown has
+    /// started. Every source calls this for every message it hands on.
+    pub async fn reserve_payload(&self, bytes: usize) -> Result<Option<OwnedSemaphorePermit>, Stopping> {
+        if !self.counts_bytes(bytes) {
+            return Ok(None);
+        }
+        self.reserve_bytes(bytes).await.map(Some).ok_or(Stopping)
+    }
+
     /// Hand `message` on to the pipeline, waiting for room; false once the pipeline takes no
     /// more (it is stopping).
     pub async fn hand_on(&self, message: Message) -> bool {
@@ -103,6 +114,10 @@ impl SourceContext {
         }
     }
 }
+
+/// The pipeline is stopping: a source hands nothing more on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopping;
 
 /// Why a sink did not accept a batch.
 #[derive(Debug)]
@@ -392,6 +407,18 @@ mod tests {
         drop(half);
         assert!(huge.await.unwrap(), "then it goes, alone");
         assert_eq!(context.in_flight_bytes.available_permits(), limit, "its permit was dropped with it");
+    }
+
+    #[tokio::test]
+    async fn a_small_payload_needs_no_byte_permit_and_a_large_one_waits_for_room() {
+        let (context, _received) = context(1, 4);
+        let share = context.in_flight_bytes_limit / context.in_flight_limit;
+        assert!(context.reserve_payload(share).await.expect("running").is_none(), "within its share: the message window covers it");
+        let taken = context.reserve_payload(context.in_flight_bytes_limit).await.expect("running").expect("a permit");
+        assert_eq!(context.in_flight_bytes.available_permits(), 0);
+        context.shutdown.cancel();
+        assert_eq!(context.reserve_payload(share + 1).await.err(), Some(super::Stopping), "no room, and stopping");
+        drop(taken);
     }
 
     #[tokio::test]

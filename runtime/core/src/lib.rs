@@ -21,6 +21,6 @@ pub mod secret;
 
 pub use ack::{Ack, AckOutcome};
 pub use backoff::Backoff;
-pub use connector::{BuildContext, Registry, Sink, SinkError, SinkKind, Source, SourceContext, SourceKind};
+pub use connector::{BuildContext, Registry, Sink, SinkError, SinkKind, Source, SourceContext, SourceKind, Stopping};
 pub use message::{Message, Metadata, ModuleOutput, Property, QoS};
 pub use secret::Secret;

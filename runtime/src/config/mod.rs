@@ -287,7 +287,8 @@ pub struct RuntimeSettings {
     pub inline_call_budget: HumanDuration,
     /// The largest message weir takes. A bigger one goes to `$deadletter` (reason
     /// `too-large`) as it arrives; an MQTT 5 source also tells its broker (CONNECT's maximum
-    /// packet size), which then does not send weir bigger ones at all. Default "16MiB".
+    /// packet size), which then does not send weir bigger ones at all; over MQTT 3.1.1 the
+    /// payload is dropped as it is read. Default "16MiB".
     #[serde(default = "RuntimeSettings::default_max_message_size")]
     pub max_message_size: ByteSize,
     /// Payload bytes a source may have in the pipeline before it waits (besides `in_flight`
