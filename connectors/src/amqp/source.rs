@@ -80,7 +80,7 @@ impl AmqpSource {
         };
         info!(source = %ctx.name, broker = %url, queue, prefetch, "AMQP consumer started");
         ctx.ready.send_replace(true);
-        let messages_in = metrics::counter!("weir_source_messages_total", "source" => ctx.name.to_string());
+        let messages_in = metrics::counter!(weir_core::metric_names::SOURCE_MESSAGES, "source" => ctx.name.to_string());
         loop {
             tokio::select! {
                 () = ctx.shutdown.cancelled() => return (Some(connection), Ended::Shutdown),

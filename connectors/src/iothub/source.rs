@@ -62,7 +62,7 @@ impl Source for IotHubSource {
         }
         let mut subscribed = link.inbound.subscribed();
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckToken>();
-        let messages_in = metrics::counter!("weir_source_messages_total", "source" => ctx.name.to_string());
+        let messages_in = metrics::counter!(weir_core::metric_names::SOURCE_MESSAGES, "source" => ctx.name.to_string());
         loop {
             tokio::select! {
                 () = ctx.shutdown.cancelled() => break,

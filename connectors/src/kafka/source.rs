@@ -108,7 +108,7 @@ impl Source for KafkaSource {
         let mut tracker = OffsetTracker::default();
         let mut ticker = tokio::time::interval(commit_interval);
         let mut backoff = Backoff::default();
-        let messages_in = metrics::counter!("weir_source_messages_total", "source" => ctx.name.to_string());
+        let messages_in = metrics::counter!(weir_core::metric_names::SOURCE_MESSAGES, "source" => ctx.name.to_string());
         // A record is read only with room in the in-flight window; acknowledgements and
         // commits go on while the window is full or the topic is quiet.
         let mut room = None;

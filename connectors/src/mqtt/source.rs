@@ -53,8 +53,8 @@ impl Source for MqttSource {
         let mut subscribed = false;
         let source = ctx.name.clone();
         // Registered once: the per-message path only increments.
-        let messages_in = metrics::counter!("weir_source_messages_total", "source" => source.to_string());
-        let resent = metrics::counter!("weir_source_qos2_resent_total", "source" => source.to_string());
+        let messages_in = metrics::counter!(weir_core::metric_names::SOURCE_MESSAGES, "source" => source.to_string());
+        let resent = metrics::counter!(weir_core::metric_names::SOURCE_QOS2_RESENT, "source" => source.to_string());
         // One future for the whole loop, cancelled at shutdown, instead of a `select!` per
         // event: each event's poll future (2.7 KB in rumqttc) would be moved into it again.
         let receiving = async {

@@ -11,12 +11,14 @@
 //!   `type = "…"` table of the pipeline TOML into a running connector.
 //! - [`secret`]: [`Secret`], a credential read from an environment variable or a file,
 //!   never from clear text, and never printed.
+//! - [`metric_names`]: every metric name weir emits (runtime and connectors alike).
 
 pub mod ack;
 pub mod backoff;
 pub mod connector;
 mod json_fields;
 pub mod message;
+pub mod metric_names;
 pub mod secret;
 
 pub use ack::{Ack, AckOutcome};
