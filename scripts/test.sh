@@ -9,7 +9,8 @@
 #   - the wasm32-wasip2 target and the example modules (scripts/build-filters.sh, which also
 #     installs componentize-py from PyPI for the Python module);
 #   - then: formatting, clippy with warnings denied (which also compiles the benchmarks;
-#     the vendored rumqttc's manifest turns both off for its upstream code), the SDK's and the example
+#     the vendored rumqttc's manifest turns both off for its upstream code), the edge build
+#     (no Kafka, AMQP, blob or embedded broker) checked to link none of them, the SDK's and the example
 #     modules' own unit tests, every workspace test (the vendored rumqttc's unit tests too), smoke runs
 #     of the relay benchmark, of the instruction counter, of the inline-stall probe and of
 #     the idle-cost probe, and short fuzz runs of the route language, the queue's readers,
@@ -61,6 +62,13 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 (cd filters && cargo clippy --all-targets --quiet -- -D warnings && cargo test --quiet)
 CARGO_TARGET_DIR=filters/target cargo test --quiet --manifest-path sdk-guest/rust/Cargo.toml
+# The edge build (no Kafka, AMQP, blob storage, IoT Hub or embedded broker) compiles and links
+# none of their code; then the full binary, which the CLI tests run.
+minimal=(-p weir --no-default-features --features mqtt,file)
+if cargo tree "${minimal[@]}" -e normal --prefix none | grep -E '^(rdkafka|lapin|object_store|rumqttd) '; then
+    echo "the minimal build (${minimal[*]}) depends on the crates above" >&2; exit 1
+fi
+cargo check "${minimal[@]}" --quiet
 cargo build --workspace --quiet   # the CLI tests run the `weir` binary itself
 log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$log"

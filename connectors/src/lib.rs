@@ -65,5 +65,18 @@ pub fn registry() -> weir_core::Registry {
     let registry = registry.sink::<amqp::AmqpSink>().source::<amqp::AmqpSource>();
     #[cfg(feature = "mqtt")]
     let registry = registry.source::<mqtt::MqttSource>().sink::<mqtt::MqttSink>();
+    // What a build without some features leaves out: a pipeline using one is told so.
+    #[cfg(not(feature = "file"))]
+    let registry = registry.left_out("file");
+    #[cfg(not(feature = "blob"))]
+    let registry = registry.left_out("blob");
+    #[cfg(not(feature = "iothub"))]
+    let registry = registry.left_out("iothub");
+    #[cfg(not(feature = "kafka"))]
+    let registry = registry.left_out("kafka");
+    #[cfg(not(feature = "amqp"))]
+    let registry = registry.left_out("amqp");
+    #[cfg(not(feature = "mqtt"))]
+    let registry = registry.left_out("mqtt");
     registry
 }

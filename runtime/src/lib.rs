@@ -16,6 +16,7 @@
 //! - [`cli`]: the `weir` command line.
 
 pub mod aggregate;
+#[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -261,6 +261,8 @@ impl<K: SourceKind> Builder<dyn Source> for SourceBuilder<K> {
 pub struct Registry {
     sinks: BTreeMap<&'static str, Box<dyn Builder<dyn Sink>>>,
     sources: BTreeMap<&'static str, Box<dyn Builder<dyn Source>>>,
+    /// Connector types weir has that this binary was built without (cargo features).
+    left_out: Vec<&'static str>,
 }
 
 impl fmt::Debug for Registry {
@@ -274,6 +276,10 @@ impl fmt::Debug for Registry {
 pub enum ConnectorConfigError {
     #[error("unknown {kind} type `{name}`; known types: {known}")]
     UnknownType { kind: &'static str, name: String, known: String },
+    #[error(
+        "this weir was built without the `{name}` connector (cargo feature `{name}` of the `weir` crate); use a build that has it, such as the default one"
+    )]
+    LeftOut { name: String },
     #[error("{0}")]
     Invalid(#[from] toml::de::Error),
 }
@@ -284,6 +290,20 @@ impl Registry {
         let previous = self.sinks.insert(K::TYPE, Box::new(SinkBuilder::<K>(Default::default())));
         assert!(previous.is_none(), "sink type `{}` registered twice", K::TYPE);
         self
+    }
+
+    /// Say that connector type `type_name` exists but is not in this binary, so a pipeline
+    /// that uses it is told why, not only that the type is unknown.
+    pub fn left_out(mut self, type_name: &'static str) -> Self {
+        self.left_out.push(type_name);
+        self
+    }
+
+    fn unknown(&self, kind: &'static str, type_name: &str, known: impl Iterator<Item = &'static str>) -> ConnectorConfigError {
+        if self.left_out.contains(&type_name) {
+            return ConnectorConfigError::LeftOut { name: type_name.to_owned() };
+        }
+        ConnectorConfigError::UnknownType { kind, name: type_name.to_owned(), known: Self::known(known) }
     }
 
     /// Register a source type. Panics on a duplicate name.
@@ -307,21 +327,13 @@ impl Registry {
 
     /// Check a sink table against its type's config without building anything.
     pub fn check_sink(&self, type_name: &str, table: toml::Table) -> Result<(), ConnectorConfigError> {
-        let builder = self.sinks.get(type_name).ok_or_else(|| ConnectorConfigError::UnknownType {
-            kind: "sink",
-            name: type_name.to_owned(),
-            known: Self::known(self.sink_types()),
-        })?;
+        let builder = self.sinks.get(type_name).ok_or_else(|| self.unknown("sink", type_name, self.sink_types()))?;
         Ok(builder.check(table)?)
     }
 
     /// Check a source table against its type's config without building anything.
     pub fn check_source(&self, type_name: &str, table: toml::Table) -> Result<(), ConnectorConfigError> {
-        let builder = self.sources.get(type_name).ok_or_else(|| ConnectorConfigError::UnknownType {
-            kind: "source",
-            name: type_name.to_owned(),
-            known: Self::known(self.source_types()),
-        })?;
+        let builder = self.sources.get(type_name).ok_or_else(|| self.unknown("source", type_name, self.source_types()))?;
         Ok(builder.check(table)?)
     }
 

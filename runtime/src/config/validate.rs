@@ -74,7 +74,7 @@ pub fn plan(loaded: &LoadedPipeline, registry: &Registry) -> Result<Plan, Config
         let checked = if kind == "sinks" { registry.check_sink(type_name, table.clone()) } else { registry.check_source(type_name, table.clone()) };
         match checked {
             Ok(()) => {}
-            Err(ConnectorConfigError::UnknownType { .. }) => {
+            Err(ConnectorConfigError::UnknownType { .. } | ConnectorConfigError::LeftOut { .. }) => {
                 errors.push(loaded.error(&[kind, name, "type"], checked.err().map(|e| e.to_string()).unwrap_or_default()));
             }
             Err(ConnectorConfigError::Invalid(err)) => {

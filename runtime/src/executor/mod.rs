@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use weir_connectors::mqtt::{ConnectionConfig, MqttSink, MqttSource, Protocol};
+use weir_connectors::mqtt::{ConnectionConfig, MqttSink, MqttSource};
 use weir_core::{BuildContext, Registry, Source, SourceContext};
 
 use crate::aggregate::worker::AggregateWorker;
@@ -97,15 +97,27 @@ pub fn load_modules(engine: &WasmEngine, loaded: &LoadedPipeline, plan: &Plan) -
 fn local_broker(loaded: &LoadedPipeline) -> anyhow::Result<ConnectionConfig> {
     match &loaded.pipeline.broker {
         Some(connection) => Ok(connection.clone()),
-        None => {
-            let listen = loaded.pipeline.embedded_broker.clone().unwrap_or_default().listen;
-            let addr = crate::broker::start(&listen)?;
-            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-            let mut connection = ConnectionConfig::plain(&host, addr.port());
-            connection.protocol = Protocol::V311;
-            Ok(connection)
-        }
+        None => embedded_broker(loaded),
     }
+}
+
+#[cfg(feature = "embedded-broker")]
+fn embedded_broker(loaded: &LoadedPipeline) -> anyhow::Result<ConnectionConfig> {
+    let listen = loaded.pipeline.embedded_broker.clone().unwrap_or_default().listen;
+    let addr = crate::broker::start(&listen)?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let mut connection = ConnectionConfig::plain(&host, addr.port());
+    connection.protocol = weir_connectors::mqtt::Protocol::V311;
+    Ok(connection)
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn embedded_broker(loaded: &LoadedPipeline) -> anyhow::Result<ConnectionConfig> {
+    anyhow::bail!(
+        "{} names no [broker], and this weir was built without the embedded broker (feature `embedded-broker`): \
+         set [broker] url to the broker weir should use",
+        loaded.path.display()
+    )
 }
 
 fn pipeline_id(loaded: &LoadedPipeline) -> String {
