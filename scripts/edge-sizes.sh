@@ -48,6 +48,6 @@ for binary in "${binaries[@]}"; do
     rss=$(awk '/VmRSS/ { print $2 }' "/proc/$weir/status")
     kill -TERM "$weir"
     wait "$weir" || true
-    printf '%s: %.1f MiB stripped (%.1f MiB as built), idle RSS %.1f MiB\n' "$binary" \
-        "$(echo "$(stat -c %s "$stripped") / 1048576" | bc -l)" "$(echo "$(stat -c %s "$binary") / 1048576" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+    awk -v name="$binary" -v stripped="$(stat -c %s "$stripped")" -v built="$(stat -c %s "$binary")" -v rss="$rss" \
+        'BEGIN { printf "%s: %.1f MiB stripped (%.1f MiB as built), idle RSS %.1f MiB\n", name, stripped / 1048576, built / 1048576, rss / 1024 }'
 done

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::lane::Position;
+use super::lane::{Position, SegmentMeta};
 
 const FILE: &str = "index";
 const MAGIC: &[u8; 8] = b"WEIRIX\x01\0";
@@ -25,20 +25,13 @@ const MAGIC: &[u8; 8] = b"WEIRIX\x01\0";
 const FIXED: usize = 8 + 4 * 8;
 const ENTRY: usize = 4 * 8;
 
-/// One segment as the index has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub id: u64,
-    pub len: u64,
-    pub records: u64,
-    pub consumed: u64,
-}
-
+/// What opening a lane learns: the cursor, the oldest undelivered record's time, and each
+/// segment as the lane keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
     pub cursor: Position,
     pub head_enqueued_ms: Option<u64>,
-    pub segments: Vec<Entry>,
+    pub segments: Vec<SegmentMeta>,
 }
 
 impl Index {
@@ -51,11 +44,12 @@ impl Index {
         std::fs::rename(&temporary, dir.join(FILE))
     }
 
-    /// The index in `dir`, if there is a whole one; `remove` deletes the file (read-write).
-    pub fn take(dir: &Path, remove: bool) -> Option<Index> {
+    /// The index in `dir`, if there is a whole one, and the file deleted (whether or not it is
+    /// used, it must not be found stale later).
+    pub fn take(dir: &Path) -> Option<Index> {
         let path = dir.join(FILE);
         let bytes = std::fs::read(&path).ok()?;
-        if remove && let Err(err) = std::fs::remove_file(&path) {
+        if let Err(err) = std::fs::remove_file(&path) {
             // A stale index must not be trusted later: scan the lane this time.
             tracing::warn!(path = %path.display(), %err, "could not remove the queue index; scanning the lane instead");
             return None;
@@ -102,7 +96,7 @@ impl Index {
         }
         let mut segments = Vec::new();
         while let (Some(id), Some(len), Some(records), Some(consumed)) = (words.next(), words.next(), words.next(), words.next()) {
-            segments.push(Entry { id, len, records, consumed });
+            segments.push(SegmentMeta { id, len, records, consumed });
         }
         Some(Index { cursor: Position { segment, offset }, head_enqueued_ms: (head != u64::MAX).then_some(head), segments })
     }
@@ -110,13 +104,13 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
-    use super::{Entry, Index, Position};
+    use super::{Index, Position, SegmentMeta};
 
     fn index() -> Index {
         Index {
             cursor: Position { segment: 3, offset: 160 },
             head_enqueued_ms: Some(1_765_000_000_000),
-            segments: vec![Entry { id: 3, len: 4096, records: 40, consumed: 2 }, Entry { id: 4, len: 16, records: 0, consumed: 0 }],
+            segments: vec![SegmentMeta { id: 3, len: 4096, records: 40, consumed: 2 }, SegmentMeta { id: 4, len: 16, records: 0, consumed: 0 }],
         }
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::index::Index;
-use super::opening::{Opened, index_of};
+use super::opening::Opened;
 use super::record::{self, Frame, Record};
 use super::segment::{self, Damage, HEADER};
 
@@ -47,7 +47,7 @@ pub struct Finding {
     pub torn_tail: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct SegmentMeta {
     pub id: u64,
     /// Bytes written (and readable).
@@ -123,7 +123,7 @@ impl Lane {
         }
         let ids = if dir.is_dir() { segment::list(dir)? } else { Vec::new() };
         let (stored_cursor, cursor_file) = read_cursor(dir, mode)?;
-        let index = if mode == Mode::ReadWrite { Index::take(dir, true) } else { None };
+        let index = if mode == Mode::ReadWrite { Index::take(dir) } else { None };
         let opened = match index {
             Some(index) if trust_index && index.fits(dir, &ids, stored_cursor) => Opened::from_index(index),
             _ => Opened::scan(dir, priority, quarantine_dir, mode, &ids, stored_cursor),
@@ -496,7 +496,8 @@ impl Lane {
             file.sync_data()?;
         }
         if self.mode == Mode::ReadWrite && self.known_damage.is_empty() && !self.needs_cut {
-            index_of(&self.segments, self.cursor, self.head_enqueued_ms).write(&self.dir)?;
+            let index = Index { cursor: self.cursor, head_enqueued_ms: self.head_enqueued_ms, segments: self.segments.iter().cloned().collect() };
+            index.write(&self.dir)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
 
-use super::index::{Entry, Index};
+use super::index::Index;
 use super::lane::{Finding, Mode, Position, SegmentMeta, quarantine, remove_or_log, set_aside};
 use super::segment::{self, Damage, HEADER};
 
@@ -25,9 +25,8 @@ pub(super) struct Opened {
 impl Opened {
     /// As the index says (it fits the directory: [`Index::fits`]).
     pub fn from_index(index: Index) -> Opened {
-        let segments = index.segments.iter().map(|e| SegmentMeta { id: e.id, len: e.len, records: e.records, consumed: e.consumed }).collect();
         Opened {
-            segments,
+            segments: index.segments.into(),
             cursor: index.cursor,
             known_damage: Vec::new(),
             head_enqueued_ms: index.head_enqueued_ms,
@@ -115,10 +114,4 @@ impl Opened {
         }
         Opened { segments, cursor, known_damage, head_enqueued_ms, append_to_last, findings }
     }
-}
-
-/// The index of what `segments` hold, with the cursor and oldest time, for the next open.
-pub(super) fn index_of(segments: &VecDeque<SegmentMeta>, cursor: Position, head_enqueued_ms: Option<u64>) -> Index {
-    let segments = segments.iter().map(|s| Entry { id: s.id, len: s.len, records: s.records, consumed: s.consumed }).collect();
-    Index { cursor, head_enqueued_ms, segments }
 }
