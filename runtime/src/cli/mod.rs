@@ -147,7 +147,14 @@ pub fn main() -> ExitCode {
             Ok(false) => return Exit::No.into(),
             Err(err) => Err(err),
         },
-        Command::Run { pipeline } => check::check(&pipeline).and_then(|checked| async_runtime()?.block_on(run::run(checked))),
+        Command::Run { pipeline } => check::check(&pipeline).and_then(|checked| {
+            let runtime = async_runtime()?;
+            let ran = runtime.block_on(run::run(checked));
+            // The pipeline has stopped (drained within its timeouts); dropping the runtime would
+            // also wait, unbounded, for a blocking thread still finishing a call.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            ran
+        }),
         Command::Simulate(args) => async_runtime().and_then(|runtime| runtime.block_on(simulate::run(&args))),
     };
     match result {
